@@ -1,0 +1,136 @@
+"""Caches for attention: passed into modules and returned by them, never stored on them.
+
+- `KVCache`: preallocated keys and values of causal self-attention, grown one decoding
+  step at a time (gpt-fast style: one buffer, a small update method).
+- `CrossAttentionMemory`: the projected keys and values of one source, computed once by
+  `CrossAttention.project_memory` and reused by every decoding step and every beam.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = ["CrossAttentionMemory", "KVCache"]
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+@dataclass(frozen=True)
+class CrossAttentionMemory:
+    """Projected source keys and values for cross-attention (immutable).
+
+    key: (B, Hkv, S, Dh); value: (B, Hkv, S, Dh); mask: (B, S) bool, True = real token,
+    or None when every source position is real.
+    """
+
+    key: Tensor
+    value: Tensor
+    mask: Tensor | None = None
+
+    def __post_init__(self) -> None:
+        if self.key.dim() != 4 or self.value.shape[:3] != self.key.shape[:3]:
+            raise ValueError(
+                f"memory key {_fmt(self.key.shape)} and value {_fmt(self.value.shape)}; "
+                f"expected (B, Hkv, S, Dh) each with the same B, Hkv, S"
+            )
+        B, S = self.key.shape[0], self.key.shape[2]
+        if self.mask is not None and (
+            self.mask.dtype != torch.bool or tuple(self.mask.shape) != (B, S)
+        ):
+            raise ValueError(
+                f"memory mask has shape {_fmt(self.mask.shape)} and dtype {self.mask.dtype}; "
+                f"expected (B, S) = ({B}, {S}) of torch.bool"
+            )
+
+    @property
+    def batch_size(self) -> int:
+        return self.key.shape[0]
+
+    @property
+    def source_length(self) -> int:
+        return self.key.shape[2]
+
+    def index_select(self, indices: Tensor) -> CrossAttentionMemory:
+        """The memory of sources `indices` (B',), e.g. to drop finished sources."""
+        mask = None if self.mask is None else self.mask.index_select(0, indices)
+        return CrossAttentionMemory(
+            self.key.index_select(0, indices), self.value.index_select(0, indices), mask
+        )
+
+
+@dataclass(frozen=True)
+class KVCache:
+    """A preallocated key/value cache for causal self-attention.
+
+    key: (B, Hkv, max_length, Dh) and value: (B, Hkv, max_length, Dv) buffers, of which
+    the first `length` positions are filled. `append` writes the new positions into the
+    shared buffers and returns a new KVCache with the larger length; nothing is stored on
+    any module. The buffers are written in place, so a cache is for inference (no_grad).
+    """
+
+    key: Tensor
+    value: Tensor
+    length: int = 0
+
+    @classmethod
+    def empty(
+        cls,
+        batch_size: int,
+        num_kv_heads: int,
+        max_length: int,
+        head_dim: int,
+        *,
+        value_dim: int | None = None,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        shape = (batch_size, num_kv_heads, max_length, head_dim)
+        value_shape = (batch_size, num_kv_heads, max_length, value_dim or head_dim)
+        return cls(
+            torch.zeros(shape, dtype=dtype, device=device),
+            torch.zeros(value_shape, dtype=dtype, device=device),
+            0,
+        )
+
+    @property
+    def max_length(self) -> int:
+        return self.key.shape[2]
+
+    def append(self, key: Tensor, value: Tensor) -> tuple[KVCache, Tensor, Tensor]:
+        """Write key (B, Hkv, t, Dh) and value (B, Hkv, t, Dv) after the filled positions.
+
+        Returns (new cache, all keys (B, Hkv, length + t, Dh), all values).
+        """
+        B, Hkv, _, Dh = self.key.shape
+        t = key.shape[2]
+        if key.dim() != 4 or key.shape[:2] != (B, Hkv) or key.shape[3] != Dh:
+            raise ValueError(
+                f"new key has shape {_fmt(key.shape)}; expected (B, Hkv, t, Dh) with "
+                f"B={B}, Hkv={Hkv}, Dh={Dh} (the cache's)"
+            )
+        if value.shape[:3] != key.shape[:3] or value.shape[3] != self.value.shape[3]:
+            raise ValueError(
+                f"new value has shape {_fmt(value.shape)}; expected (B, Hkv, t, Dv) = "
+                f"({B}, {Hkv}, {t}, {self.value.shape[3]})"
+            )
+        end = self.length + t
+        if end > self.max_length:
+            raise ValueError(
+                f"KVCache holds {self.max_length} positions; appending {t} to {self.length} "
+                f"would need {end}. Allocate a longer cache"
+            )
+        self.key[:, :, self.length : end] = key
+        self.value[:, :, self.length : end] = value
+        new = KVCache(self.key, self.value, end)
+        return new, self.key[:, :, :end], self.value[:, :, :end]
+
+    def reorder(self, indices: Tensor) -> KVCache:
+        """The cache of batch rows `indices` (e.g. surviving beams), as a new buffer."""
+        return KVCache(
+            self.key.index_select(0, indices), self.value.index_select(0, indices), self.length
+        )

@@ -1,0 +1,283 @@
+"""Attention modules: parameters (projections) around the pure functions of functional.py.
+
+Shape letters: B batch, T target length, S source length, D = dim (model width),
+Dc = context_dim, H query heads, Hkv key/value heads, Dh head width.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .cache import CrossAttentionMemory, KVCache
+from .functional import ReturnWeights, attention
+
+__all__ = ["CrossAttention", "SelfAttention"]
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+def _head_sizes(dim, num_heads, head_dim, num_kv_heads) -> tuple[int, int, int]:
+    """Validated (H, Hkv, Dh) for a module of width `dim`."""
+    for name, value in (("dim", dim), ("num_heads", num_heads)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name}={value!r}; expected a positive int")
+    if head_dim is None:
+        if dim % num_heads != 0:
+            raise ValueError(
+                f"dim={dim} is not divisible by num_heads={num_heads}; pass head_dim= "
+                f"to choose the head width yourself"
+            )
+        head_dim = dim // num_heads
+    elif not isinstance(head_dim, int) or head_dim <= 0:
+        raise ValueError(f"head_dim={head_dim!r}; expected a positive int")
+    num_kv_heads = num_heads if num_kv_heads is None else num_kv_heads
+    if not isinstance(num_kv_heads, int) or num_kv_heads <= 0 or num_heads % num_kv_heads:
+        raise ValueError(
+            f"num_kv_heads={num_kv_heads!r}; expected a positive divisor of num_heads={num_heads}"
+        )
+    return num_heads, num_kv_heads, head_dim
+
+
+def _check_dropout(dropout) -> float:
+    if (
+        isinstance(dropout, bool)
+        or not isinstance(dropout, (int, float))
+        or not (0.0 <= dropout < 1.0)
+    ):
+        raise ValueError(f"dropout={dropout!r}; expected 0 <= dropout < 1")
+    return float(dropout)
+
+
+def _check_input(name: str, x, width: int, width_name: str, symbol: str) -> None:
+    if not isinstance(x, Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() != 3 or x.shape[-1] != width:
+        raise ValueError(
+            f"{name} has shape {_fmt(x.shape)}; expected {symbol} with {width_name}={width}"
+        )
+
+
+def _check_padding_mask(name: str, mask, B: int, S: int, letter: str = "S") -> None:
+    if not isinstance(mask, Tensor):
+        raise ValueError(f"{name} must be a bool torch.Tensor, got {type(mask).__name__}")
+    if mask.dtype != torch.bool:
+        raise ValueError(
+            f"{name} has dtype {mask.dtype}; expected torch.bool with True = real token "
+            f"(the opposite of nn.MultiheadAttention's key_padding_mask)"
+        )
+    if tuple(mask.shape) != (B, S):
+        raise ValueError(
+            f"{name} has shape {_fmt(mask.shape)}; expected (B, {letter}) = ({B}, {S})"
+        )
+
+
+class CrossAttention(nn.Module):
+    """Multi-head attention of a target sequence x over a context sequence of its own width.
+
+    Args:
+        dim: width D of x and of the output.
+        num_heads: query heads H.
+        context_dim: width Dc of the context (default: dim).
+        head_dim: width Dh of each head (default: dim // num_heads).
+        num_kv_heads: key/value heads Hkv (default: num_heads; 1 = multi-query).
+        bias: whether the projections have biases.
+        dropout: dropout on the attention weights while training.
+
+    Inputs: x (B, T, D); context (B, S, Dc); context_mask (B, S) bool, True = real token.
+    Outputs: y (B, T, D), or (y, weights) with weights (B, H, T, S) for return_weights=True
+    or (B, T, S) for return_weights="mean".
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        context_dim: int | None = None,
+        head_dim: int | None = None,
+        num_kv_heads: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = _head_sizes(
+            dim, num_heads, head_dim, num_kv_heads
+        )
+        context_dim = dim if context_dim is None else context_dim
+        if not isinstance(context_dim, int) or context_dim <= 0:
+            raise ValueError(f"context_dim={context_dim!r}; expected a positive int")
+        self.dim, self.context_dim = dim, context_dim
+        self.dropout = _check_dropout(dropout)
+        inner, kv_inner = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(dim, inner, bias=bias)
+        self.k_proj = nn.Linear(context_dim, kv_inner, bias=bias)
+        self.v_proj = nn.Linear(context_dim, kv_inner, bias=bias)
+        self.out_proj = nn.Linear(inner, dim, bias=bias)
+
+    def project_memory(
+        self, context: Tensor, context_mask: Tensor | None = None
+    ) -> CrossAttentionMemory:
+        """Project the context once: keys and values (B, Hkv, S, Dh) and the mask (B, S)."""
+        _check_input("context", context, self.context_dim, "context_dim", "(B, S, context_dim)")
+        B, S, _ = context.shape
+        if context_mask is not None:
+            _check_padding_mask("context_mask", context_mask, B, S)
+            if context_mask.device != context.device:
+                raise ValueError(
+                    f"context_mask is on {context_mask.device} but context is on {context.device}"
+                )
+        kv_shape = (B, S, self.num_kv_heads, self.head_dim)
+        key = self.k_proj(context).view(kv_shape).transpose(1, 2)  # (B, Hkv, S, Dh)
+        value = self.v_proj(context).view(kv_shape).transpose(1, 2)  # (B, Hkv, S, Dh)
+        return CrossAttentionMemory(key, value, context_mask)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        context_mask: Tensor | None = None,
+        memory: CrossAttentionMemory | None = None,
+        return_weights: ReturnWeights = False,
+        backend: str = "auto",
+    ) -> Tensor | tuple[Tensor, Tensor]:
+        """x (B, T, D) attends to context (B, S, Dc), or to a projected `memory`.
+
+        x's batch may be a multiple k of the memory's: rows b*k .. b*k + k - 1 of x then
+        share source b (beams of one source), without copying its keys and values.
+        """
+        _check_input("x", x, self.dim, "dim", "(B, T, dim)")
+        if memory is None:
+            if context is None:
+                raise ValueError("pass context= (B, S, context_dim) or memory= (a projection)")
+            memory = self.project_memory(context, context_mask)
+        elif context is not None or context_mask is not None:
+            raise ValueError(
+                "pass either context (and context_mask) or memory, not both: memory already "
+                "holds the projected context and its mask"
+            )
+        elif not isinstance(memory, CrossAttentionMemory):
+            raise ValueError(f"memory must come from project_memory(), got {type(memory).__name__}")
+        B, T, _ = x.shape
+        Bm, S = memory.batch_size, memory.source_length
+        if Bm == 0 or B % Bm != 0:
+            raise ValueError(
+                f"x has batch B={B} but memory has batch {Bm}; x's batch must equal the "
+                f"memory's or be a multiple of it (beams of each source)"
+            )
+        k, H, Dh = B // Bm, self.num_heads, self.head_dim  # k queries rows per source
+        q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+        if k > 1:  # fold the k rows of each source into its query length: no K/V copies
+            q = q.view(Bm, k, H, T, Dh).transpose(1, 2).reshape(Bm, H, k * T, Dh)
+        mask = None if memory.mask is None else memory.mask[:, None, None, :]  # (Bm,1,1,S)
+        result = attention(
+            q, memory.key, memory.value, mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=return_weights, backend=backend,
+        )  # fmt: skip
+        out, weights = result if return_weights is not False else (result, None)
+        if k > 1:  # unfold: (Bm, H, k*T, Dh) -> (B, H, T, Dh)
+            out = out.view(Bm, H, k, T, Dh).transpose(1, 2).reshape(B, H, T, Dh)
+            if weights is not None and return_weights == "mean":
+                weights = weights.reshape(B, T, S)  # (Bm, k*T, S) -> (B, T, S)
+            elif weights is not None:
+                weights = weights.view(Bm, H, k, T, S).transpose(1, 2).reshape(B, H, T, S)
+        y = self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+        return y if weights is None else (y, weights)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention, optionally causal, with an optional preallocated KV cache.
+
+    Args: as CrossAttention, plus causal (bottom-right aligned, so cached decoding works).
+
+    forward(x, *, mask=None, cache=None, return_weights=False):
+        x (B, T, D): the new positions.
+        mask (B, S) bool, True = real token, over all keys: S = cache.length + T.
+        cache: a KVCache (see new_cache) holding the earlier positions, or None.
+    Returns y (B, T, D); (y, weights) with return_weights; and, when a cache is passed,
+    the updated cache as the last element: (y, cache) or (y, weights, cache).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        *,
+        causal: bool = False,
+        head_dim: int | None = None,
+        num_kv_heads: int | None = None,
+        bias: bool = True,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = _head_sizes(
+            dim, num_heads, head_dim, num_kv_heads
+        )
+        if not isinstance(causal, bool):
+            raise ValueError(f"causal={causal!r}; expected True or False")
+        self.dim, self.causal = dim, causal
+        self.dropout = _check_dropout(dropout)
+        inner, kv_inner = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(dim, inner, bias=bias)
+        self.k_proj = nn.Linear(dim, kv_inner, bias=bias)
+        self.v_proj = nn.Linear(dim, kv_inner, bias=bias)
+        self.out_proj = nn.Linear(inner, dim, bias=bias)
+
+    def new_cache(
+        self,
+        batch_size: int,
+        max_length: int,
+        *,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> KVCache:
+        """An empty KVCache for `batch_size` rows of up to `max_length` positions."""
+        weight = self.k_proj.weight
+        return KVCache.empty(
+            batch_size, self.num_kv_heads, max_length, self.head_dim,
+            dtype=dtype or weight.dtype, device=device or weight.device,
+        )  # fmt: skip
+
+    def forward(
+        self,
+        x: Tensor,
+        *,
+        mask: Tensor | None = None,
+        cache: KVCache | None = None,
+        return_weights: ReturnWeights = False,
+        backend: str = "auto",
+    ):
+        _check_input("x", x, self.dim, "dim", "(B, T, dim)")
+        B, T, _ = x.shape
+        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
+        q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+        k = self.k_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
+        v = self.v_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
+        if cache is not None:
+            if not isinstance(cache, KVCache):
+                raise ValueError(f"cache must be a KVCache, got {type(cache).__name__}")
+            if cache.key.shape[0] != B:
+                raise ValueError(
+                    f"x has batch B={B} but the cache was made for {cache.key.shape[0]} rows"
+                )
+            cache, k, v = cache.append(k, v)  # (B, Hkv, S, Dh) with S = length + T
+        S = k.shape[2]
+        attn_mask = None
+        if mask is not None:
+            _check_padding_mask("mask", mask, B, S)
+            attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
+        result = attention(
+            q, k, v, mask=attn_mask, causal=self.causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=return_weights, backend=backend,
+        )  # fmt: skip
+        out, weights = result if return_weights is not False else (result, None)
+        y = self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+        outputs = (y,) if weights is None else (y, weights)
+        if cache is not None:
+            outputs = (*outputs, cache)
+        return outputs[0] if len(outputs) == 1 else outputs
