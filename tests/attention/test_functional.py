@@ -278,13 +278,18 @@ def test_auto_picks_sdpa_and_says_why_not_flash():
     assert "chunked: could run this call" in text
 
 
-def test_auto_with_weights_picks_chunked_and_refuses_sdpa():
+def test_auto_with_weights_refuses_sdpa_and_goes_blockwise_when_large():
     q, k, v = make_inputs(SHAPES[0])
     for weights in (True, "mean"):
         choice = explain_backend(q, k, v, return_weights=weights)
-        assert choice.backend == "chunked"
+        assert choice.backend == "math"  # one block anyway
         assert choice.refused["sdpa"] == "torch SDPA does not return attention weights"
         assert "flash" in choice.refused
+        assert "fits in one block" in str(choice)
+    q, k, v = make_inputs((1, 8, 8, 512, 1024, 8, 8))  # 4M weights: more than one block
+    choice = explain_backend(q, k, v, return_weights="mean")
+    assert choice.backend == "chunked"
+    assert "math: could run this call, but 'chunked' comes first" in str(choice)
 
 
 def test_flash_refusals_name_the_reason(monkeypatch):

@@ -531,65 +531,74 @@ def _accumulate_block(target5: Tensor, grad: Tensor, t0: int, t1: int, s0: int, 
     _block(target5, t0, t1, s0, s1).add_(grad)
 
 
-def _chunked_weights(query, key, value, mask, bias, causal, scale, dropout_p, return_weights):
-    """Exact attention with weights, one block of query rows at a time.
+def _head_block(x: Tensor | None, h: int, t0: int, t1: int) -> Tensor | None:
+    """Query head h, rows t0:t1 of a mask or bias broadcastable to (B, H, T, S)."""
+    if x is None:
+        return None
+    while x.dim() < 4:
+        x = x.unsqueeze(0)
+    x = x[:, h] if x.shape[1] > 1 else x[:, 0]  # (b, t, s)
+    return x[:, t0:t1] if x.shape[1] > 1 else x
 
-    Holds (B, H, block_t, S) scores at once; for return_weights="mean" the head average of
-    each block is taken before the next, so (B, H, T, S) never exists. Differentiable with
-    plain autograd (the weights too, e.g. for guided-alignment losses).
+
+def _chunked_weights(query, key, value, mask, bias, causal, scale, dropout_p, return_weights):
+    """Exact attention with its weights, one (head, block of query rows) at a time.
+
+    Each step holds a (B, block_t, S) slice of scores, small enough to stay in cache; for
+    return_weights="mean" the slices are summed over heads as they go, so (B, H, T, S)
+    never exists. Differentiable with plain autograd (the weights too, e.g. for
+    guided-alignment losses).
     """
     B, H, T, _ = query.shape
     Hkv, S, Dv = key.shape[1], key.shape[2], value.shape[3]
     G = H // Hkv
     cdt = _compute_dtype(query.dtype)
-    q5 = query.unflatten(1, (Hkv, G))  # (B, Hkv, G, T, Dh)
-    k_t = key.to(cdt).transpose(-2, -1)  # (B, Hkv, Dh, S)
-    v = value.to(cdt)  # (B, Hkv, S, Dv)
-    mask5, bias5 = _as5d(mask, Hkv, G), _as5d(bias, Hkv, G)
     may_be_empty = _may_have_empty_rows(mask, bias, causal, T, S)
-    block_t = max(1, min(T, _BLOCK_ELEMENTS // max(1, B * H * S)))
+    block_t = max(1, min(T, (_BLOCK_ELEMENTS // 2) // max(1, B * S)))
+    t_ranges = [(t0, min(t0 + block_t, T)) for t0 in range(0, T, block_t)]
+    mean = return_weights == "mean"
     differentiable = torch.is_grad_enabled() and any(
         x is not None and x.requires_grad for x in (query, key, value, bias)
     )
-    w_shape = (B, T, S) if return_weights == "mean" else (B, Hkv, G, T, S)
-    outs, ws = [], []
-    if not differentiable:
-        out_all = query.new_empty(B, Hkv, G, T, Dv)
-        w_all = query.new_empty(w_shape)
-    for t0 in range(0, T, block_t):
-        t1 = min(t0 + block_t, T)
-        tq = t1 - t0
-        q_blk = q5[:, :, :, t0:t1].to(cdt).reshape(B, Hkv, G * tq, -1)  # (B, Hkv, G*tq, Dh)
-        s = (q_blk @ k_t).mul_(scale).view(B, Hkv, G, tq, S)  # (B, Hkv, G, tq, S)
-        b = _block(bias5, t0, t1, 0, S)
-        if b is not None:
-            s = s + b.to(cdt)
-        allowed = _block(mask5, t0, t1, 0, S)
-        if causal:
-            tri = _causal_rows(t0, t1, 0, S, T, S, query.device)  # (tq, S)
-            allowed = tri if allowed is None else allowed & tri
-        if allowed is not None:
-            s = s.masked_fill(~allowed, _NEG_INF)
-        w = _masked_softmax(s, may_be_empty)  # (B, Hkv, G, tq, S)
-        dropped = F.dropout(w, p=dropout_p) if dropout_p > 0 else w
-        o = (dropped.view(B, Hkv, G * tq, S) @ v).view(B, Hkv, G, tq, Dv)
-        w_out = w.mean(dim=(1, 2)) if return_weights == "mean" else w
-        if differentiable:
-            outs.append(o)
-            ws.append(w_out)
-        else:
-            out_all[:, :, :, t0:t1] = o
-            if return_weights == "mean":
-                w_all[:, t0:t1] = w_out
+    if differentiable:  # collect the pieces, join them with autograd-friendly cat
+        out_rows: list[list[Tensor]] = [[] for _ in range(H)]
+        w_rows: list[list[Tensor]] = [[] for _ in range(H)]
+    else:  # write into preallocated results
+        out = torch.empty(B, H, T, Dv, dtype=cdt, device=query.device)
+        w_all = torch.zeros((B, T, S) if mean else (B, H, T, S), dtype=cdt, device=query.device)
+    for h in range(H):
+        k_t = key[:, h // G].to(cdt).transpose(-2, -1)  # (B, Dh, S): head h reads h // G
+        v = value[:, h // G].to(cdt)  # (B, S, Dv)
+        for t0, t1 in t_ranges:
+            q_blk = query[:, h, t0:t1].to(cdt) * scale  # (B, tq, Dh)
+            s = q_blk @ k_t  # (B, tq, S)
+            b = _head_block(bias, h, t0, t1)
+            if b is not None:
+                s = s + b.to(cdt)
+            allowed = _head_block(mask, h, t0, t1)
+            if causal:
+                tri = _causal_rows(t0, t1, 0, S, T, S, query.device)  # (tq, S)
+                allowed = tri if allowed is None else allowed & tri
+            if allowed is not None:
+                s = s.masked_fill(~allowed, _NEG_INF)
+            w = _masked_softmax(s, may_be_empty)  # (B, tq, S)
+            o = (F.dropout(w, p=dropout_p) if dropout_p > 0 else w) @ v  # (B, tq, Dv)
+            if differentiable:
+                out_rows[h].append(o)
+                w_rows[h].append(w)
             else:
-                w_all[..., t0:t1, :] = w_out
+                out[:, h, t0:t1] = o
+                if mean:
+                    w_all[:, t0:t1] += w
+                else:
+                    w_all[:, h, t0:t1] = w
     if differentiable:
-        out_all = torch.cat(outs, dim=3).to(query.dtype)
-        w_all = torch.cat(ws, dim=1 if return_weights == "mean" else 3).to(query.dtype)
-    out = out_all.flatten(1, 2)  # (B, H, T, Dv)
-    if return_weights == "mean":
-        return out, w_all  # (B, T, S)
-    return out, w_all.flatten(1, 2)  # (B, H, T, S)
+        out = torch.stack([torch.cat(rows, dim=1) for rows in out_rows], dim=1)
+        per_head = [torch.cat(rows, dim=1) for rows in w_rows]  # H x (B, T, S)
+        w_all = sum(per_head[1:], per_head[0]) if mean else torch.stack(per_head, dim=1)
+    if mean:
+        w_all = w_all / H  # (B, T, S)
+    return out.to(query.dtype), w_all.to(query.dtype)
 
 
 def _chunked_attention(query, key, value, mask, bias, causal, scale, dropout_p, return_weights):
@@ -625,6 +634,7 @@ class BackendChoice:
     requested: str
     backend: str
     refused: dict[str, str] = field(default_factory=dict)
+    why: str = ""  # why the picked backend comes first, in words
 
     def __str__(self) -> str:
         head = (
@@ -632,7 +642,7 @@ class BackendChoice:
             if self.requested == "auto"
             else f"backend {self.requested!r} was requested"
         )
-        lines = [head + "."]
+        lines = [head + (f" ({self.why})." if self.why else ".")]
         for name in _PREFERENCE:
             if name == self.backend:
                 continue
@@ -676,10 +686,17 @@ def _refusal(name: str, call: _Call) -> str | None:
 def _choose(call: _Call, backend: str) -> BackendChoice:
     refused = {name: r for name in _PREFERENCE if (r := _refusal(name, call)) is not None}
     if backend == "auto":
-        # With weights, the blockwise path beats the reference on speed and memory.
-        order = _PREFERENCE if call.return_weights is False else ("chunked", "math")
+        if call.return_weights is False:
+            order, why = _PREFERENCE, "the fastest backend that runs this call"
+        elif call.B * call.H * call.T * call.S <= _BLOCK_ELEMENTS:
+            # One block anyway: the plain reference has the fewest steps.
+            order = ("math", "chunked")
+            why = "weights requested and the (B, H, T, S) matrix fits in one block"
+        else:  # blockwise weights beat the reference on speed and memory
+            order = ("chunked", "math")
+            why = "weights requested; blockwise weights are faster and lighter than math's"
         picked = next(name for name in order if name not in refused)
-        return BackendChoice("auto", picked, refused)
+        return BackendChoice("auto", picked, refused, why)
     if backend in refused:
         raise ValueError(f"backend {backend!r} cannot run this call: {refused[backend]}")
     return BackendChoice(backend, backend, refused)
