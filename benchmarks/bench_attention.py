@@ -31,7 +31,7 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-import xattn  # noqa: E402
+import xattn
 
 # (B, H, T, S) from the issue: small cross-attention up to T = S = 16384.
 SHAPES = [
@@ -154,8 +154,8 @@ def bench_modules(shapes, budget_s):
         x, context = torch.randn(B, T, E), torch.randn(B, S, E)
         large = B * H * T * S > NAIVE_LIMIT
         candidates = {
-            "nn.MultiheadAttention": lambda: mha(x, context, context, need_weights=False),
-            "xattn.CrossAttention": lambda: ours(x, context),
+            "nn.MultiheadAttention": lambda m=mha, x=x, c=context: m(x, c, c, need_weights=False),
+            "xattn.CrossAttention": lambda m=ours, x=x, c=context: m(x, c),
         }
         base = None
         for name, fn in candidates.items():

@@ -5,8 +5,14 @@ import re
 import pytest
 import torch
 
-from xattn import CrossAttention, CrossAttentionMemory, KVCache, SelfAttention, attention
-from xattn import explain_backend
+from xattn import (
+    CrossAttention,
+    CrossAttentionMemory,
+    KVCache,
+    SelfAttention,
+    attention,
+    explain_backend,
+)
 
 Q = torch.randn(2, 4, 5, 8)  # (B, H, T, Dh)
 K = torch.randn(2, 2, 7, 8)  # (B, Hkv, S, Dh)
