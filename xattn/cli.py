@@ -42,6 +42,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     import xattn
 
+    if args.length < 1:
+        raise UsageError(f"--length={args.length}; expected a positive number of positions")
     torch.manual_seed(args.seed)
     out = sys.stdout
     print("xattn demo: cross-attention, T target positions attend to S source positions\n")
@@ -59,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"   x {tuple(x.shape)} + context {tuple(context.shape)} -> y {tuple(y.shape)}")
     print(f"   head-mean weights {tuple(weights.shape)}; the padded source positions 6..8:")
     print(_shade(weights[1], [f"t{i}" for i in range(T)], [f"s{j}" for j in range(S)]))
-    print(f"   rows sum to {weights[1].sum(-1).tolist()}\n")
+    print(f"   rows sum to {[round(x, 4) for x in weights[1].sum(-1).tolist()]}\n")
 
     # 2. Every backend computes the same numbers.
     q = torch.randn(B, 8, 48, 32)  # (B, H, T, Dh)
@@ -130,8 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     demo.set_defaults(func=cmd_demo)
 
-    bench = sub.add_parser("bench", help="run benchmarks/bench_attention.py (side by side)")
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to the script")
+    bench = sub.add_parser(
+        "bench",
+        add_help=False,  # `xattn bench --help` shows the script's own flags
+        help="run benchmarks/bench_attention.py (side by side); other flags go to the script",
+    )
     bench.set_defaults(func=cmd_bench)
     return parser
 
@@ -139,7 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "bench":
+        args.bench_args = extra  # --quick, --big, ...: the benchmark script's own flags
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
     except (UsageError, ValueError) as err:

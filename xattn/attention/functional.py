@@ -229,8 +229,9 @@ def _math_attention(query, key, value, mask, bias, causal, scale, dropout_p, ret
     out_dtype = query.dtype
     cdt = _compute_dtype(out_dtype)
     q, k, v = query.to(cdt), key.to(cdt), value.to(cdt)
-    k = k.repeat_interleave(H // Hkv, dim=1)  # (B, H, S, Dh): each K/V head serves G heads
-    v = v.repeat_interleave(H // Hkv, dim=1)  # (B, H, S, Dv)
+    if Hkv != H:  # grouped-query attention: each K/V head serves G = H // Hkv query heads
+        k = k.repeat_interleave(H // Hkv, dim=1)  # (B, H, S, Dh)
+        v = v.repeat_interleave(H // Hkv, dim=1)  # (B, H, S, Dv)
 
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, S)
     if bias is not None:

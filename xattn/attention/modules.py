@@ -74,7 +74,46 @@ def _check_padding_mask(name: str, mask, B: int, S: int, letter: str = "S") -> N
         )
 
 
-class CrossAttention(nn.Module):
+class _MultiHeadProjections(nn.Module):
+    """The four projections of multi-head attention: queries from x (width `dim`), keys and
+    values from a sequence of width `kv_input_dim`, and the output projection."""
+
+    def __init__(self, dim, num_heads, kv_input_dim, head_dim, num_kv_heads, bias, dropout):
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = _head_sizes(
+            dim, num_heads, head_dim, num_kv_heads
+        )
+        if not isinstance(kv_input_dim, int) or kv_input_dim <= 0:
+            raise ValueError(f"context_dim={kv_input_dim!r}; expected a positive int")
+        self.dim = dim
+        self.dropout = _check_dropout(dropout)
+        inner, kv_inner = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        self.q_proj = nn.Linear(dim, inner, bias=bias)
+        self.k_proj = nn.Linear(kv_input_dim, kv_inner, bias=bias)
+        self.v_proj = nn.Linear(kv_input_dim, kv_inner, bias=bias)
+        self.out_proj = nn.Linear(inner, dim, bias=bias)
+
+    def _heads(self, proj: nn.Linear, x: Tensor, num_heads: int) -> Tensor:
+        """(B, L, width) -> (B, num_heads, L, Dh)."""
+        B, L, _ = x.shape
+        return proj(x).view(B, L, num_heads, self.head_dim).transpose(1, 2)
+
+    def _attend(self, q, k, v, mask, causal, return_weights, backend):
+        """attention() with the module's dropout; returns (out (B, H, T, Dh), weights|None)."""
+        result = attention(
+            q, k, v, mask=mask, causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
+            return_weights=return_weights, backend=backend,
+        )  # fmt: skip
+        return result if return_weights is not False else (result, None)
+
+    def _merge(self, out: Tensor) -> Tensor:
+        """(B, H, T, Dh) -> output projection -> (B, T, D)."""
+        B, H, T, Dh = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))
+
+
+class CrossAttention(_MultiHeadProjections):
     """Multi-head attention of a target sequence x over a context sequence of its own width.
 
     Args:
@@ -102,20 +141,9 @@ class CrossAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = _head_sizes(
-            dim, num_heads, head_dim, num_kv_heads
-        )
         context_dim = dim if context_dim is None else context_dim
-        if not isinstance(context_dim, int) or context_dim <= 0:
-            raise ValueError(f"context_dim={context_dim!r}; expected a positive int")
-        self.dim, self.context_dim = dim, context_dim
-        self.dropout = _check_dropout(dropout)
-        inner, kv_inner = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(dim, inner, bias=bias)
-        self.k_proj = nn.Linear(context_dim, kv_inner, bias=bias)
-        self.v_proj = nn.Linear(context_dim, kv_inner, bias=bias)
-        self.out_proj = nn.Linear(inner, dim, bias=bias)
+        super().__init__(dim, num_heads, context_dim, head_dim, num_kv_heads, bias, dropout)
+        self.context_dim = context_dim
 
     def project_memory(
         self, context: Tensor, context_mask: Tensor | None = None
@@ -129,9 +157,8 @@ class CrossAttention(nn.Module):
                 raise ValueError(
                     f"context_mask is on {context_mask.device} but context is on {context.device}"
                 )
-        kv_shape = (B, S, self.num_kv_heads, self.head_dim)
-        key = self.k_proj(context).view(kv_shape).transpose(1, 2)  # (B, Hkv, S, Dh)
-        value = self.v_proj(context).view(kv_shape).transpose(1, 2)  # (B, Hkv, S, Dh)
+        key = self._heads(self.k_proj, context, self.num_kv_heads)  # (B, Hkv, S, Dh)
+        value = self._heads(self.v_proj, context, self.num_kv_heads)  # (B, Hkv, S, Dh)
         return CrossAttentionMemory(key, value, context_mask)
 
     def forward(
@@ -169,27 +196,24 @@ class CrossAttention(nn.Module):
                 f"memory's or be a multiple of it (beams of each source)"
             )
         k, H, Dh = B // Bm, self.num_heads, self.head_dim  # k queries rows per source
-        q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
+        q = self._heads(self.q_proj, x, H)  # (B, H, T, Dh)
         if k > 1:  # fold the k rows of each source into its query length: no K/V copies
             q = q.view(Bm, k, H, T, Dh).transpose(1, 2).reshape(Bm, H, k * T, Dh)
         mask = None if memory.mask is None else memory.mask[:, None, None, :]  # (Bm,1,1,S)
-        result = attention(
-            q, memory.key, memory.value, mask=mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=return_weights, backend=backend,
-        )  # fmt: skip
-        out, weights = result if return_weights is not False else (result, None)
+        out, weights = self._attend(
+            q, memory.key, memory.value, mask, False, return_weights, backend
+        )  # (Bm, H, k*T, Dh)
         if k > 1:  # unfold: (Bm, H, k*T, Dh) -> (B, H, T, Dh)
             out = out.view(Bm, H, k, T, Dh).transpose(1, 2).reshape(B, H, T, Dh)
             if weights is not None and return_weights == "mean":
                 weights = weights.reshape(B, T, S)  # (Bm, k*T, S) -> (B, T, S)
             elif weights is not None:
                 weights = weights.view(Bm, H, k, T, S).transpose(1, 2).reshape(B, H, T, S)
-        y = self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+        y = self._merge(out)  # (B, T, D)
         return y if weights is None else (y, weights)
 
 
-class SelfAttention(nn.Module):
+class SelfAttention(_MultiHeadProjections):
     """Multi-head self-attention, optionally causal, with an optional preallocated KV cache.
 
     Args: as CrossAttention, plus causal (bottom-right aligned, so cached decoding works).
@@ -213,19 +237,10 @@ class SelfAttention(nn.Module):
         bias: bool = True,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = _head_sizes(
-            dim, num_heads, head_dim, num_kv_heads
-        )
+        super().__init__(dim, num_heads, dim, head_dim, num_kv_heads, bias, dropout)
         if not isinstance(causal, bool):
             raise ValueError(f"causal={causal!r}; expected True or False")
-        self.dim, self.causal = dim, causal
-        self.dropout = _check_dropout(dropout)
-        inner, kv_inner = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
-        self.q_proj = nn.Linear(dim, inner, bias=bias)
-        self.k_proj = nn.Linear(dim, kv_inner, bias=bias)
-        self.v_proj = nn.Linear(dim, kv_inner, bias=bias)
-        self.out_proj = nn.Linear(inner, dim, bias=bias)
+        self.causal = causal
 
     def new_cache(
         self,
@@ -252,11 +267,10 @@ class SelfAttention(nn.Module):
         backend: str = "auto",
     ):
         _check_input("x", x, self.dim, "dim", "(B, T, dim)")
-        B, T, _ = x.shape
-        H, Hkv, Dh = self.num_heads, self.num_kv_heads, self.head_dim
-        q = self.q_proj(x).view(B, T, H, Dh).transpose(1, 2)  # (B, H, T, Dh)
-        k = self.k_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
-        v = self.v_proj(x).view(B, T, Hkv, Dh).transpose(1, 2)  # (B, Hkv, T, Dh)
+        B = x.shape[0]
+        q = self._heads(self.q_proj, x, self.num_heads)  # (B, H, T, Dh)
+        k = self._heads(self.k_proj, x, self.num_kv_heads)  # (B, Hkv, T, Dh)
+        v = self._heads(self.v_proj, x, self.num_kv_heads)  # (B, Hkv, T, Dh)
         if cache is not None:
             if not isinstance(cache, KVCache):
                 raise ValueError(f"cache must be a KVCache, got {type(cache).__name__}")
@@ -270,13 +284,10 @@ class SelfAttention(nn.Module):
         if mask is not None:
             _check_padding_mask("mask", mask, B, S)
             attn_mask = mask[:, None, None, :]  # (B, 1, 1, S)
-        result = attention(
-            q, k, v, mask=attn_mask, causal=self.causal,
-            dropout_p=self.dropout if self.training else 0.0,
-            return_weights=return_weights, backend=backend,
-        )  # fmt: skip
-        out, weights = result if return_weights is not False else (result, None)
-        y = self.out_proj(out.transpose(1, 2).reshape(B, T, H * Dh))  # (B, T, D)
+        out, weights = self._attend(
+            q, k, v, attn_mask, self.causal, return_weights, backend
+        )  # (B, H, T, Dh)
+        y = self._merge(out)  # (B, T, D)
         outputs = (y,) if weights is None else (y, weights)
         if cache is not None:
             outputs = (*outputs, cache)

@@ -1,0 +1,62 @@
+"""The command line: runs as `xattn` and `python -m xattn`, bad input exits 2 with one line."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xattn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_runs_and_shows_the_contract(capsys):
+    assert main(["demo", "--length", "128"]) == 0
+    out = capsys.readouterr().out
+    assert "x (2, 5, 64) + context (2, 9, 48) -> y (2, 5, 64)" in out
+    assert "nn.MultiheadAttention: NaN in output = True" in out
+    assert "xattn.CrossAttention:  NaN in output = False" in out
+    assert "auto picks 'sdpa'" in out
+    for line in out.splitlines():
+        if "max |difference|" in line:
+            assert float(line.split("=")[1]) < 1e-5
+
+
+def test_python_dash_m_works_the_same():
+    result = subprocess.run(
+        [sys.executable, "-m", "xattn", "demo", "--length", "16"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "Exact attention at T = S = 16" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["demo", "--length", "0"], "xattn demo: error: --length=0; expected a positive number"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == err.strip().splitlines()[0]  # one line, no traceback
+    assert message in err
+
+
+def test_unknown_command_exits_2():
+    with pytest.raises(SystemExit) as info:
+        main(["translate-everything"])
+    assert info.value.code == 2
+
+
+def test_bench_quick_runs_side_by_side():
+    result = subprocess.run(
+        [sys.executable, "-m", "xattn", "bench", "--quick", "--no-memory"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "| B8 H8 T32 S256 | torch SDPA" in result.stdout
+    assert "xattn.CrossAttention" in result.stdout
+    assert 'CrossAttention(return_weights="mean")' in result.stdout
