@@ -17,6 +17,8 @@ from .attention import (
     causal_mask,
     explain_backend,
 )
+from .generation import GenerationConfig
+from .model import DecoderState, EncoderDecoder, GenerationOutput, ModelConfig
 
 __version__ = "0.1.0"
 
@@ -25,7 +27,12 @@ __all__ = [
     "BackendChoice",
     "CrossAttention",
     "CrossAttentionMemory",
+    "DecoderState",
+    "EncoderDecoder",
+    "GenerationConfig",
+    "GenerationOutput",
     "KVCache",
+    "ModelConfig",
     "SelfAttention",
     "__version__",
     "attention",

@@ -1,0 +1,196 @@
+"""Building blocks of the encoder-decoder, in build order: norms, positions, front ends,
+feed-forward, encoder layer, decoder layer.
+
+Shape letters: B batch, S source length, T target length, D = d_model, F feature width.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import CrossAttention, CrossAttentionMemory, KVCache, SelfAttention
+from .config import ModelConfig
+
+__all__ = [
+    "DecoderLayer",
+    "EncoderLayer",
+    "FeatureFrontEnd",
+    "FeedForward",
+    "LearnedPositions",
+    "SinusoidalPositions",
+    "make_norm",
+]
+
+
+def make_norm(config: ModelConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.d_model, eps=config.norm_eps)
+    return nn.LayerNorm(config.d_model, eps=config.norm_eps)
+
+
+class SinusoidalPositions(nn.Module):
+    """Fixed sin/cos positions, sines in the first half of the width and cosines in the
+    second (Marian's layout): row p, column i < D/2 is sin(p / 10000^(2i/D))."""
+
+    def __init__(self, max_positions: int, dim: int) -> None:
+        super().__init__()
+        position = torch.arange(max_positions, dtype=torch.float64).unsqueeze(1)  # (P, 1)
+        freq = torch.pow(10000.0, -torch.arange(0, dim, 2, dtype=torch.float64) / dim)  # (D/2,)
+        angles = position * freq  # (P, D/2)
+        table = torch.cat([angles.sin(), angles.cos()], dim=1).float()  # (P, D)
+        self.register_buffer("table", table, persistent=False)
+
+    @property
+    def max_positions(self) -> int:
+        return self.table.shape[0]
+
+    def forward(self, start: int, length: int) -> Tensor:
+        return self.table[start : start + length]  # (length, D)
+
+
+class LearnedPositions(nn.Module):
+    """Learned positions; `offset` shifts the row used for position 0 (BART uses 2)."""
+
+    def __init__(self, max_positions: int, dim: int, offset: int = 0) -> None:
+        super().__init__()
+        self.offset = offset
+        self.weight = nn.Parameter(torch.randn(max_positions + offset, dim) * 0.02)
+
+    @property
+    def max_positions(self) -> int:
+        return self.weight.shape[0] - self.offset
+
+    def forward(self, start: int, length: int) -> Tensor:
+        return self.weight[self.offset + start : self.offset + start + length]  # (length, D)
+
+
+class FeatureFrontEnd(nn.Module):
+    """A float feature sequence (B, S, F) to encoder inputs (B, S, D): one linear layer.
+
+    Image patches and audio frames will come through richer front ends with the same
+    contract: forward(features (B, S, F)) -> (B, S, D)."""
+
+    def __init__(self, num_features: int, dim: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.proj = nn.Linear(num_features, dim)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return self.proj(features)
+
+
+_ACTIVATIONS = {
+    "gelu": F.gelu,
+    "gelu_tanh": lambda x: F.gelu(x, approximate="tanh"),
+    "relu": F.relu,
+    "silu": F.silu,
+}
+
+
+class FeedForward(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(config.d_model, config.ffn_dim, bias=config.bias)
+        self.fc2 = nn.Linear(config.ffn_dim, config.d_model, bias=config.bias)
+        self.activation = _ACTIVATIONS[config.activation]
+        self.activation_dropout = config.activation_dropout
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.activation(self.fc1(x))  # (B, L, ffn_dim)
+        h = F.dropout(h, self.activation_dropout, self.training)
+        return self.fc2(h)  # (B, L, D)
+
+
+class _Residual(nn.Module):
+    """x + dropout(f(norm(x))) (pre-norm) or norm(x + dropout(f(x))) (post-norm)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.norm = make_norm(config)
+        self.pre_norm = config.pre_norm
+        self.dropout = config.dropout
+
+    def branch_input(self, x: Tensor) -> Tensor:
+        return self.norm(x) if self.pre_norm else x
+
+    def merge(self, x: Tensor, branch: Tensor) -> Tensor:
+        y = x + F.dropout(branch, self.dropout, self.training)
+        return y if self.pre_norm else self.norm(y)
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention over the source, then the feed-forward block."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D, H = config.d_model, config.num_heads
+        self.self_attn = SelfAttention(
+            D, H, num_kv_heads=config.num_kv_heads, bias=config.bias,
+            dropout=config.attention_dropout,
+        )  # fmt: skip
+        self.self_attn_block = _Residual(config)
+        self.ffn = FeedForward(config)
+        self.ffn_block = _Residual(config)
+
+    def forward(self, x: Tensor, src_mask: Tensor | None) -> Tensor:
+        h = self.self_attn_block.branch_input(x)  # (B, S, D)
+        x = self.self_attn_block.merge(x, self.self_attn(h, mask=src_mask))
+        h = self.ffn_block.branch_input(x)
+        return self.ffn_block.merge(x, self.ffn(h))  # (B, S, D)
+
+
+class DecoderLayer(nn.Module):
+    """Causal self-attention over the target, cross-attention into the encoder memory,
+    then the feed-forward block."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        D, H = config.d_model, config.num_heads
+        kwargs = {
+            "num_kv_heads": config.num_kv_heads,
+            "bias": config.bias,
+            "dropout": config.attention_dropout,
+        }
+        self.self_attn = SelfAttention(D, H, causal=True, **kwargs)
+        self.self_attn_block = _Residual(config)
+        self.cross_attn = CrossAttention(D, H, context_dim=D, **kwargs)
+        self.cross_attn_block = _Residual(config)
+        self.ffn = FeedForward(config)
+        self.ffn_block = _Residual(config)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: CrossAttentionMemory,
+        *,
+        cache: KVCache | None = None,
+        return_weights: bool | str = False,
+    ) -> tuple[Tensor, KVCache | None, Tensor | None]:
+        """x (N, T, D) with N a multiple of the memory's batch (beams share a source).
+
+        Returns (x (N, T, D), the updated self-attention cache or None, cross-attention
+        weights or None: (N, T, S) for "mean", (N, H, T, S) for True).
+        """
+        h = self.self_attn_block.branch_input(x)
+        if cache is None:
+            y = self.self_attn(h)
+        else:
+            y, cache = self.self_attn(h, cache=cache)
+        x = self.self_attn_block.merge(x, y)
+        h = self.cross_attn_block.branch_input(x)
+        weights = None
+        if return_weights:
+            y, weights = self.cross_attn(h, memory=memory, return_weights=return_weights)
+        else:
+            y = self.cross_attn(h, memory=memory)
+        x = self.cross_attn_block.merge(x, y)
+        h = self.ffn_block.branch_input(x)
+        return self.ffn_block.merge(x, self.ffn(h)), cache, weights
+
+
+def embed_scale(config: ModelConfig) -> float:
+    return math.sqrt(config.d_model) if config.embed_scale else 1.0

@@ -1,0 +1,468 @@
+"""EncoderDecoder: the encoder reads the source, the decoder writes the target and reads the
+encoder's output (the memory) through cross-attention in every layer.
+
+    logits = decode(tgt_ids, encode(src_ids))
+
+Cached generation projects each layer's cross-attention keys and values once per source
+(`start_decoding`), shared by every step and every beam, and keeps causal self-attention
+keys and values in preallocated caches; `decode_step` consumes new tokens and returns the
+new state (nothing is stored on the model).
+
+Shape letters: B batch (sources), N decoder rows (B times beams), S source length, T target
+length, D = d_model, V target vocabulary, F source feature width.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import CrossAttentionMemory, KVCache
+from ..generation import GenerationConfig, search
+from .config import ModelConfig
+from .layers import (
+    DecoderLayer,
+    EncoderLayer,
+    FeatureFrontEnd,
+    LearnedPositions,
+    SinusoidalPositions,
+    embed_scale,
+    make_norm,
+)
+
+__all__ = ["DecoderState", "EncoderDecoder", "GenerationOutput"]
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+GENERATION_FILE = "generation_config.json"
+
+
+def _fmt(shape) -> str:
+    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+
+
+@dataclass(frozen=True)
+class DecoderState:
+    """Everything incremental decoding needs, passed in and returned.
+
+    memories: per decoder layer, the projected source keys/values (batch B).
+    caches: per decoder layer, the self-attention KVCache (batch N, a multiple of B).
+    length: target positions consumed so far.
+    """
+
+    memories: tuple[CrossAttentionMemory, ...]
+    caches: tuple[KVCache, ...]
+    length: int = 0
+
+    def reorder(self, indices: Tensor) -> DecoderState:
+        """Row i continues row indices[i] (beam search). The memories are shared, untouched:
+        indices must keep each row among the rows of its own source."""
+        return DecoderState(self.memories, tuple(c.reorder(indices) for c in self.caches),
+                            self.length)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GenerationOutput:
+    """sequences (B * R, 1 + N); scores (B * R,) for beam search, else None;
+    cross_attention: per decoder layer, (B * R, N, S) head-averaged maps of the generated
+    tokens (or (B * R, N, H, S) with attention_heads="all"), zeros after the end token."""
+
+    sequences: Tensor
+    scores: Tensor | None
+    cross_attention: tuple[Tensor, ...] | None
+
+
+def _positions(config: ModelConfig) -> nn.Module | None:
+    if config.positions == "sinusoidal":
+        return SinusoidalPositions(config.max_positions, config.d_model)
+    if config.positions == "learned":
+        return LearnedPositions(config.max_positions, config.d_model, config.position_offset)
+    return None
+
+
+class EncoderDecoder(nn.Module):
+    """An encoder-decoder transformer (see ModelConfig for every choice).
+
+    Args:
+        config: the ModelConfig.
+        front_end: optional module turning the encoder input (B, S, ...) into (B, S, D)
+            embeddings; default: token embeddings, or a linear layer over float features
+            when config.source_features is set.
+    """
+
+    def __init__(self, config: ModelConfig, *, front_end: nn.Module | None = None) -> None:
+        super().__init__()
+        if not isinstance(config, ModelConfig):
+            raise ValueError(f"config must be a ModelConfig, got {type(config).__name__}")
+        self.config = c = config
+        D = c.d_model
+        self.src_embed = (
+            None
+            if c.source_features is not None
+            else nn.Embedding(c.vocab_size, D, padding_idx=c.pad_token_id)
+        )
+        if c.share_embeddings:
+            self.tgt_embed = self.src_embed
+        else:
+            self.tgt_embed = nn.Embedding(c.target_vocab, D, padding_idx=c.pad_token_id)
+        if front_end is None and c.source_features is not None:
+            front_end = FeatureFrontEnd(c.source_features, D)
+        self.front_end = front_end
+        self.embed_scale = embed_scale(c)
+        self.encoder_positions = _positions(c)
+        self.decoder_positions = _positions(c)
+        self.encoder_embed_norm = make_norm(c) if c.embed_norm else None
+        self.decoder_embed_norm = make_norm(c) if c.embed_norm else None
+        self.encoder_layers = nn.ModuleList(EncoderLayer(c) for _ in range(c.encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
+        self.encoder_norm = make_norm(c) if c.pre_norm else None
+        self.decoder_norm = make_norm(c) if c.pre_norm else None
+        self.lm_head = nn.Linear(D, c.target_vocab, bias=False)
+        if c.tie_output:
+            self.lm_head.weight = self.tgt_embed.weight
+        if c.final_logits_bias:
+            self.register_buffer("final_logits_bias", torch.zeros(c.target_vocab))
+        else:
+            self.final_logits_bias = None
+        self.generation_config = GenerationConfig(
+            eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
+            decoder_start_token_id=c.decoder_start_token_id,
+        )  # fmt: skip
+        self.tokenizer: Any = None  # set by load/from_hf when the folder has tokenizer files
+
+    # ---- encoder -------------------------------------------------------------------------
+
+    def _check_source(self, src: Tensor, src_mask: Tensor | None) -> None:
+        c = self.config
+        if not isinstance(src, Tensor):
+            raise ValueError(f"src must be a torch.Tensor, got {type(src).__name__}")
+        if src.is_floating_point():
+            if self.front_end is None:
+                raise ValueError(
+                    f"src is a float tensor {_fmt(src.shape)} but this model reads token ids "
+                    f"(B, S); set ModelConfig.source_features or pass a front_end for features"
+                )
+            if src.dim() != 3:
+                raise ValueError(f"src has shape {_fmt(src.shape)}; expected features (B, S, F)")
+        else:
+            if self.src_embed is None:
+                raise ValueError(
+                    f"src has dtype {src.dtype}; this model reads float features (B, S, F)"
+                )
+            if src.dim() != 2 or src.dtype not in (torch.long, torch.int32, torch.int64):
+                raise ValueError(
+                    f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; expected token "
+                    f"ids (B, S) of torch.long"
+                )
+            if src.numel() and (int(src.min()) < 0 or int(src.max()) >= c.vocab_size):
+                raise ValueError(
+                    f"src holds token ids outside [0, {c.vocab_size}) "
+                    f"(min {int(src.min())}, max {int(src.max())})"
+                )
+        B, S = src.shape[:2]
+        if self.encoder_positions is not None and S > self.encoder_positions.max_positions:
+            raise ValueError(
+                f"src has S={S} positions; this model has max_positions="
+                f"{self.encoder_positions.max_positions}"
+            )
+        if src_mask is not None and (
+            not isinstance(src_mask, Tensor)
+            or src_mask.dtype != torch.bool
+            or tuple(src_mask.shape) != (B, S)
+        ):
+            got = (
+                f"shape {_fmt(src_mask.shape)} and dtype {src_mask.dtype}"
+                if isinstance(src_mask, Tensor)
+                else type(src_mask).__name__
+            )
+            raise ValueError(
+                f"src_mask has {got}; expected (B, S) = ({B}, {S}) of torch.bool, True = real token"
+            )
+
+    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """src: token ids (B, S) or features (B, S, F); src_mask (B, S) bool, True = real.
+        Returns the encoder output, the memory (B, S, D)."""
+        self._check_source(src, src_mask)
+        if src.is_floating_point():
+            x = self.front_end(src)  # (B, S, D)
+        else:
+            x = self.src_embed(src) * self.embed_scale  # (B, S, D)
+        if self.encoder_positions is not None:
+            x = x + self.encoder_positions(0, x.shape[1])
+        if self.encoder_embed_norm is not None:
+            x = self.encoder_embed_norm(x)
+        x = F.dropout(x, self.config.dropout, self.training)
+        for layer in self.encoder_layers:
+            x = layer(x, src_mask)
+        return x if self.encoder_norm is None else self.encoder_norm(x)
+
+    # ---- decoder -------------------------------------------------------------------------
+
+    def _embed_target(self, tgt_ids: Tensor, start: int) -> Tensor:
+        c = self.config
+        if not isinstance(tgt_ids, Tensor) or tgt_ids.dim() != 2 or tgt_ids.is_floating_point():
+            shape = _fmt(tgt_ids.shape) if isinstance(tgt_ids, Tensor) else type(tgt_ids).__name__
+            raise ValueError(f"tgt_ids has shape {shape}; expected token ids (N, T)")
+        T = tgt_ids.shape[1]
+        if tgt_ids.numel() and (int(tgt_ids.min()) < 0 or int(tgt_ids.max()) >= c.target_vocab):
+            raise ValueError(f"tgt_ids holds token ids outside [0, {c.target_vocab})")
+        if self.decoder_positions is not None and start + T > self.decoder_positions.max_positions:
+            raise ValueError(
+                f"the target reaches position {start + T}; this model has max_positions="
+                f"{self.decoder_positions.max_positions}"
+            )
+        x = self.tgt_embed(tgt_ids) * self.embed_scale  # (N, T, D)
+        if self.decoder_positions is not None:
+            x = x + self.decoder_positions(start, T)
+        if self.decoder_embed_norm is not None:
+            x = self.decoder_embed_norm(x)
+        return F.dropout(x, c.dropout, self.training)
+
+    def _logits(self, x: Tensor) -> Tensor:
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        logits = self.lm_head(x)  # (N, T, V)
+        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
+
+    def project_memories(
+        self, memory: Tensor, src_mask: Tensor | None = None
+    ) -> tuple[CrossAttentionMemory, ...]:
+        """Each decoder layer's cross-attention keys and values of the memory (B, S, D)."""
+        return tuple(layer.cross_attn.project_memory(memory, src_mask) for layer in
+                     self.decoder_layers)  # fmt: skip
+
+    def decode(
+        self,
+        tgt_ids: Tensor,
+        memory: Tensor,
+        *,
+        src_mask: Tensor | None = None,
+        return_attention: bool | str = False,
+    ):
+        """Logits (B, T, V) of every target position, teacher-forced (no cache).
+
+        return_attention: "mean" (or True) also returns the cross-attention of each layer,
+        (B, T, S) head-averaged; "all" gives (B, H, T, S).
+        """
+        memories = self.project_memories(memory, src_mask)
+        weights_mode = _weights_mode(return_attention)
+        x = self._embed_target(tgt_ids, 0)
+        maps = []
+        for layer, mem in zip(self.decoder_layers, memories, strict=True):
+            x, _, w = layer(x, mem, return_weights=weights_mode)
+            maps.append(w)
+        logits = self._logits(x)
+        return (logits, tuple(maps)) if weights_mode else logits
+
+    def forward(
+        self, src_ids: Tensor, tgt_ids: Tensor, *, src_mask: Tensor | None = None
+    ) -> Tensor:
+        """Logits (B, T, V) for target inputs tgt_ids (B, T) given the source."""
+        return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask)
+
+    # ---- cached decoding -----------------------------------------------------------------
+
+    def start_decoding(
+        self,
+        memory: Tensor,
+        src_mask: Tensor | None = None,
+        *,
+        rows_per_source: int = 1,
+        max_length: int,
+    ) -> DecoderState:
+        """A fresh DecoderState for memory (B, S, D): cross K/V projected once per source,
+        self-attention caches of max_length positions for B * rows_per_source rows."""
+        N = memory.shape[0] * rows_per_source
+        caches = tuple(
+            layer.self_attn.new_cache(N, max_length, dtype=memory.dtype, device=memory.device)
+            for layer in self.decoder_layers
+        )
+        return DecoderState(self.project_memories(memory, src_mask), caches, 0)
+
+    def decode_step(
+        self, tgt_ids: Tensor, state: DecoderState, *, return_attention: bool | str = False
+    ):
+        """Consume tgt_ids (N, t), the next t target tokens of every row.
+
+        Returns (logits (N, t, V), new state, cross-attention per layer or None).
+        """
+        weights_mode = _weights_mode(return_attention)
+        x = self._embed_target(tgt_ids, state.length)
+        caches, maps = [], []
+        for layer, mem, cache in zip(self.decoder_layers, state.memories, state.caches,
+                                     strict=True):  # fmt: skip
+            x, cache, w = layer(x, mem, cache=cache, return_weights=weights_mode)
+            caches.append(cache)
+            maps.append(w)
+        new_state = DecoderState(state.memories, tuple(caches), state.length + tgt_ids.shape[1])
+        return self._logits(x), new_state, (tuple(maps) if weights_mode else None)
+
+    # ---- generation ----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(
+        self,
+        src_ids: Tensor,
+        *,
+        src_mask: Tensor | None = None,
+        max_new_tokens: int | None = None,
+        num_beams: int | None = None,
+        return_attention: bool = False,
+        attention_heads: str = "mean",
+        generation_config: GenerationConfig | None = None,
+        **overrides: Any,
+    ):
+        """Generate targets for src_ids (B, S) (or features (B, S, F)).
+
+        Settings come from `generation_config` (default: self.generation_config, which
+        from_hf reads from the folder's generation_config.json) with keyword overrides,
+        e.g. do_sample=True, top_p=0.9, length_penalty=0.6, no_repeat_ngram_size=3.
+
+        Returns a LongTensor (B * R, 1 + N) that begins with the decoder start token, finished
+        rows padded after their end token (transformers' layout; R = num_return_sequences).
+        With return_attention=True, a GenerationOutput that also holds the cross-attention
+        maps of the generated tokens, collected during the search (no re-run).
+        """
+        config = generation_config or self.generation_config
+        if max_new_tokens is not None:
+            overrides["max_new_tokens"] = max_new_tokens
+        if num_beams is not None:
+            overrides["num_beams"] = num_beams
+        config = config.replace(**overrides) if overrides else config
+        if attention_heads not in ("mean", "all"):
+            raise ValueError(f"attention_heads={attention_heads!r}; expected 'mean' or 'all'")
+        memory = self.encode(src_ids, src_mask)
+        B = memory.shape[0]
+        rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
+        max_length = config.total_length(1)
+        start_id = config.decoder_start_token_id
+        if start_id is None:
+            start_id = self.config.decoder_start_token_id
+        state = self.start_decoding(memory, src_mask, rows_per_source=rows, max_length=max_length)
+        start = torch.full((B * rows, 1), start_id, dtype=torch.long, device=memory.device)
+        mode = ("mean" if attention_heads == "mean" else True) if return_attention else False
+        stepper = _ModelStepper(self, state, mode)
+        result = search(stepper, start, config, B)
+        if not return_attention:
+            return result.sequences
+        maps = None
+        if result.extras is not None:  # (B*R, N, L, ...) -> per layer (B*R, N, ...)
+            maps = tuple(result.extras.unbind(2))
+        return GenerationOutput(result.sequences, result.scores, maps)
+
+    # ---- save / load ---------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> None:
+        """Write config.json, model.safetensors, generation_config.json and the tokenizer
+        files into a folder; written to a temporary folder first and renamed into place,
+        so a failure never leaves a half-written or clobbered model."""
+        from safetensors.torch import save_model
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            self.config.save(tmp / CONFIG_FILE)
+            self.generation_config.save(tmp / GENERATION_FILE)
+            save_model(self, str(tmp / WEIGHTS_FILE))
+            if self.tokenizer is not None:
+                self.tokenizer.save(tmp)
+            _replace_dir(tmp, path)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | Path, *, front_end: nn.Module | None = None) -> EncoderDecoder:
+        """A model saved by `save` (no pickle anywhere), in eval mode."""
+        from safetensors import SafetensorError
+        from safetensors.torch import load_model
+
+        path = Path(path)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            if not (path / name).is_file():
+                raise ValueError(f"{path}: not an xattn model folder ({name} is missing)")
+        config = ModelConfig.load(path / CONFIG_FILE)
+        model = cls(config, front_end=front_end)
+        try:
+            missing, unexpected = load_model(model, str(path / WEIGHTS_FILE), strict=False)
+        except (SafetensorError, OSError, RuntimeError) as err:
+            raise ValueError(f"{path / WEIGHTS_FILE}: unreadable weights ({err})") from err
+        if missing or unexpected:
+            raise ValueError(
+                f"{path / WEIGHTS_FILE} does not match {path / CONFIG_FILE}: missing "
+                f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            )
+        if (path / GENERATION_FILE).is_file():
+            model.generation_config = GenerationConfig.load(path / GENERATION_FILE)
+        from ..data.tokenizers import load_tokenizer
+
+        model.tokenizer = load_tokenizer(path)
+        return model.eval()  # like transformers' from_pretrained: ready for inference
+
+    @classmethod
+    def from_hf(cls, path: str | Path) -> EncoderDecoder:
+        """A Marian or BART folder written by transformers' save_pretrained."""
+        from ..hf import load_hf
+
+        return load_hf(cls, path)
+
+
+def _weights_mode(return_attention: bool | str) -> bool | str:
+    if return_attention in (False, None):
+        return False
+    if return_attention in (True, "mean"):
+        return "mean"
+    if return_attention == "all":
+        return True
+    raise ValueError(f"return_attention={return_attention!r}; expected False, 'mean' or 'all'")
+
+
+class _ModelStepper:
+    """The search's view of a model: one decode_step per call, the state kept here."""
+
+    def __init__(self, model: EncoderDecoder, state: DecoderState, weights: bool | str):
+        self.model, self.state, self.weights = model, state, weights
+
+    def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits, self.state, maps = self.model.decode_step(
+            tokens, self.state, return_attention="all" if self.weights is True else self.weights
+        )
+        extra = None
+        if maps is not None:  # per layer (N, 1, S) or (N, H, 1, S) -> (N, L, S) / (N, L, H, S)
+            extra = torch.stack([m.squeeze(-2) for m in maps], dim=1)
+        return logits[:, -1], extra
+
+    def reorder(self, indices: Tensor) -> None:
+        self.state = self.state.reorder(indices)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move folder `new` to `target`, replacing an existing folder only once `new` is whole."""
+    if target.exists():
+        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: not readable JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
