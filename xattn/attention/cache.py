@@ -13,11 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .functional import format_shape as _fmt
+
 __all__ = ["CrossAttentionMemory", "KVCache"]
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
 @dataclass(frozen=True)

@@ -67,8 +67,12 @@ class _Call:
     return_weights: ReturnWeights
 
 
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
+def format_shape(shape) -> str:
+    """A shape as Python writes a tuple: (2, 7, 48), (7,), ()."""
+    return str(tuple(int(s) for s in shape))
+
+
+_fmt = format_shape
 
 
 def _check_tensor(name: str, x, expected: str) -> None:

@@ -11,12 +11,9 @@ from torch import Tensor, nn
 
 from .cache import CrossAttentionMemory, KVCache
 from .functional import ReturnWeights, attention
+from .functional import format_shape as _fmt
 
 __all__ = ["CrossAttention", "SelfAttention"]
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
 def _head_sizes(dim, num_heads, head_dim, num_kv_heads) -> tuple[int, int, int]:

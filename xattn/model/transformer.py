@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import CrossAttentionMemory, KVCache
+from ..attention.functional import format_shape as _fmt
 from ..generation import GenerationConfig, search
 from .config import ModelConfig
 from .layers import (
@@ -44,10 +45,6 @@ __all__ = ["DecoderState", "EncoderDecoder", "GenerationOutput"]
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 GENERATION_FILE = "generation_config.json"
-
-
-def _fmt(shape) -> str:
-    return "(" + ", ".join(str(int(s)) for s in shape) + ")"
 
 
 @dataclass(frozen=True)
