@@ -1,0 +1,198 @@
+"""Search on hand-made log-probabilities (no model), and processors against transformers'."""
+
+import math
+
+import pytest
+import torch
+
+from xattn.generation import GenerationConfig, beam_search, greedy_search
+from xattn.generation import processors as P
+
+START, EOS, PAD = 3, 0, 3
+
+
+class TableStepper:
+    """Log-probabilities looked up by prefix: the search under test sees only these."""
+
+    def __init__(self, table, rows, default):
+        self.table, self.default = table, default
+        self.prefixes = [() for _ in range(rows)]
+        self.calls = 0
+
+    def step(self, tokens):
+        self.calls += 1
+        self.prefixes = [(*p, int(t)) for p, t in zip(self.prefixes, tokens[:, 0], strict=True)]
+        probs = [self.table.get(p, self.default) for p in self.prefixes]
+        return torch.tensor(probs).log(), None
+
+    def reorder(self, indices):
+        self.prefixes = [self.prefixes[int(i)] for i in indices]
+
+
+# V = 4: token 0 ends, 3 starts/pads. Greedy takes 1 (0.6) first; the best ending is 2 then end.
+TABLE = {
+    (3,): [0.0, 0.6, 0.4, 0.0],
+    (3, 1): [0.1, 0.45, 0.45, 0.0],
+    (3, 2): [0.9, 0.05, 0.05, 0.0],
+    (3, 1, 1): [0.5, 0.3, 0.2, 0.0],
+    (3, 1, 2): [0.4, 0.3, 0.3, 0.0],
+}
+DEFAULT = [0.5, 0.25, 0.25, 0.0]
+
+
+def run_beams(num_beams=2, batch=1, **kw):
+    config = GenerationConfig(num_beams=num_beams, max_new_tokens=4, eos_token_id=EOS,
+                              pad_token_id=PAD, **kw)  # fmt: skip
+    stepper = TableStepper(TABLE, batch * num_beams, DEFAULT)
+    start = torch.full((batch * num_beams, 1), START)
+    return beam_search(stepper, start, config, batch_size=batch), stepper
+
+
+def test_beam_search_finds_the_better_ending_greedy_misses():
+    result, _ = run_beams(num_beams=2)
+    assert result.sequences.tolist() == [[3, 2, 0]]
+    assert result.scores.item() == pytest.approx(math.log(0.4 * 0.9) / 2, rel=1e-5)
+    config = GenerationConfig(max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD)
+    greedy = greedy_search(TableStepper(TABLE, 1, DEFAULT), torch.tensor([[START]]), config)
+    assert greedy.sequences.tolist() == [[3, 1, 1, 0]]  # 0.45 ties go to the lower id
+
+
+def test_return_sequences_are_ranked_by_length_normalized_score():
+    result, _ = run_beams(num_beams=2, num_return_sequences=2, early_stopping=True)
+    assert result.sequences.tolist() == [[3, 2, 0, 3], [3, 1, 1, 0]]  # padded to one length
+    expected = [math.log(0.36) / 2, math.log(0.6 * 0.45 * 0.5) / 3]
+    assert result.scores.tolist() == pytest.approx(expected, rel=1e-5)
+
+
+def path_log_prob(seq):
+    """Sum of the table's log-probabilities along seq (start token first)."""
+    return sum(math.log(TABLE.get(tuple(seq[:i]), DEFAULT)[seq[i]]) for i in range(1, len(seq)))
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_a_strong_length_penalty_prefers_the_longer_hypothesis(early_stopping):
+    result, _ = run_beams(num_beams=2, length_penalty=3.0, early_stopping=early_stopping)
+    assert result.sequences.tolist() == [[3, 1, 1, 0]]
+    assert result.scores.item() == pytest.approx(math.log(0.135) / 27, rel=1e-5)
+
+
+def test_never_stopping_early_keeps_searching_for_longer_hypotheses():
+    result, _ = run_beams(num_beams=2, length_penalty=3.0, early_stopping="never")
+    seq = result.sequences[0].tolist()
+    assert len(seq) == 5 and seq[-1] == EOS  # longer than what the other modes return
+    assert result.scores.item() == pytest.approx(path_log_prob(seq) / 4**3, rel=1e-5)
+    assert result.scores.item() > math.log(0.135) / 27
+
+
+def test_early_stopping_true_stops_once_enough_hypotheses_end():
+    _, eager = run_beams(num_beams=2, early_stopping=True)
+    _, canonical = run_beams(num_beams=2, early_stopping="never", length_penalty=1.0)
+    assert eager.calls == 3  # both top candidates of step 3 ended: done
+    assert canonical.calls == 4  # "never" with a positive penalty runs to max length
+
+
+def test_sources_are_searched_independently():
+    result, _ = run_beams(num_beams=2, batch=3)
+    assert result.sequences.tolist() == [[3, 2, 0]] * 3
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_one_beam_equals_greedy_on_random_tables(seed):
+    g = torch.Generator().manual_seed(seed)
+    V = 6
+    table = {}
+
+    def dist(prefix):
+        if prefix not in table:
+            table[prefix] = torch.rand(V, generator=g).softmax(-1).tolist()
+        return table[prefix]
+
+    class Lazy(TableStepper):
+        def step(self, tokens):
+            self.prefixes = [(*p, int(t)) for p, t in zip(self.prefixes, tokens[:, 0],
+                                                           strict=True)]  # fmt: skip
+            return torch.tensor([dist(p) for p in self.prefixes]).log(), None
+
+    config = GenerationConfig(max_new_tokens=6, eos_token_id=0, pad_token_id=5)
+    start = torch.full((2, 1), 5)
+    greedy = greedy_search(Lazy({}, 2, None), start, config).sequences
+    beams = beam_search(Lazy({}, 2, None), start, config.replace(num_beams=1), 2).sequences
+    assert torch.equal(beams, greedy[:, : beams.shape[1]])
+
+
+def test_greedy_pads_finished_rows_and_forces_the_end():
+    table = {(3,): [0.9, 0.1, 0.0, 0.0]}
+    config = GenerationConfig(max_new_tokens=3, eos_token_id=EOS, pad_token_id=PAD,
+                              forced_eos_token_id=EOS)  # fmt: skip
+    stepper = TableStepper(table, 2, [0.1, 0.5, 0.4, 0.0])
+    stepper.table[(3,)] = [0.9, 0.1, 0.0, 0.0]
+    out = greedy_search(stepper, torch.full((2, 1), START), config).sequences
+    assert out.tolist() == [[3, 0], [3, 0]]
+    config = config.replace(min_new_tokens=1)
+    out = greedy_search(TableStepper(table, 1, [0.1, 0.5, 0.4, 0.0]), torch.tensor([[3]]),
+                        config).sequences  # fmt: skip
+    assert out.tolist() == [[3, 1, 1, 0]]  # the end is forced at the last position
+
+
+# ---- processors against transformers' implementations -----------------------------------
+
+lp = pytest.importorskip("transformers.generation.logits_process")
+
+
+def random_case(seed, N=6, L=7, V=11):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, V, (N, L), generator=g), torch.randn(N, V, generator=g) * 3
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize(
+    "ours,theirs",
+    [
+        (lambda: P.repetition_penalty(1.7), lambda: lp.RepetitionPenaltyLogitsProcessor(1.7)),
+        (lambda: P.no_repeat_ngram(2), lambda: lp.NoRepeatNGramLogitsProcessor(2)),
+        (lambda: P.no_repeat_ngram(3), lambda: lp.NoRepeatNGramLogitsProcessor(3)),
+        (lambda: P.bad_words([[4], [1, 2], [5, 6, 7], [0]], [0]),
+         lambda: lp.NoBadWordsLogitsProcessor([[4], [1, 2], [5, 6, 7], [0]], 0)),
+        (lambda: P.min_length(9, [0, 3]), lambda: lp.MinLengthLogitsProcessor(9, [0, 3])),
+        (lambda: P.min_length(2, [0], skip=1),
+         lambda: lp.MinNewTokensLengthLogitsProcessor(1, 2, [0])),
+        (lambda: P.forced_eos(8, [2]), lambda: lp.ForcedEOSTokenLogitsProcessor(8, 2)),
+        (lambda: P.temperature(0.6), lambda: lp.TemperatureLogitsWarper(0.6)),
+        (lambda: P.top_k(4), lambda: lp.TopKLogitsWarper(4)),
+        (lambda: P.top_k(1, min_keep=2), lambda: lp.TopKLogitsWarper(1, min_tokens_to_keep=2)),
+        (lambda: P.top_p(0.8), lambda: lp.TopPLogitsWarper(0.8)),
+        (lambda: P.top_p(0.3, min_keep=3), lambda: lp.TopPLogitsWarper(0.3, min_tokens_to_keep=3)),
+    ],
+)  # fmt: skip
+def test_processor_matches_transformers(seed, ours, theirs):
+    ids, scores = random_case(seed)
+    expected = theirs()(ids, scores.clone())
+    got = ours()(ids, scores.clone())
+    assert torch.equal(got, expected)
+
+
+def test_forced_bos_only_on_the_first_step():
+    ids, scores = random_case(0, L=1)
+    out = P.forced_bos(5)(ids, scores)
+    assert (out[:, 5] == 0).all() and torch.isinf(out[:, :5]).all()
+    ids2, _ = random_case(0, L=2)
+    assert torch.equal(P.forced_bos(5)(ids2, scores), scores)
+
+
+def test_generation_config_validates_and_reads_transformers_json(tmp_path):
+    with pytest.raises(ValueError, match="GenerationConfig.num_beams=0: expected a positive int"):
+        GenerationConfig(num_beams=0)
+    with pytest.raises(ValueError, match="num_return_sequences=3: cannot exceed num_beams=2"):
+        GenerationConfig(num_beams=2, num_return_sequences=3)
+    with pytest.raises(ValueError, match="early_stopping='sometimes'"):
+        GenerationConfig(early_stopping="sometimes")
+    with pytest.raises(ValueError, match="top_p=1.5"):
+        GenerationConfig(top_p=1.5)
+    path = tmp_path / "generation_config.json"
+    path.write_text('{"num_beams": 4, "bad_words_ids": [[7]], "eos_token_id": [0, 1], '
+                    '"transformers_version": "5.0", "max_length": 512}')  # fmt: skip
+    config = GenerationConfig.load(path)
+    assert config.num_beams == 4 and config.bad_words_ids == ((7,),)
+    assert config.eos_token_id == (0, 1) and config.max_length == 512
+    config.save(tmp_path / "again.json")
+    assert GenerationConfig.load(tmp_path / "again.json") == config
