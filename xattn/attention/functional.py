@@ -751,6 +751,8 @@ def attention(
     name = _choose(call, backend).backend
     if call.S == 0 or call.T == 0:
         return _empty_result(call, query)
+    if causal and call.T == 1:
+        causal = False  # bottom-right: a single query (a decoding step) sees every key
     return _BACKEND_FUNCS[name](
         query, key, value, mask, bias, causal, call.scale, call.dropout_p, return_weights
     )

@@ -154,6 +154,8 @@ class CrossAttention(_MultiHeadProjections):
                 raise ValueError(
                     f"context_mask is on {context_mask.device} but context is on {context.device}"
                 )
+        if context_mask is not None and bool(context_mask.all()):
+            context_mask = None  # nothing is padding: attend without a mask (faster kernels)
         key = self._heads(self.k_proj, context, self.num_kv_heads)  # (B, Hkv, S, Dh)
         value = self._heads(self.v_proj, context, self.num_kv_heads)  # (B, Hkv, S, Dh)
         return CrossAttentionMemory(key, value, context_mask)
