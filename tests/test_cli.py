@@ -53,10 +53,22 @@ def test_unknown_command_exits_2():
 
 def test_bench_quick_runs_side_by_side():
     result = subprocess.run(
-        [sys.executable, "-m", "xattn", "bench", "--quick", "--no-memory"],
+        [sys.executable, "-m", "xattn", "bench", "attention", "--quick", "--no-memory"],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "| B8 H8 T32 S256 | torch SDPA" in result.stdout
     assert "xattn.CrossAttention" in result.stdout
     assert 'CrossAttention(return_weights="mean")' in result.stdout
+
+
+def test_bench_generation_quick_runs_and_matches_transformers():
+    pytest.importorskip("transformers")
+    result = subprocess.run(
+        [sys.executable, "-m", "xattn", "bench", "generation", "--quick"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
+    assert len(rows) == 3
+    assert "| yes" in rows[1]  # xattn produced the same tokens as transformers

@@ -2,14 +2,13 @@
 
 Commands:
     xattn demo    the main job (for now: a tour of the attention core on a small example)
-    xattn bench   run the side-by-side benchmarks in benchmarks/
+    xattn bench   run the side-by-side benchmarks in benchmarks/ (attention, generation)
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import os
 import subprocess
 import sys
 import time
@@ -108,14 +107,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+BENCH_SUITES = {"attention": "bench_attention.py", "generation": "bench_generation.py"}
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_attention.py"
-    if not script.exists():
-        raise UsageError(
-            f"benchmarks not found at {script}; `xattn bench` runs from a source checkout"
-        )
-    cmd = [sys.executable, str(script), *args.bench_args]
-    return subprocess.call(cmd, env={**os.environ})
+    """Run the side-by-side benchmark scripts: `xattn bench [attention|generation] [flags]`."""
+    extra = list(args.bench_args)
+    suites = list(BENCH_SUITES)
+    if extra and extra[0] in BENCH_SUITES:
+        suites = [extra.pop(0)]
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    status = 0
+    for suite in suites:
+        script = folder / BENCH_SUITES[suite]
+        if not script.exists():
+            raise UsageError(
+                f"benchmark {script} not found; `xattn bench` runs from a source checkout"
+            )
+        status = status or subprocess.call([sys.executable, str(script), *extra])
+    return status
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser(
         "bench",
         add_help=False,  # `xattn bench --help` shows the script's own flags
-        help="run benchmarks/bench_attention.py (side by side); other flags go to the script",
+        help="run benchmarks/ side by side: [attention|generation], other flags go to the script",
     )
     bench.set_defaults(func=cmd_bench)
     return parser

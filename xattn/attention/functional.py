@@ -688,18 +688,33 @@ def _refusal(name: str, call: _Call) -> str | None:
     return None  # "chunked" and "math" run every call
 
 
+def _auto_order(call: _Call) -> tuple[tuple[str, ...], str]:
+    """The backends auto tries, in order, and why that order."""
+    if call.return_weights is False:
+        return _PREFERENCE, "the fastest backend that runs this call"
+    if call.B * call.H * call.T * call.S <= _BLOCK_ELEMENTS:
+        # One block anyway: the plain reference has the fewest steps.
+        why = "weights requested and the (B, H, T, S) matrix fits in one block"
+        return ("math", "chunked"), why
+    # Blockwise weights beat the reference on speed and memory.
+    return ("chunked", "math"), "weights requested; blockwise weights are faster and lighter"
+
+
+def _pick(call: _Call, backend: str) -> str:
+    """The backend that runs `call` (what _choose says, without building the explanation)."""
+    if backend != "auto":
+        reason = _refusal(backend, call)
+        if reason is not None:
+            raise ValueError(f"backend {backend!r} cannot run this call: {reason}")
+        return backend
+    order, _ = _auto_order(call)
+    return next(name for name in order if _refusal(name, call) is None)
+
+
 def _choose(call: _Call, backend: str) -> BackendChoice:
     refused = {name: r for name in _PREFERENCE if (r := _refusal(name, call)) is not None}
     if backend == "auto":
-        if call.return_weights is False:
-            order, why = _PREFERENCE, "the fastest backend that runs this call"
-        elif call.B * call.H * call.T * call.S <= _BLOCK_ELEMENTS:
-            # One block anyway: the plain reference has the fewest steps.
-            order = ("math", "chunked")
-            why = "weights requested and the (B, H, T, S) matrix fits in one block"
-        else:  # blockwise weights beat the reference on speed and memory
-            order = ("chunked", "math")
-            why = "weights requested; blockwise weights are faster and lighter than math's"
+        order, why = _auto_order(call)
         picked = next(name for name in order if name not in refused)
         return BackendChoice("auto", picked, refused, why)
     if backend in refused:
@@ -748,7 +763,7 @@ def attention(
     call = _validate(
         query, key, value, mask, bias, causal, scale, dropout_p, return_weights, backend
     )
-    name = _choose(call, backend).backend
+    name = _pick(call, backend)
     if call.S == 0 or call.T == 0:
         return _empty_result(call, query)
     if causal and call.T == 1:
