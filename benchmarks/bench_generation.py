@@ -83,6 +83,22 @@ class RerunTransformer(nn.Module):
         return ids
 
 
+def matmul_floor(model, rows, new_tokens):
+    """Only the linear layers one decoding step must run (self-attention q/k/v/out,
+    cross-attention q/out, feed-forward, output layer), new_tokens times: no attention, no
+    norms, no search. Every implementation of this model pays at least this per token."""
+    x = torch.randn(rows, 1, D)
+    with torch.no_grad():
+        for _ in range(new_tokens):
+            h = x
+            for layer in model.decoder_layers:
+                for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+                    h = getattr(layer.self_attn, proj)(h)
+                h = layer.cross_attn.out_proj(layer.cross_attn.q_proj(h))
+                h = layer.ffn.fc2(layer.ffn.fc1(h))
+            model.lm_head(h)
+
+
 def median_time(fn, repeats):
     fn()  # warm-up
     times = []
@@ -127,6 +143,9 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
             candidates["nn.Transformer re-run loop"] = lambda src=src: rerun.generate(
                 src, new_tokens, start
             )
+        candidates["floor: the step's matmuls alone"] = lambda rows=B * beams: matmul_floor(
+            ours, rows, new_tokens
+        )
         times = {}
         with torch.no_grad():
             for _ in range(repeats):  # interleaved rounds
