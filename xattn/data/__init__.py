@@ -1,4 +1,4 @@
-"""Data: tokenizers (and, later, datasets and collation)."""
+"""Data: tokenizers, and the embedded default English-Spanish corpus (data.en_es)."""
 
 from .tokenizers import MarianTokenizer, load_tokenizer
 
