@@ -256,10 +256,8 @@ def _agree_number(es: list[str], gender: str) -> list[str]:
     last = es[-1]
     if last.endswith("uno"):
         stem = last[:-3]
-        if gender == "f":
-            last = stem + "una"
-        else:
-            last = stem + ("ún" if stem else "un")  # veintiún, but "y un"
+        masculine = "ún" if stem else "un"  # veintiún, but "treinta y un"
+        last = stem + ("una" if gender == "f" else masculine)
         es = [*es[:-1], last]
     return es
 
