@@ -120,7 +120,11 @@ class MarianTokenizer:
 
 def load_tokenizer(folder: str | Path):
     """The tokenizer stored in a model folder, or None when it has none."""
+    from .text_tokenizer import TranslationTokenizer
+
     folder = Path(folder)
     if all((folder / name).is_file() for name in _MARIAN_FILES):
         return MarianTokenizer(folder)
+    if TranslationTokenizer.present(folder):
+        return TranslationTokenizer.load(folder)
     return None
