@@ -89,7 +89,7 @@ def test_a_tiny_model_overfits_the_default_corpus(tmp_path):
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    pairs, tokenizer, config = tiny_setup(16)
+    _, tokenizer, config = tiny_setup(16)
     model = EncoderDecoder(config)
     model.tokenizer = tokenizer
     opt = torch.optim.AdamW(model.parameters())
