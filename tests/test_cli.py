@@ -11,8 +11,8 @@ from xattn.cli import main
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_runs_and_shows_the_contract(capsys):
-    assert main(["demo", "--length", "128", "--steps", "20"]) == 0
+def test_tour_runs_and_shows_the_contract(capsys):
+    assert main(["tour", "--length", "128", "--steps", "20"]) == 0
     out = capsys.readouterr().out
     assert "x (2, 5, 64) + context (2, 9, 48) -> y (2, 5, 64)" in out
     assert "nn.MultiheadAttention: NaN in output = True" in out
@@ -26,7 +26,7 @@ def test_demo_runs_and_shows_the_contract(capsys):
 
 def test_python_dash_m_works_the_same():
     result = subprocess.run(
-        [sys.executable, "-m", "xattn", "demo", "--length", "16", "--steps", "4"],
+        [sys.executable, "-m", "xattn", "tour", "--length", "16", "--steps", "4"],
         capture_output=True, text=True, cwd=ROOT, timeout=120,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
@@ -36,8 +36,9 @@ def test_python_dash_m_works_the_same():
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["demo", "--length", "0"], "xattn demo: error: --length=0; expected a positive number"),
-        (["demo", "--steps", "-3"], "xattn demo: error: --steps=-3; expected a positive number"),
+        (["tour", "--length", "0"], "xattn tour: error: --length=0; expected a positive number"),
+        (["tour", "--steps", "-3"], "xattn tour: error: --steps=-3; expected a positive number"),
+        (["demo", "--steps", "0"], "xattn demo: error: --steps=0; expected a positive number"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(capsys, argv, message):

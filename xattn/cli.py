@@ -1,7 +1,10 @@
 """The `xattn` command line (`python -m xattn` works the same).
 
 Commands:
-    xattn demo    the main job (for now: a tour of the attention core on a small example)
+    xattn demo       the main job: train and show an English-to-Spanish translator
+    xattn tour       a half-minute tour of the attention core
+    xattn train      train a translator on a parallel corpus
+    xattn translate  translate sentences with a saved model
     xattn bench   run the side-by-side benchmarks in benchmarks/ (attention, generation)
 """
 
@@ -34,7 +37,7 @@ def _shade(weights, row_labels, col_labels) -> str:
     return "\n".join(lines)
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_tour(args: argparse.Namespace) -> int:
     """A short tour of the attention core: backends, explanations, empty rows, memory."""
     import torch
     from torch import nn
@@ -47,7 +50,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise UsageError(f"--steps={args.steps}; expected a positive number of steps")
     torch.manual_seed(args.seed)
     out = sys.stdout
-    print("xattn demo: cross-attention, T target positions attend to S source positions\n")
+    print("xattn tour: cross-attention, T target positions attend to S source positions\n")
 
     # 1. A cross-attention module: decoder width 64 reads an encoder of width 48.
     B, T, S, dim, context_dim, heads = 2, 5, 9, 64, 48, 4
@@ -105,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"   {name:8s} {took:6.2f} s, output {tuple(result.shape)}")
     print()
     _demo_reverse(args.steps)
-    print("\nNext: `xattn demo` will train an English-to-Spanish translator (see the README).")
+    print("\nNext: `xattn demo` trains an English-to-Spanish translator.")
     out.flush()
     return 0
 
@@ -152,6 +155,116 @@ def _demo_reverse(steps: int) -> None:
     print(_shade(maps, outs, digits))
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: train, evaluate and show the default English-Spanish translator."""
+    from .tasks.translation import demo
+
+    if args.steps is not None and args.steps < 1:
+        raise UsageError(f"--steps={args.steps}; expected a positive number of steps")
+    run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} exists and is not empty; choose another --run-dir")
+    if args.test_size < 1:
+        raise UsageError(f"--test-size={args.test_size}; expected a positive number")
+    demo(run_dir, steps=args.steps, test_size=args.test_size, progress=not args.no_progress)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a translator on a parallel corpus (TSV, two files, or the default corpus)."""
+    import dataclasses
+
+    from .data.en_es import split_corpus
+    from .tasks.translation import DEMO_TRAIN, read_parallel, train_translation
+
+    out = Path(args.out)
+    if not args.resume and out.exists() and any(out.iterdir()):
+        raise UsageError(f"{out} exists and is not empty; pass --resume or another --out")
+    if args.data is None or args.data == "default":
+        splits = split_corpus(train=args.train_size, valid=500, test=1000, seed=args.seed)
+        pairs = [(e.source, e.target) for e in splits["train"]]
+        valid = [(e.source, e.target) for e in splits["valid"]]
+    else:
+        data = read_parallel(args.data, args.target_file, skip_bad_lines=args.skip_bad_lines)
+        if data.skipped:
+            print(f"skipped {data.skipped} bad lines", file=sys.stderr)
+        pairs = data.pairs
+        n_valid = max(1, min(1000, len(pairs) // 20))
+        valid, pairs = pairs[:n_valid], pairs[n_valid:] or pairs
+    config = dataclasses.replace(
+        DEMO_TRAIN, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=min(args.warmup, args.steps), seed=args.seed,
+        eval_every=min(args.eval_every, args.steps),
+        checkpoint_every=min(args.checkpoint_every, args.steps),
+        label_smoothing=args.label_smoothing, accumulation=args.accumulation,
+    )  # fmt: skip
+    _, result = train_translation(
+        pairs, valid, out, config, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size,
+        resume=args.resume, progress=not args.no_progress,
+    )  # fmt: skip
+    print(f"valid: exact {result.get('exact', 0):.1%}, BLEU {result.get('bleu', 0):.1f}, "
+          f"chrF {result.get('chrf', 0):.1f}; model saved to {out / 'model'}")  # fmt: skip
+    return 0
+
+
+def load_any_model(folder: Path):
+    """An xattn model folder, or a transformers Marian/BART folder."""
+    import json
+
+    import xattn
+
+    config = folder / "config.json"
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: no such model folder")
+    if not config.is_file():
+        raise UsageError(f"{folder}: config.json is missing; not a model folder")
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UsageError(f"{config}: not valid JSON ({err})") from err
+    if isinstance(data, dict) and "model_type" in data:
+        return xattn.EncoderDecoder.from_hf(folder)
+    return xattn.EncoderDecoder.load(folder)
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    """Translate sentences (arguments, or stdin one per line) with a saved model."""
+    import torch
+
+    model = load_any_model(Path(args.model))
+    tokenizer = model.tokenizer
+    if tokenizer is None:
+        raise UsageError(f"{args.model}: the model folder has no tokenizer files")
+    texts = list(args.text)
+    if not texts:
+        try:
+            texts = [line.rstrip("\n") for line in sys.stdin]
+        except UnicodeDecodeError as err:
+            raise UsageError(f"standard input is not valid UTF-8 ({err.reason})") from err
+    texts = [t.strip() for t in texts]
+    if not texts or any(not t for t in texts):
+        where = "no input" if not texts else f"input line {texts.index('') + 1} is empty"
+        raise UsageError(f"{where}; give one sentence per argument or per line of stdin")
+    limit = model.config.max_positions
+    for number, text in enumerate(texts, 1):
+        n = len(tokenizer.encode(text))
+        if n > limit and not args.truncate:
+            raise UsageError(
+                f"input {number} has {n} tokens; the model reads at most {limit} "
+                f"(pass --truncate to cut it)"
+            )
+    model.eval()
+    for text in texts:
+        ids = tokenizer.encode(text)
+        if len(ids) > limit:
+            ids = [*ids[: limit - 1], ids[-1]]  # keep the end token
+        src = torch.tensor([ids])
+        new_tokens = min(args.max_new_tokens, limit - 1)  # the decoder's positions end there
+        out = model.generate(src, num_beams=args.beams, max_new_tokens=new_tokens)
+        print(tokenizer.decode(out[0]))
+    return 0
+
+
 BENCH_SUITES = {"attention": "bench_attention.py", "generation": "bench_generation.py"}
 
 
@@ -179,16 +292,59 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="the main job: a tour of cross-attention")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument(
+    demo = sub.add_parser(
+        "demo", help="the main job: train and show an English-to-Spanish translator"
+    )
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
+    demo.add_argument("--run-dir", default=None, help="output folder (default runs/demo-TIME)")
+    demo.add_argument("--test-size", type=int, default=1000,
+                      help="held-out sentences to evaluate (default 1000)")  # fmt: skip
+    demo.add_argument("--no-progress", action="store_true", help="no progress bar")
+    demo.set_defaults(func=cmd_demo)
+
+    tour = sub.add_parser("tour", help="a half-minute tour of the attention core")
+    tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    tour.add_argument(
         "--length", type=int, default=4096,
         help="T = S for the memory-lean exact attention step (default 4096)",
     )  # fmt: skip
-    demo.add_argument(
+    tour.add_argument(
         "--steps", type=int, default=300, help="training steps of the reverse task (default 300)"
     )
-    demo.set_defaults(func=cmd_demo)
+    tour.set_defaults(func=cmd_tour)
+
+    tr = sub.add_parser("train", help="train a translator on a parallel corpus")
+    tr.add_argument(
+        "--data", default=None,
+        help="TSV file (source<TAB>target), a source file with --target-file, or 'default' "
+        "for the generated English-Spanish corpus (default)",
+    )  # fmt: skip
+    tr.add_argument("--target-file", default=None, help="line-aligned target file")
+    tr.add_argument("--skip-bad-lines", action="store_true", help="skip and count bad lines")
+    tr.add_argument("--out", required=True, help="run folder (checkpoints, best, model)")
+    tr.add_argument("--resume", action="store_true", help="continue the run in --out")
+    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--lr", type=float, default=2e-3)
+    tr.add_argument("--warmup", type=int, default=75)
+    tr.add_argument("--label-smoothing", type=float, default=0.0)
+    tr.add_argument("--accumulation", type=int, default=1)
+    tr.add_argument("--eval-every", type=int, default=250)
+    tr.add_argument("--checkpoint-every", type=int, default=250)
+    tr.add_argument("--tokenizer", choices=("word", "bpe"), default="word")
+    tr.add_argument("--vocab-size", type=int, default=8000)
+    tr.add_argument("--train-size", type=int, default=20000, help="default corpus size")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    tl = sub.add_parser("translate", help="translate sentences with a saved model")
+    tl.add_argument("--model", required=True, help="an xattn or transformers Marian folder")
+    tl.add_argument("text", nargs="*", help="sentences (default: stdin, one per line)")
+    tl.add_argument("--beams", type=int, default=1)
+    tl.add_argument("--max-new-tokens", type=int, default=64)
+    tl.add_argument("--truncate", action="store_true", help="cut inputs that are too long")
+    tl.set_defaults(func=cmd_translate)
 
     bench = sub.add_parser(
         "bench",
@@ -209,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.func(args)
-    except (UsageError, ValueError) as err:
+    except (UsageError, ValueError, OSError) as err:
         print(f"xattn {args.command}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
 

@@ -1,0 +1,174 @@
+"""`xattn train`, `xattn translate` and `xattn demo` through the command line: results,
+files, and every bad-input path (one line on stderr, exit code 2, nothing overwritten)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from xattn.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_tsv(path, n=40):
+    from xattn.data.en_es import generate_corpus
+
+    lines = [f"{e.source}\t{e.target}" for e in generate_corpus(n, seed=5)]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
+
+
+TRAIN_ARGS = ["--steps", "30", "--batch-size", "8", "--eval-every", "15",
+              "--checkpoint-every", "15", "--warmup", "3", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("run")
+    write_tsv(folder / "corpus.tsv")
+    assert main(["train", "--data", str(folder / "corpus.tsv"), "--out", str(folder / "out"),
+                 *TRAIN_ARGS]) == 0  # fmt: skip
+    return folder
+
+
+def test_train_writes_a_run_folder(trained):
+    out = trained / "out"
+    assert (out / "model" / "model.safetensors").is_file()
+    assert (out / "model" / "source_tokenizer.json").is_file()
+    assert (out / "best" / "config.json").is_file()
+    assert [p.name for p in sorted((out / "checkpoints").iterdir())] == [
+        "step-0000015", "step-0000030"]  # fmt: skip
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "valid"}
+
+
+def test_train_resume_continues_and_refuses_to_overwrite(trained, capsys):
+    out = str(trained / "out")
+    assert main(["train", "--data", str(trained / "corpus.tsv"), "--out", out,
+                 *TRAIN_ARGS]) == 2  # fmt: skip
+    assert "exists and is not empty; pass --resume" in capsys.readouterr().err
+    args = [a if a != "30" else "45" for a in TRAIN_ARGS]
+    assert main(["train", "--data", str(trained / "corpus.tsv"), "--out", out, "--resume",
+                 *args]) == 0  # fmt: skip
+    assert (trained / "out" / "checkpoints" / "step-0000045").is_dir()
+
+
+def test_translate_arguments_and_stdin(trained, capsys):
+    model = str(trained / "out" / "model")
+    assert main(["translate", "--model", model, "the red car", "a house"]) == 0
+    lines = capsys.readouterr().out.split("\n")[:-1]  # one line per input (maybe empty)
+    assert len(lines) == 2
+    result = subprocess.run([sys.executable, "-m", "xattn", "translate", "--model", model],
+                            input="the red car\n", capture_output=True, text=True, cwd=ROOT,
+                            timeout=120)  # fmt: skip
+    assert result.returncode == 0 and result.stdout == lines[0] + "\n"
+
+
+def test_translate_a_transformers_marian_folder(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    from tests.test_hf import marian_folder  # noqa: F401  (reuse the tiny Marian builder)
+
+    hf_tok_dir = tmp_path / "m"
+    hf_tok_dir.mkdir()
+    from tests.test_hf import TEXTS, train_spm
+
+    train_spm(hf_tok_dir / "source.spm")
+    (hf_tok_dir / "target.spm").write_bytes((hf_tok_dir / "source.spm").read_bytes())
+    import sentencepiece as spm
+
+    sp = spm.SentencePieceProcessor(model_file=str(hf_tok_dir / "source.spm"))
+    vocab = {"</s>": 0, "<unk>": 1}
+    for i in range(sp.get_piece_size()):
+        piece = sp.id_to_piece(i)
+        if piece not in vocab and piece not in ("<s>", "</s>", "<unk>"):
+            vocab[piece] = len(vocab)
+    vocab["<pad>"] = len(vocab)
+    (hf_tok_dir / "vocab.json").write_text(json.dumps(vocab))
+    V = len(vocab)
+    config = transformers.MarianConfig(
+        vocab_size=V, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        max_position_embeddings=32, pad_token_id=V - 1, eos_token_id=0,
+        decoder_start_token_id=V - 1,
+    )  # fmt: skip
+    transformers.MarianMTModel(config).save_pretrained(hf_tok_dir)
+    assert main(["translate", "--model", str(hf_tok_dir), TEXTS[0]]) == 0
+    assert capsys.readouterr().out.endswith("\n")
+
+
+@pytest.mark.parametrize(
+    "content,flags,message",
+    [
+        (b"the cat\tel gato\nno tab here\n", [], "corpus.tsv:2: expected source<TAB>target, "
+                                                "found 0 tabs"),
+        (b"the cat\tel gato\n\tel perro\n", [], "corpus.tsv:2: empty source side"),
+        (b"the cat\tel gato\nthe \xff dog\tel perro\n", [], "corpus.tsv:2: not valid UTF-8"),
+        (b"a\tb\tc\n", [], "corpus.tsv:1: expected source<TAB>target, found 2 tabs"),
+        (b"", [], "corpus.tsv: no usable sentence pairs"),
+    ],
+)  # fmt: skip
+def test_bad_corpus_lines_exit_2_naming_file_and_line(tmp_path, capsys, content, flags, message):
+    (tmp_path / "corpus.tsv").write_bytes(content)
+    code = main(["train", "--data", str(tmp_path / "corpus.tsv"), "--out",
+                 str(tmp_path / "out"), *TRAIN_ARGS, *flags])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_skip_bad_lines_counts_them(tmp_path, capsys):
+    lines = write_tsv(tmp_path / "corpus.tsv", 30)
+    with (tmp_path / "corpus.tsv").open("ab") as f:
+        f.write(b"broken line\nthe \xff\tx\n")
+    args = [a if a != "30" else "2" for a in TRAIN_ARGS]
+    assert main(["train", "--data", str(tmp_path / "corpus.tsv"), "--out",
+                 str(tmp_path / "out"), "--skip-bad-lines", *args]) == 0  # fmt: skip
+    assert "skipped 2 bad lines" in capsys.readouterr().err
+    assert len(lines) == 30
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["translate", "--model", "no/such/folder", "x"], "no/such/folder: no such model folder"),
+        (["translate", "--model", "{tmp}", "x"], "config.json is missing"),
+    ],
+)
+def test_translate_bad_model_folders(tmp_path, capsys, argv, message):
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_translate_bad_inputs(trained, tmp_path, capsys):
+    model = str(trained / "out" / "model")
+    assert main(["translate", "--model", model, "   "]) == 2
+    assert "input line 1 is empty" in capsys.readouterr().err
+    long = " ".join(["the red car"] * 100)
+    assert main(["translate", "--model", model, long]) == 2
+    assert "tokens; the model reads at most 256 (pass --truncate" in capsys.readouterr().err
+    assert main(["translate", "--model", model, "--truncate", long]) == 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in (trained / "out" / "model").iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    data = (broken / "model.safetensors").read_bytes()
+    (broken / "model.safetensors").write_bytes(data[: len(data) // 2])
+    assert main(["translate", "--model", str(broken), "the car"]) == 2
+    assert "unreadable weights" in capsys.readouterr().err
+
+
+def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
+    run = tmp_path / "demo"
+    assert main(["demo", "--steps", "8", "--test-size", "50", "--run-dir", str(run),
+                 "--no-progress"]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    assert "Test set (50 held-out sentences): exact match" in out
+    assert "Cross-attention peak on the gold-aligned English word" in out
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary) >= {"exact", "bleu", "chrf", "alignment_hit_rate", "seconds"}
+    assert (run / "model" / "model.safetensors").is_file()
+    assert main(["demo", "--steps", "8", "--run-dir", str(run)]) == 2  # never overwritten

@@ -1,0 +1,1 @@
+"""Applications of cross-attention: translation (more to come: captioning, QA, speech)."""
