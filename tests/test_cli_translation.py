@@ -171,4 +171,23 @@ def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) >= {"exact", "bleu", "chrf", "alignment_hit_rate", "seconds"}
     assert (run / "model" / "model.safetensors").is_file()
+    assert (run / "loss.png").is_file() and (run / "attention" / "index.html").is_file()
+    assert len(list((run / "attention").glob("example-*-grid.png"))) == 12
     assert main(["demo", "--steps", "8", "--run-dir", str(run)]) == 2  # never overwritten
+
+
+def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
+    model = str(trained / "out" / "model")
+    assert main(["attention", "--model", model, "the red car", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "hard alignment" in out
+    for name in ("attention.png", "attention-grid.png", "attention.html"):
+        assert (tmp_path / name).stat().st_size > 0
+    source, target = (trained / "corpus.tsv").read_text().splitlines()[-1].split("\t")
+    assert main(["attention", "--model", model, source, target, "--out",
+                 str(tmp_path / "forced")]) == 0  # fmt: skip
+    out = capsys.readouterr().out
+    words = [line.split()[0] for line in out.splitlines()[1:] if "<-" in line]
+    assert words == [*target.split(), "</s>"]  # teacher-forced on the given target
+    assert main(["attention", "--model", model, " ", "--out", str(tmp_path)]) == 2
+    assert "the source sentence is empty" in capsys.readouterr().err

@@ -5,6 +5,7 @@ Commands:
     xattn tour       a half-minute tour of the attention core
     xattn train      train a translator on a parallel corpus
     xattn translate  translate sentences with a saved model
+    xattn attention  draw the cross-attention of one sentence pair
     xattn bench   run the side-by-side benchmarks in benchmarks/ (attention, generation)
 """
 
@@ -265,6 +266,32 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention(args: argparse.Namespace) -> int:
+    """Draw the cross-attention of one pair: per layer and head, the mean, the alignment."""
+    from .data.text_tokenizer import TranslationTokenizer
+    from .tasks.translation import draw_attention
+    from .viz import attention_html
+
+    model = load_any_model(Path(args.model))
+    if not isinstance(model.tokenizer, TranslationTokenizer):
+        raise UsageError(f"{args.model}: `xattn attention` needs a model trained with xattn "
+                         f"(source_tokenizer.json and target_tokenizer.json)")  # fmt: skip
+    if not args.source.strip():
+        raise UsageError("the source sentence is empty")
+    if args.target is not None and not args.target.strip():
+        raise UsageError("the target sentence is empty")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = draw_attention(model, model.tokenizer, args.source, out, "attention", args.target)
+    src, tgt, mean = drawn["tokens"]
+    page = attention_html([(src, tgt, mean)], out / "attention.html")
+    print("hard alignment (each target word: the source word its attention peaks on):")
+    for word, row in zip(tgt, mean, strict=True):
+        print(f"  {word:>14}  <-  {src[int(row.argmax())]}  ({float(row.max()):.0%})")
+    print(f"pictures: {drawn['mean']}, {drawn['grid']}; page: {page}")
+    return 0
+
+
 BENCH_SUITES = {"attention": "bench_attention.py", "generation": "bench_generation.py"}
 
 
@@ -345,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--max-new-tokens", type=int, default=64)
     tl.add_argument("--truncate", action="store_true", help="cut inputs that are too long")
     tl.set_defaults(func=cmd_translate)
+
+    at = sub.add_parser("attention", help="draw the cross-attention of one sentence pair")
+    at.add_argument("--model", required=True, help="a model folder written by xattn")
+    at.add_argument("source", help="the source sentence")
+    at.add_argument("target", nargs="?", default=None,
+                    help="the target sentence (default: the model's own translation)")  # fmt: skip
+    at.add_argument("--out", default="attention", help="output folder (default ./attention)")
+    at.set_defaults(func=cmd_attention)
 
     bench = sub.add_parser(
         "bench",

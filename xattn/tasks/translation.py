@@ -19,7 +19,14 @@ from ..model import EncoderDecoder, ModelConfig
 from ..training import TrainConfig, evaluate, train, translate
 from ..training.metrics import alignment_hit_rate
 
-__all__ = ["DataError", "demo", "read_parallel", "train_translation"]
+__all__ = [
+    "DataError",
+    "attention_maps",
+    "demo",
+    "draw_attention",
+    "read_parallel",
+    "train_translation",
+]
 
 log = logging.getLogger("xattn")
 
@@ -184,7 +191,9 @@ def demo(
     test = _pairs(splits["test"])
     scores = evaluate(model, tokenizer, test, dataclasses.replace(config, eval_size=len(test)))
     hit = _alignment_hit_rate(model, tokenizer, splits["test"][:300])  # teacher-forced
-    took = time.perf_counter() - start
+    from ..viz import plot_loss_curve
+
+    plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     out(f"\nTest set ({len(test)} held-out sentences): exact match {scores['exact']:.1%}, "
         f"BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")  # fmt: skip
     out(f"Cross-attention peak on the gold-aligned English word: {hit:.1%} of Spanish words")
@@ -194,12 +203,74 @@ def demo(
                       strict=True):  # fmt: skip
         mark = "ok" if hyp == e.target else "!!"
         out(f"  [{mark}] {e.source}\n        -> {hyp}")
+    pictures = _demo_pictures(model, tokenizer, splits["test"][:12], run_dir / "attention")
+    out(f"\nCross-attention maps (PNG, one per sentence, and layers x heads grids) and an "
+        f"HTML page: {pictures}")  # fmt: skip
+    took = time.perf_counter() - start
     summary = {**scores, "alignment_hit_rate": hit, "seconds": took, "steps": config.steps}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     out(f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; best checkpoint: "
-        f"{run_dir / 'best'}; metrics: {run_dir / 'metrics.jsonl'}; summary: "
-        f"{run_dir / 'summary.json'}")  # fmt: skip
+        f"{run_dir / 'best'}; metrics: {run_dir / 'metrics.jsonl'} and {run_dir / 'loss.png'}; "
+        f"summary: {run_dir / 'summary.json'}")  # fmt: skip
     return summary
+
+
+def _demo_pictures(model, tokenizer, examples: list[Example], folder: Path) -> Path:
+    """Maps of the model's own translations of some held-out sentences, and the HTML page."""
+    from ..viz import attention_html
+
+    folder.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, e in enumerate(examples):
+        drawn = draw_attention(model, tokenizer, e.source, folder, f"example-{i + 1:02d}")
+        records.append(drawn["tokens"])
+    return attention_html(records, folder / "index.html",
+                          title="What each Spanish word looked at")  # fmt: skip
+
+
+@torch.no_grad()
+def attention_maps(model, tokenizer, source: str, target: str | None = None):
+    """Cross-attention of one pair: (source tokens, target tokens, per layer (H, T, S)).
+
+    Without a target, the model translates the source (greedy) and the maps are those of
+    its own output, collected during generation; with one, they come from a teacher-forced
+    pass over it. Target tokens include the end token, source tokens the end token too.
+    """
+    model.eval()
+    src = torch.tensor([tokenizer.encode(source)])
+    src_tokens = [*tokenizer.source_tokens(source), "</s>"]
+    if target is None:
+        longest = min(model.config.max_positions - 1, 2 * src.shape[1] + 10)
+        out = model.generate(src, max_new_tokens=longest, return_attention=True,
+                             attention_heads="all")  # fmt: skip
+        ids = out.sequences[0, 1:].tolist()
+        n = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
+        maps = [m[0, :n].transpose(0, 1) for m in out.cross_attention]  # (H, T, S)
+    else:
+        ids = tokenizer.encode_target(target)[1:]  # words + </s>
+        tgt_in = torch.tensor([tokenizer.encode_target(target)[:-1]])
+        _, layers = model.decode(tgt_in, model.encode(src), return_attention="all")
+        n = len(ids)
+        maps = [m[0] for m in layers]  # (H, T, S)
+    tgt_tokens = [*tokenizer.target_tokens(ids[:n]), "</s>"][:n]
+    return src_tokens, tgt_tokens, maps
+
+
+def draw_attention(model, tokenizer, source: str, folder: Path, name: str,
+                   target: str | None = None) -> dict[str, Path]:  # fmt: skip
+    """PNG pictures of one pair: the layer-and-head mean with the hard alignment, and the
+    grid of layers x heads."""
+    from ..viz import plot_attention, plot_attention_grid
+
+    src_tokens, tgt_tokens, maps = attention_maps(model, tokenizer, source, target)
+    mean = torch.stack(maps).mean((0, 1))  # (T, S)
+    return {
+        "mean": plot_attention(mean, src_tokens, tgt_tokens, folder / f"{name}.png",
+                               title=f"{source}\n-> {' '.join(tgt_tokens[:-1])}"),
+        "grid": plot_attention_grid(maps, src_tokens, tgt_tokens, folder / f"{name}-grid.png",
+                                    title=source),
+        "tokens": (src_tokens, tgt_tokens, mean),
+    }  # fmt: skip
 
 
 @torch.no_grad()

@@ -1,0 +1,193 @@
+"""Pictures of what cross-attention looks at (the only module that imports matplotlib).
+
+- `plot_attention`: one heatmap, source tokens on x, target tokens on y.
+- `plot_attention_grid`: layers x heads, plus the head mean of each layer.
+- `attention_html`: a self-contained page; hover a target token to see its source weights.
+- `plot_loss_curve`: training and validation loss from a metrics.jsonl file.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = ["attention_html", "plot_attention", "plot_attention_grid", "plot_loss_curve"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no screen
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _check(weights: Tensor, source: Sequence[str], target: Sequence[str]) -> Tensor:
+    weights = torch.as_tensor(weights).detach().float().cpu()
+    if weights.dim() != 2 or weights.shape != (len(target), len(source)):
+        raise ValueError(
+            f"weights have shape {tuple(weights.shape)}; expected (T, S) = "
+            f"({len(target)}, {len(source)}) for the given target and source tokens"
+        )
+    return weights
+
+
+def _heatmap(ax, weights: Tensor, source, target, *, labels: bool = True, hard: bool = False):
+    ax.imshow(weights.numpy(), cmap="Blues", vmin=0.0, vmax=max(1e-6, float(weights.max())),
+              aspect="auto")  # fmt: skip
+    if hard:  # mark the peak of each row: the hard alignment
+        peaks = weights.argmax(-1).tolist()
+        ax.scatter(peaks, range(len(peaks)), marker="s", s=30, facecolors="none",
+                   edgecolors="crimson", linewidths=1.2)  # fmt: skip
+    if labels:
+        ax.set_xticks(range(len(source)), source, rotation=60, ha="right", fontsize=9)
+        ax.set_yticks(range(len(target)), target, fontsize=9)
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])
+
+
+def plot_attention(
+    weights: Tensor, source: Sequence[str], target: Sequence[str], path: str | Path,
+    *, title: str = "", hard: bool = True,
+) -> Path:  # fmt: skip
+    """weights (T, S): row t is where target token t looked. Writes a PNG."""
+    weights = _check(weights, source, target)
+    plt = _pyplot()
+    fig, ax = plt.subplots(
+        figsize=(min(24.0, 1.5 + 0.45 * len(source)), min(24.0, 1.5 + 0.4 * len(target)))
+    )
+    _heatmap(ax, weights, source, target, hard=hard)
+    ax.set_xlabel("source")
+    ax.set_ylabel("target")
+    if title:
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_attention_grid(
+    maps: Sequence[Tensor], source: Sequence[str], target: Sequence[str], path: str | Path,
+    *, title: str = "",
+) -> Path:  # fmt: skip
+    """maps: per layer (H, T, S). A grid of layers x (heads + head mean). Writes a PNG."""
+    maps = [torch.as_tensor(m).detach().float().cpu() for m in maps]
+    L, H = len(maps), maps[0].shape[0]
+    for m in maps:
+        if m.shape != (H, len(target), len(source)):
+            raise ValueError(f"a layer map has shape {tuple(m.shape)}; expected (H, T, S) = "
+                             f"({H}, {len(target)}, {len(source)})")  # fmt: skip
+    plt = _pyplot()
+    cell = min(6.0, 0.25 * max(len(source), len(target)) + 0.8)  # inches per map
+    fig, axes = plt.subplots(L, H + 1, figsize=(cell * (H + 1), cell * L), squeeze=False)
+    for layer, m in enumerate(maps):
+        for head in range(H + 1):
+            ax = axes[layer][head]
+            w = m[head] if head < H else m.mean(0)
+            last_row = layer == L - 1
+            _heatmap(ax, w, source, target, labels=False, hard=head == H)
+            if last_row:
+                ax.set_xticks(range(len(source)), source, rotation=90, fontsize=7)
+            if head == 0:
+                ax.set_yticks(range(len(target)), target, fontsize=7)
+                ax.set_ylabel(f"layer {layer + 1}", fontsize=9)
+            if layer == 0:
+                ax.set_title("head mean" if head == H else f"head {head + 1}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }}
+.pair {{ margin: 1.5em 0; padding: 0.8em; border: 1px solid #ddd; border-radius: 6px; }}
+.tok {{ display: inline-block; padding: 2px 5px; margin: 2px; border-radius: 4px; }}
+.tgt {{ cursor: pointer; border: 1px solid #bbb; }}
+.tgt:hover, .tgt.on {{ outline: 2px solid crimson; }}
+.label {{ color: #666; font-size: 0.85em; margin-right: 0.5em; }}
+</style></head><body>
+<h1>{title}</h1>
+<p>Hover (or tap) a target word: the source words light up by how much its
+cross-attention looked at them (head and layer mean).</p>
+{pairs}
+<script>
+document.querySelectorAll('.pair').forEach(function (pair) {{
+  var weights = JSON.parse(pair.dataset.weights);
+  var sources = pair.querySelectorAll('.src');
+  function show(t) {{
+    var row = weights[t], top = Math.max.apply(null, row) || 1;
+    sources.forEach(function (s, j) {{
+      var a = row[j] / top;
+      s.style.background = 'rgba(33, 102, 172,' + a.toFixed(3) + ')';
+      s.style.color = a > 0.55 ? 'white' : 'black';
+      s.title = (100 * row[j]).toFixed(1) + '%';
+    }});
+  }}
+  pair.querySelectorAll('.tgt').forEach(function (el, t) {{
+    el.addEventListener('mouseenter', function () {{ show(t); }});
+    el.addEventListener('click', function () {{ show(t); }});
+  }});
+  show(0);
+}});
+</script></body></html>
+"""
+
+
+def attention_html(
+    pairs: Sequence[tuple[Sequence[str], Sequence[str], Tensor]], path: str | Path,
+    *, title: str = "Cross-attention",
+) -> Path:  # fmt: skip
+    """pairs of (source tokens, target tokens, weights (T, S)). Writes one HTML file with
+    everything inline (no network access needed to view it)."""
+    blocks = []
+    for source, target, weights in pairs:
+        weights = _check(weights, source, target)
+        rows = [[round(float(x), 4) for x in row] for row in weights]
+        src = "".join(f'<span class="tok src">{html.escape(s)}</span>' for s in source)
+        tgt = "".join(f'<span class="tok tgt">{html.escape(t)}</span>' for t in target)
+        data = html.escape(json.dumps(rows), quote=True)
+        blocks.append(
+            f'<div class="pair" data-weights="{data}"><div><span class="label">source</span>'
+            f'{src}</div><div><span class="label">target</span>{tgt}</div></div>'
+        )
+    path = Path(path)
+    path.write_text(_PAGE.format(title=html.escape(title), pairs="\n".join(blocks)),
+                    encoding="utf-8")  # fmt: skip
+    return path
+
+
+def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
+    """Training loss (and validation loss at evaluations) from a metrics.jsonl file."""
+    records = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line]
+    train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train"]
+    valid = [(r["step"], r["loss"]) for r in records if r.get("split") == "valid"]
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1)
+    if valid:
+        ax.plot(*zip(*valid, strict=True), "o-", label="validation loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
