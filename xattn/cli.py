@@ -201,10 +201,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     _, result = train_translation(
         pairs, valid, out, config, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size,
-        resume=args.resume, progress=not args.no_progress,
+        model_overrides={"dropout": args.dropout}, resume=args.resume,
+        progress=not args.no_progress,
     )  # fmt: skip
-    print(f"valid: exact {result.get('exact', 0):.1%}, BLEU {result.get('bleu', 0):.1f}, "
-          f"chrF {result.get('chrf', 0):.1f}; model saved to {out / 'model'}")  # fmt: skip
+    from .training.distributed import rank
+
+    if rank() == 0:
+        print(f"valid: exact {result.get('exact', 0):.1%}, BLEU {result.get('bleu', 0):.1f}, "
+              f"chrF {result.get('chrf', 0):.1f}; model saved to {out / 'model'}")  # fmt: skip
     return 0
 
 
@@ -355,6 +359,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--warmup", type=int, default=75)
     tr.add_argument("--label-smoothing", type=float, default=0.0)
+    tr.add_argument("--dropout", type=float, default=0.1, help="model dropout (default 0.1)")
     tr.add_argument("--accumulation", type=int, default=1)
     tr.add_argument("--eval-every", type=int, default=250)
     tr.add_argument("--checkpoint-every", type=int, default=250)

@@ -115,10 +115,13 @@ def _pairs(examples: list[Example]) -> list[tuple[str, str]]:
 
 
 def default_model_config(tokenizer: TranslationTokenizer, **overrides) -> ModelConfig:
-    """The default for our own translators: pre-norm, 2 + 2 layers, width 128."""
+    """The default for our own translators: pre-norm, 2 + 2 layers, width 128, separate
+    vocabularies, and an output layer of its own (tied to unit-scale embeddings, the first
+    logits would have a standard deviation of sqrt(d_model) and a loss near 90)."""
     return ModelConfig.preset(
         "small", vocab_size=tokenizer.source_vocab_size,
-        target_vocab_size=tokenizer.target_vocab_size, share_embeddings=False, **overrides,
+        target_vocab_size=tokenizer.target_vocab_size, share_embeddings=False,
+        tie_output=False, **overrides,
     )  # fmt: skip
 
 
@@ -150,7 +153,10 @@ def train_translation(
         model = EncoderDecoder(default_model_config(tokenizer, **(model_overrides or {})))
     result = train(model, tokenizer, pairs, valid, train_config, run_dir, resume=resume,
                    progress=progress)  # fmt: skip
-    model.save(run_dir / "model")
+    from ..training.distributed import rank
+
+    if rank() == 0:
+        model.save(run_dir / "model")
     return model, result
 
 

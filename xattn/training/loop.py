@@ -145,10 +145,17 @@ def train(
     run_dir gets metrics.jsonl, checkpoints/step-N/ (complete, atomic) and best/ (the model
     folder with the best validation exact match, then BLEU). With resume=True the latest
     checkpoint in run_dir is restored (weights, optimizer, scheduler, RNG, data position)
-    and training continues exactly where it stopped.
+    and training continues exactly where it stopped. Under torchrun every process runs
+    this function; the first one evaluates and writes files (see training.distributed).
     """
     from tqdm.auto import tqdm
 
+    from .distributed import all_reduce_sum, barrier, setup
+
+    world, rank = setup()
+    main = rank == 0  # only the first process writes files and evaluates
+    if world > 1 and torch.cuda.is_available():
+        model.to(torch.device("cuda", torch.cuda.current_device()))
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = run_dir / "checkpoints"
@@ -183,14 +190,24 @@ def train(
     use_bf16 = config.bf16
     if use_bf16 is None:
         use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
-    metrics_file = (run_dir / "metrics.jsonl").open("a")
+    metrics_file = (run_dir / "metrics.jsonl").open("a") if main else None
 
     def log(record: dict) -> None:
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
+        if metrics_file is not None:
+            metrics_file.write(json.dumps(record) + "\n")
+            metrics_file.flush()
 
-    batches = bucket_batches(lengths, config.batch_size, config.seed, epoch)
-    bar = tqdm(total=config.steps, initial=step, disable=not progress, unit="step",
+    def epoch_batches(epoch: int) -> list[list[int]]:
+        found = bucket_batches(lengths, config.batch_size, config.seed, epoch)
+        return [b for b in found if len(b) >= world]  # every process gets a share
+
+    forward = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        forward = DistributedDataParallel(model)  # also broadcasts rank 0's weights
+    batches = epoch_batches(epoch)
+    bar = tqdm(total=config.steps, initial=step, disable=not (progress and main), unit="step",
                dynamic_ncols=True)  # fmt: skip
     model.train()
     window_tokens, window_start = 0, time.perf_counter()
@@ -201,19 +218,26 @@ def train(
             for _ in range(config.accumulation):
                 if position >= len(batches):
                     epoch, position = epoch + 1, 0
-                    batches = bucket_batches(lengths, config.batch_size, config.seed, epoch)
-                batch = collate([encoded[i] for i in batches[position]], tokenizer.pad_token_id)
+                    batches = epoch_batches(epoch)
+                shard = batches[position][rank::world]  # this process's part of the batch
+                batch = collate([encoded[i] for i in shard], tokenizer.pad_token_id)
                 position += 1
+                counts = all_reduce_sum(torch.tensor([float(batch.target_tokens)]), world)
+                global_tokens = float(counts[0])
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = model(batch.src.to(device), batch.tgt_in.to(device),
-                                   src_mask=batch.src_mask.to(device))  # fmt: skip
-                loss = F.cross_entropy(
+                    logits = forward(batch.src.to(device), batch.tgt_in.to(device),
+                                     src_mask=batch.src_mask.to(device))  # fmt: skip
+                loss_sum = F.cross_entropy(
                     logits.flatten(0, 1).float(), batch.tgt_out.to(device).flatten(),
                     ignore_index=IGNORE, label_smoothing=config.label_smoothing,
+                    reduction="sum",
                 )  # fmt: skip
-                (loss / config.accumulation).backward()
-                loss_value += loss.item() / config.accumulation
-                tokens += batch.target_tokens
+                # DDP averages gradients over processes: scaling by world makes the update
+                # that of the mean loss over all target tokens of the global batch.
+                (loss_sum * (world / (global_tokens * config.accumulation))).backward()
+                total = all_reduce_sum(loss_sum.detach().reshape(1).cpu(), world)
+                loss_value += float(total[0]) / global_tokens / config.accumulation
+                tokens += int(global_tokens)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip_norm)
             optimizer.step()
             scheduler.step()
@@ -227,7 +251,8 @@ def train(
                  "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate})  # fmt: skip
             if step % 50 == 0:
                 window_tokens, window_start = 0, time.perf_counter()
-            if step % config.eval_every == 0 or step == config.steps:
+            evaluating = step % config.eval_every == 0 or step == config.steps
+            if evaluating and main:
                 last_eval = {"step": step, **evaluate(model, tokenizer, valid_pairs, config)}
                 log({**last_eval, "split": "valid"})
                 if on_eval is not None:
@@ -236,15 +261,19 @@ def train(
                 if best is None or score > tuple(best["score"]):
                     best = {"step": step, "score": list(score)}
                     model.save(run_dir / "best")
-            if step % config.checkpoint_every == 0 or step == config.steps:
+            saving = step % config.checkpoint_every == 0 or step == config.steps
+            if saving and main:
                 extra = {"step": step, "epoch": epoch, "position": position, "best": best,
                          "last_eval": last_eval, "config": dataclasses.asdict(config)}  # fmt: skip
                 save_checkpoint(checkpoints / f"step-{step:07d}", model, optimizer, scheduler,
                                 extra)  # fmt: skip
                 _prune(checkpoints, config.keep_checkpoints)
+            if evaluating or saving:
+                barrier(world)  # the others wait while the first process writes
     finally:
         bar.close()
-        metrics_file.close()
+        if metrics_file is not None:
+            metrics_file.close()
     return last_eval
 
 
