@@ -191,3 +191,33 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
     assert words == [*target.split(), "</s>"]  # teacher-forced on the given target
     assert main(["attention", "--model", model, " ", "--out", str(tmp_path)]) == 2
     assert "the source sentence is empty" in capsys.readouterr().err
+
+
+def test_train_on_the_bible_corpus(tmp_path, capsys):
+    from tests.tasks.test_translation_data import make_bible
+
+    make_bible(tmp_path / "bible.db")
+    args = [a if a != "30" else "3" for a in TRAIN_ARGS]
+    assert main(["train", "--corpus", "bible", "--src", "en", "--tgt", "es", "--bible-db",
+                 str(tmp_path / "bible.db"), "--tokenizer", "bpe", "--vocab-size", "120",
+                 "--out", str(tmp_path / "out"), *args]) == 0  # fmt: skip
+    assert "Bible en->es:" in capsys.readouterr().err
+    assert (tmp_path / "out" / "model" / "source_tokenizer.json").is_file()
+    assert (
+        main(
+            [
+                "train",
+                "--corpus",
+                "bible",
+                "--src",
+                "xx",
+                "--bible-db",
+                str(tmp_path / "bible.db"),
+                "--out",
+                str(tmp_path / "o2"),
+                *args,
+            ]
+        )
+        == 2
+    )
+    assert "unknown Bible language 'xx'" in capsys.readouterr().err

