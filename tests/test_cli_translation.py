@@ -39,6 +39,7 @@ def test_train_writes_a_run_folder(trained):
     assert (out / "model" / "model.safetensors").is_file()
     assert (out / "model" / "source_tokenizer.json").is_file()
     assert (out / "best" / "config.json").is_file()
+    assert (out / "loss.png").stat().st_size > 0
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == [
         "step-0000015", "step-0000030"]  # fmt: skip
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -221,3 +222,20 @@ def test_train_on_the_bible_corpus(tmp_path, capsys):
         == 2
     )
     assert "unknown Bible language 'xx'" in capsys.readouterr().err
+
+
+def test_tokenizer_that_does_not_match_the_model_is_refused(trained, tmp_path, capsys):
+    other = tmp_path / "other"
+    write_tsv(tmp_path / "small.tsv", 10)
+    args = [a if a != "30" else "2" for a in TRAIN_ARGS]
+    assert main(["train", "--data", str(tmp_path / "small.tsv"), "--out", str(other),
+                 *args]) == 0  # fmt: skip
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    for f in (trained / "out" / "model").iterdir():
+        (mixed / f.name).write_bytes(f.read_bytes())
+    for name in ("source_tokenizer.json", "target_tokenizer.json"):
+        (mixed / name).write_bytes((other / "model" / name).read_bytes())
+    capsys.readouterr()
+    assert main(["translate", "--model", str(mixed), "the car"]) == 2
+    assert "tokenizer and model do not match" in capsys.readouterr().err

@@ -218,6 +218,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.distributed import rank
 
     if rank() == 0:
+        from .viz import plot_loss_curve
+
+        plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
         print(f"valid: exact {result.get('exact', 0):.1%}, BLEU {result.get('bleu', 0):.1f}, "
               f"chrF {result.get('chrf', 0):.1f}; model saved to {out / 'model'}")  # fmt: skip
     return 0

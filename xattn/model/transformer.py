@@ -405,6 +405,7 @@ class EncoderDecoder(nn.Module):
         from ..data.tokenizers import load_tokenizer
 
         model.tokenizer = load_tokenizer(path)
+        _check_tokenizer(model.tokenizer, config, path)
         return model.eval()  # like transformers' from_pretrained: ready for inference
 
     @classmethod
@@ -413,6 +414,21 @@ class EncoderDecoder(nn.Module):
         from ..hf import load_hf
 
         return load_hf(cls, path)
+
+
+def _check_tokenizer(tokenizer, config: ModelConfig, path: Path) -> None:
+    """A folder's tokenizer must fit its model: same vocabulary sizes."""
+    sizes = (getattr(tokenizer, "source_vocab_size", None),
+             getattr(tokenizer, "target_vocab_size", None))  # fmt: skip
+    if sizes[0] is None:
+        return  # a tokenizer without vocabulary sizes (Marian checks its own ids)
+    expected = (config.vocab_size, config.target_vocab)
+    if sizes != expected:
+        raise ValueError(
+            f"{path}: the tokenizer has {sizes[0]} source and {sizes[1]} target tokens but "
+            f"the model expects {expected[0]} and {expected[1]}; tokenizer and model do not "
+            f"match"
+        )
 
 
 def _weights_mode(return_attention: bool | str) -> bool | str:
