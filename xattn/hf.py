@@ -140,7 +140,7 @@ def load_hf(cls, path: str | Path):
     from safetensors.torch import load_file
 
     from .data.tokenizers import load_tokenizer
-    from .model.transformer import read_json
+    from .utils import read_json
 
     path = Path(path)
     if not path.is_dir():
@@ -215,7 +215,7 @@ def _known_hf_name(name: str) -> bool:
 
 def _generation_config(path: Path, cfg: dict) -> GenerationConfig:
     """transformers' rule: generation_config.json if present, else from config.json."""
-    from .model.transformer import read_json
+    from .utils import read_json
 
     if (path / "generation_config.json").is_file():
         data = read_json(path / "generation_config.json")

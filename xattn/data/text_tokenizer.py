@@ -11,8 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import torch
 from torch import Tensor
+
+from ..utils import pad_batch
 
 __all__ = ["SPECIALS", "TranslationTokenizer"]
 
@@ -87,14 +88,7 @@ class TranslationTokenizer:
 
     def __call__(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """A batch of source texts: ids (B, S) right-padded, and the mask (B, S)."""
-        rows = [self.encode(t) for t in texts]
-        S = max(len(r) for r in rows)
-        ids = torch.full((len(rows), S), PAD, dtype=torch.long)
-        mask = torch.zeros(len(rows), S, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = True
-        return ids, mask
+        return pad_batch([self.encode(t) for t in texts], PAD)
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Target text of one row of ids, up to its end token."""

@@ -7,27 +7,17 @@ opus-mt model can translate text with it through xattn.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-import torch
 from torch import Tensor
+
+from ..utils import pad_batch, read_json
 
 __all__ = ["MarianTokenizer", "load_tokenizer"]
 
 _MARIAN_FILES = ("source.spm", "target.spm", "vocab.json")
 _SPIECE_UNDERLINE = "\u2581"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not readable JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data
 
 
 class MarianTokenizer:
@@ -46,16 +36,16 @@ class MarianTokenizer:
                 raise ValueError(f"{folder}: Marian tokenizer file {name} is missing")
         settings = {}
         if (folder / "tokenizer_config.json").is_file():
-            settings = _read_json(folder / "tokenizer_config.json")
+            settings = read_json(folder / "tokenizer_config.json")
         self.separate_vocabs = bool(settings.get("separate_vocabs", False))
         self.unk_token = settings.get("unk_token", "<unk>")
         self.eos_token = settings.get("eos_token", "</s>")
         self.pad_token = settings.get("pad_token", "<pad>")
-        self.encoder = {str(k): int(v) for k, v in _read_json(folder / "vocab.json").items()}
+        self.encoder = {str(k): int(v) for k, v in read_json(folder / "vocab.json").items()}
         self.target_encoder = self.encoder
         if self.separate_vocabs:
             self.target_encoder = {
-                str(k): int(v) for k, v in _read_json(folder / "target_vocab.json").items()
+                str(k): int(v) for k, v in read_json(folder / "target_vocab.json").items()
             }
         for name in (self.unk_token, self.eos_token, self.pad_token):
             if name not in self.encoder:
@@ -79,14 +69,7 @@ class MarianTokenizer:
 
     def __call__(self, texts: list[str]) -> tuple[Tensor, Tensor]:
         """A batch: ids (B, S) right-padded with the pad token, and the mask (B, S)."""
-        rows = [self.encode(t) for t in texts]
-        S = max(len(r) for r in rows)
-        ids = torch.full((len(rows), S), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros(len(rows), S, dtype=torch.bool)
-        for i, row in enumerate(rows):
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = True
-        return ids, mask
+        return pad_batch([self.encode(t) for t in texts], self.pad_token_id)
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         """Text of one row of ids (a list or 1-D tensor)."""

@@ -14,8 +14,6 @@ length, D = d_model, V target vocabulary, F source feature width.
 
 from __future__ import annotations
 
-import json
-import os
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -29,6 +27,7 @@ from torch import Tensor, nn
 from ..attention import CrossAttentionMemory, KVCache
 from ..attention.functional import format_shape as _fmt
 from ..generation import GenerationConfig, search
+from ..utils import replace_dir
 from .config import ModelConfig
 from .layers import (
     DecoderLayer,
@@ -374,7 +373,7 @@ class EncoderDecoder(nn.Module):
             save_model(self, str(tmp / WEIGHTS_FILE))
             if self.tokenizer is not None:
                 self.tokenizer.save(tmp)
-            _replace_dir(tmp, path)
+            replace_dir(tmp, path)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -458,24 +457,3 @@ class _ModelStepper:
 
     def reorder(self, indices: Tensor) -> None:
         self.state = self.state.reorder(indices)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    """Move folder `new` to `target`, replacing an existing folder only once `new` is whole."""
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(target, old)
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
-
-
-def read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: not readable JSON ({err})") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object")
-    return data

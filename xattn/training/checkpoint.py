@@ -9,7 +9,6 @@ Python RNG state, the rest of the optimizer state). No pickle anywhere.
 from __future__ import annotations
 
 import json
-import os
 import random
 import shutil
 import uuid
@@ -17,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..utils import replace_dir
 
 __all__ = ["latest_checkpoint", "load_training_state", "save_checkpoint"]
 
@@ -66,13 +67,7 @@ def save_checkpoint(folder: Path, model, optimizer, scheduler, extra: dict[str, 
             "python_random": random.getstate(),
         }
         (tmp / STATE_JSON).write_text(json.dumps(meta, indent=1))
-        if folder.exists():
-            old = folder.parent / f".{folder.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(folder, old)
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
+        replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
