@@ -70,8 +70,6 @@ def test_translate_arguments_and_stdin(trained, capsys):
 
 def test_translate_a_transformers_marian_folder(tmp_path, capsys):
     transformers = pytest.importorskip("transformers")
-    from tests.test_hf import marian_folder  # noqa: F401  (reuse the tiny Marian builder)
-
     hf_tok_dir = tmp_path / "m"
     hf_tok_dir.mkdir()
     from tests.test_hf import TEXTS, train_spm
