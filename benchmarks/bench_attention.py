@@ -30,6 +30,9 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from tables import print_table
 
 import xattn
 
@@ -102,19 +105,6 @@ def naive_attention(q, k, v):
     """The formula as most code writes it: materialize scores, softmax, multiply."""
     scores = q @ k.transpose(-2, -1) / q.shape[-1] ** 0.5  # (B, H, T, S)
     return torch.softmax(scores, dim=-1) @ v
-
-
-def row(cells, widths):
-    return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
-
-
-def print_table(title, header, rows):
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    print(f"\n{title}\n")
-    print(row(header, widths))
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print(row(r, widths))
 
 
 def fmt_mem(mb):

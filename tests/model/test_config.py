@@ -55,5 +55,5 @@ def test_frozen_and_round_trips(tmp_path):
     with pytest.raises(ValueError, match="unknown ModelConfig fields: colour"):
         ModelConfig.from_dict({**config.to_dict(), "colour": "blue"})
     (tmp_path / "bad.json").write_bytes(b"\xff\xfe")
-    with pytest.raises(ValueError, match="bad.json: not a readable JSON config"):
+    with pytest.raises(ValueError, match="bad.json: not readable JSON"):
         ModelConfig.load(tmp_path / "bad.json")

@@ -125,12 +125,9 @@ class GenerationConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> GenerationConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable generation config ({err})") from err
-        return cls.from_dict(data)
+        from ..utils import read_json
+
+        return cls.from_dict(read_json(Path(path)))
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")

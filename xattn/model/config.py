@@ -158,12 +158,11 @@ class ModelConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ModelConfig:
+        from ..utils import read_json
+
         path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: not a readable JSON config ({err})") from err
-        if not isinstance(data, dict) or "xattn" not in data:
+        data = read_json(path)
+        if "xattn" not in data:
             raise ValueError(f"{path}: not an xattn config (no 'xattn' section)")
         return cls.from_dict(data["xattn"])
 
