@@ -18,6 +18,7 @@ __all__ = ["ACTIVATIONS", "PRESETS", "ModelConfig"]
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("sinusoidal", "learned", "none")
+FRONT_END_NAMES = ("image", "audio", "sentences")
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,11 @@ class ModelConfig:
     same). `share_embeddings` makes source and target one matrix; `tie_output` uses the
     target embedding as the output projection. `source_features` set to F makes the encoder
     read float features (B, S, F) through a linear front end instead of token ids.
+
+    `front_end` names a richer input front end (see model/frontends.py), which then reads
+    `source_features` as: "image", the image height H of pixel columns (B, W, H); "audio",
+    the number of log-mel bins F of frames (B, frames, F); "sentences", the most words per
+    sentence L of passages (B, N, L) of word ids from a vocabulary of vocab_size.
     """
 
     vocab_size: int = 8000
@@ -35,6 +41,7 @@ class ModelConfig:
     share_embeddings: bool = True
     tie_output: bool = True
     source_features: int | None = None
+    front_end: str | None = None
     d_model: int = 256
     encoder_layers: int = 3
     decoder_layers: int = 3
@@ -78,6 +85,14 @@ class ModelConfig:
                 isinstance(value, bool) or not isinstance(value, int) or value <= 0
             ):
                 fail(field, "expected a positive int or None")
+        if self.front_end is not None:
+            if self.front_end not in FRONT_END_NAMES:
+                fail("front_end", f"expected None or one of {', '.join(FRONT_END_NAMES)}")
+            if self.source_features is None:
+                fail("front_end", "needs source_features (image height, mel bins or words "
+                                  "per sentence)")  # fmt: skip
+            if self.front_end == "image" and self.d_model % 4:
+                fail("d_model", "the image front end needs a width divisible by 4")
         if self.d_model % self.num_heads:
             fail("d_model", f"not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.kv_heads:

@@ -29,6 +29,7 @@ from ..attention.functional import format_shape as _fmt
 from ..generation import GenerationConfig, search
 from ..utils import replace_dir
 from .config import ModelConfig
+from .frontends import FrontEnd, build_front_end
 from .layers import (
     DecoderLayer,
     EncoderLayer,
@@ -110,7 +111,9 @@ class EncoderDecoder(nn.Module):
             self.tgt_embed = self.src_embed
         else:
             self.tgt_embed = nn.Embedding(c.target_vocab, D, padding_idx=c.pad_token_id)
-        if front_end is None and c.source_features is not None:
+        if front_end is None and c.front_end is not None:
+            front_end = build_front_end(c)
+        elif front_end is None and c.source_features is not None:
             front_end = FeatureFrontEnd(c.source_features, D)
         self.front_end = front_end
         self.embed_scale = embed_scale(c)
@@ -141,31 +144,38 @@ class EncoderDecoder(nn.Module):
         c = self.config
         if not isinstance(src, Tensor):
             raise ValueError(f"src must be a torch.Tensor, got {type(src).__name__}")
+        reads_ids = getattr(self.front_end, "reads_ids", self.front_end is None)
         if src.is_floating_point():
-            if self.front_end is None:
+            if reads_ids:
                 raise ValueError(
-                    f"src is a float tensor {_fmt(src.shape)} but this model reads token ids "
-                    f"(B, S); set ModelConfig.source_features or pass a front_end for features"
+                    f"src is a float tensor {_fmt(src.shape)} but this model reads token ids; "
+                    f"set ModelConfig.source_features or pass a front_end for features"
                 )
             if src.dim() != 3:
                 raise ValueError(f"src has shape {_fmt(src.shape)}; expected features (B, S, F)")
         else:
-            if self.src_embed is None:
+            if not reads_ids:
                 raise ValueError(
                     f"src has dtype {src.dtype}; this model reads float features (B, S, F)"
                 )
-            if src.dim() != 2 or src.dtype not in (torch.long, torch.int32, torch.int64):
-                raise ValueError(
-                    f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; expected token "
-                    f"ids (B, S) of torch.long"
-                )
-            if src.numel() and (int(src.min()) < 0 or int(src.max()) >= c.vocab_size):
+            expected = "(B, S)" if self.front_end is None else "(B, N, L)"
+            if src.dtype not in (torch.long, torch.int32, torch.int64) or (
+                self.front_end is None and src.dim() != 2
+            ):
+                raise ValueError(f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; "
+                                 f"expected token ids {expected} of torch.long")  # fmt: skip
+            if self.front_end is None and src.numel() and (
+                int(src.min()) < 0 or int(src.max()) >= c.vocab_size
+            ):
                 raise ValueError(
                     f"src holds token ids outside [0, {c.vocab_size}) "
                     f"(min {int(src.min())}, max {int(src.max())})"
                 )
+        if isinstance(self.front_end, FrontEnd):
+            self.front_end.check(src)
         B, S = src.shape[:2]
-        if self.encoder_positions is not None and S > self.encoder_positions.max_positions:
+        if (self.encoder_positions is not None and not isinstance(self.front_end, FrontEnd)
+                and S > self.encoder_positions.max_positions):  # fmt: skip
             raise ValueError(
                 f"src has S={S} positions; this model has max_positions="
                 f"{self.encoder_positions.max_positions}"
@@ -184,22 +194,38 @@ class EncoderDecoder(nn.Module):
                 f"src_mask has {got}; expected (B, S) = ({B}, {S}) of torch.bool, True = real token"
             )
 
-    def encode(self, src: Tensor, src_mask: Tensor | None = None) -> Tensor:
-        """src: token ids (B, S) or features (B, S, F); src_mask (B, S) bool, True = real.
-        Returns the encoder output, the memory (B, S, D)."""
+    def encode(self, src: Tensor, src_mask: Tensor | None = None, *, return_mask: bool = False):
+        """src: token ids (B, S), features (B, S, F) or what the front end reads (images
+        (B, W, H), log-mel frames, passages (B, N, L)); src_mask (B, S) bool, True = real.
+
+        Returns the encoder output, the memory (B, S', D); with return_mask, the pair
+        (memory, memory mask (B, S') or None). S' == S except after a front end that
+        changes the length (the audio and image front ends subsample): pass the memory
+        mask, not src_mask, to decode then.
+        """
         self._check_source(src, src_mask)
-        if src.is_floating_point():
+        add_positions = True
+        if isinstance(self.front_end, FrontEnd):
+            x, src_mask = self.front_end(src, src_mask)  # (B, S', D)
+            add_positions = not self.front_end.adds_positions
+        elif self.front_end is not None:
             x = self.front_end(src)  # (B, S, D)
         else:
             x = self.src_embed(src) * self.embed_scale  # (B, S, D)
-        if self.encoder_positions is not None:
+        if self.encoder_positions is not None and add_positions:
+            if x.shape[1] > self.encoder_positions.max_positions:
+                raise ValueError(
+                    f"the encoder input has {x.shape[1]} positions; this model has "
+                    f"max_positions={self.encoder_positions.max_positions}"
+                )
             x = x + self.encoder_positions(0, x.shape[1])
         if self.encoder_embed_norm is not None:
             x = self.encoder_embed_norm(x)
         x = F.dropout(x, self.config.dropout, self.training)
         for layer in self.encoder_layers:
             x = layer(x, src_mask)
-        return x if self.encoder_norm is None else self.encoder_norm(x)
+        x = x if self.encoder_norm is None else self.encoder_norm(x)
+        return (x, src_mask) if return_mask else x
 
     # ---- decoder -------------------------------------------------------------------------
 
@@ -263,7 +289,8 @@ class EncoderDecoder(nn.Module):
         self, src_ids: Tensor, tgt_ids: Tensor, *, src_mask: Tensor | None = None
     ) -> Tensor:
         """Logits (B, T, V) for target inputs tgt_ids (B, T) given the source."""
-        return self.decode(tgt_ids, self.encode(src_ids, src_mask), src_mask=src_mask)
+        memory, memory_mask = self.encode(src_ids, src_mask, return_mask=True)
+        return self.decode(tgt_ids, memory, src_mask=memory_mask)
 
     # ---- cached decoding -----------------------------------------------------------------
 
@@ -315,6 +342,7 @@ class EncoderDecoder(nn.Module):
         return_attention: bool = False,
         attention_heads: str = "mean",
         generation_config: GenerationConfig | None = None,
+        decoder_input_ids: Tensor | None = None,
         **overrides: Any,
     ):
         """Generate targets for src_ids (B, S) (or features (B, S, F)).
@@ -325,6 +353,9 @@ class EncoderDecoder(nn.Module):
 
         Returns a LongTensor (B * R, 1 + N) that begins with the decoder start token, finished
         rows padded after their end token (transformers' layout; R = num_return_sequences).
+        decoder_input_ids (B, P): a prompt the output continues (it must begin with the
+        decoder start token; the rows of a batch share its length P); the returned rows
+        begin with it, and the attention maps cover only the generated tokens.
         With return_attention=True, a GenerationOutput that also holds the cross-attention
         maps of the generated tokens, collected during the search (no re-run).
         """
@@ -336,15 +367,25 @@ class EncoderDecoder(nn.Module):
         config = config.replace(**overrides) if overrides else config
         if attention_heads not in ("mean", "all"):
             raise ValueError(f"attention_heads={attention_heads!r}; expected 'mean' or 'all'")
-        memory = self.encode(src_ids, src_mask)
+        memory, memory_mask = self.encode(src_ids, src_mask, return_mask=True)
         B = memory.shape[0]
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
-        max_length = config.total_length(1)
         start_id = config.decoder_start_token_id
         if start_id is None:
             start_id = self.config.decoder_start_token_id
-        state = self.start_decoding(memory, src_mask, rows_per_source=rows, max_length=max_length)
-        start = torch.full((B * rows, 1), start_id, dtype=torch.long, device=memory.device)
+        if decoder_input_ids is None:
+            start = torch.full((B, 1), start_id, dtype=torch.long, device=memory.device)
+        else:
+            start = decoder_input_ids.to(memory.device)
+            if start.dim() != 2 or start.shape[0] != B or start.is_floating_point():
+                raise ValueError(f"decoder_input_ids has shape {_fmt(start.shape)}; expected "
+                                 f"token ids (B, P) with B = {B}")  # fmt: skip
+        max_length = config.total_length(start.shape[1])
+        state = self.start_decoding(memory, memory_mask, rows_per_source=rows,
+                                    max_length=max_length)  # fmt: skip
+        start = start.repeat_interleave(rows, dim=0)  # (B * rows, P)
+        if start.shape[1] > 1:  # feed the prompt but its last token (the search feeds that)
+            _, state, _ = self.decode_step(start[:, :-1], state)
         mode = ("mean" if attention_heads == "mean" else True) if return_attention else False
         stepper = _ModelStepper(self, state, mode)
         result = search(stepper, start, config, B)

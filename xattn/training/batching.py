@@ -9,14 +9,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Batch", "bucket_batches", "collate"]
+__all__ = ["Batch", "Item", "bucket_batches", "collate", "collate_items", "pad_sources"]
 
 IGNORE = -100  # target positions the loss skips
 
 
 @dataclass(frozen=True)
 class Batch:
-    """src (B, S) ids, src_mask (B, S) True = real, tgt_in (B, T) decoder inputs (<s> ...),
+    """src (B, S) ids (or what a front end reads: (B, S, F) features, (B, N, L) sentences),
+    src_mask (B, S) True = real, tgt_in (B, T) decoder inputs (<s> ...),
     tgt_out (B, T) what to predict (... </s>), IGNORE at padding."""
 
     src: Tensor
@@ -29,10 +30,57 @@ class Batch:
         return int((self.tgt_out != IGNORE).sum())
 
 
+@dataclass(frozen=True)
+class Item:
+    """One encoded example. source: token ids (S,), float features (S, F) (image columns,
+    log-mel frames) or sentences of word ids (N, L). target: <s> ... </s>. prompt: how many
+    leading target tokens are given rather than predicted (1: just <s>; a question
+    fed to the decoder makes it longer)."""
+
+    source: Sequence[int] | Tensor
+    target: Sequence[int]
+    prompt: int = 1
+
+    @property
+    def length(self) -> int:
+        """What batches are bucketed by: the longer of source and target."""
+        return max(len(self.source), len(self.target))
+
+
+def pad_sources(sources: Sequence[Sequence[int] | Tensor], pad: int) -> tuple[Tensor, Tensor]:
+    """Sources right-padded along their first dimension: (src, src_mask (B, S)).
+
+    Token id lists give (B, S) padded with `pad`; float tensors (S, F) give (B, S, F) padded
+    with zeros; long tensors (N, L) (sentences) give (B, N, L) padded with `pad`.
+    """
+    if not isinstance(sources[0], Tensor):
+        from ..utils import pad_batch
+
+        return pad_batch(sources, pad)
+    B, S = len(sources), max(s.shape[0] for s in sources)
+    rest = [max(s.shape[d] for s in sources) for d in range(1, sources[0].dim())]
+    fill = 0 if sources[0].is_floating_point() else pad
+    src = torch.full((B, S, *rest), fill, dtype=sources[0].dtype)
+    mask = torch.zeros(B, S, dtype=torch.bool)
+    for i, s in enumerate(sources):
+        src[(i, *(slice(0, n) for n in s.shape))] = s
+        mask[i, : s.shape[0]] = True
+    return src, mask
+
+
+def collate_items(items: Sequence[Item], pad: int) -> Batch:
+    """A training batch of Items; the prompt's predictions are left out of the loss."""
+    src, src_mask = pad_sources([item.source for item in items], pad)
+    batch = collate([([], item.target) for item in items], pad)
+    for i, item in enumerate(items):
+        batch.tgt_out[i, : item.prompt - 1] = IGNORE
+    return Batch(src, src_mask, batch.tgt_in, batch.tgt_out)
+
+
 def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int) -> Batch:
     """pairs of (source ids ending with </s>, target ids <s> ... </s>)."""
     B = len(pairs)
-    S = max(len(s) for s, _ in pairs)
+    S = max(1, max(len(s) for s, _ in pairs))
     T = max(len(t) for _, t in pairs) - 1
     src = torch.full((B, S), pad, dtype=torch.long)
     tgt_in = torch.full((B, T), pad, dtype=torch.long)

@@ -18,9 +18,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .batching import IGNORE, bucket_batches, collate
+from .batching import IGNORE, bucket_batches, collate_items
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
-from .metrics import corpus_scores
+from .task import Task, TextPairs, predict
 
 __all__ = ["TrainConfig", "evaluate", "train", "translate"]
 
@@ -106,24 +106,28 @@ def translate(
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, pairs: Sequence[tuple[str, str]], config: TrainConfig):
-    """Teacher-forced loss over pairs, and exact/BLEU/chrF of decoded translations."""
+def evaluate(model, tokenizer, pairs: Sequence[Any], config: TrainConfig, *,
+             task: Task | None = None) -> dict[str, float]:  # fmt: skip
+    """Teacher-forced loss over the examples (translation pairs by default, or those of
+    `task`), and the task's scores of decoded outputs (exact/BLEU/chrF for translation)
+    over the first config.eval_size of them."""
+    task = task or TextPairs(tokenizer)
     was_training = model.training
     model.eval()
     device = _device(model)
     total, count = 0.0, 0
-    encoded = [(tokenizer.encode(s), tokenizer.encode_target(t)) for s, t in pairs]
+    encoded = [task.encode(e) for e in pairs]
     for start in range(0, len(encoded), config.batch_size):
-        batch = collate(encoded[start : start + config.batch_size], tokenizer.pad_token_id)
+        batch = collate_items(encoded[start : start + config.batch_size], tokenizer.pad_token_id)
         logits = model(batch.src.to(device), batch.tgt_in.to(device),
                        src_mask=batch.src_mask.to(device))  # fmt: skip
         total += F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.to(device).flatten(),
                                  ignore_index=IGNORE, reduction="sum").item()  # fmt: skip
         count += batch.target_tokens
     subset = list(pairs[: config.eval_size])
-    hyps = translate(model, tokenizer, [s for s, _ in subset], batch_size=config.batch_size,
-                     num_beams=config.num_beams, max_new_tokens=config.max_new_tokens)  # fmt: skip
-    scores = corpus_scores(hyps, [t for _, t in subset])
+    hyps = predict(model, task, subset, batch_size=config.batch_size, num_beams=config.num_beams,
+                   max_new_tokens=config.max_new_tokens)  # fmt: skip
+    scores = task.metrics(hyps, [task.reference(e) for e in subset])
     model.train(was_training)
     return {"loss": total / max(1, count), **scores}
 
@@ -131,16 +135,20 @@ def evaluate(model, tokenizer, pairs: Sequence[tuple[str, str]], config: TrainCo
 def train(
     model,
     tokenizer,
-    train_pairs: Sequence[tuple[str, str]],
-    valid_pairs: Sequence[tuple[str, str]],
+    train_pairs: Sequence[Any],
+    valid_pairs: Sequence[Any],
     config: TrainConfig,
     run_dir: str | Path,
     *,
     resume: bool = False,
     progress: bool = True,
     on_eval: Callable[[int, dict], None] | None = None,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Train `model` (an EncoderDecoder) in place; returns the last evaluation.
+
+    The examples are translation pairs (source text, target text), or whatever `task`
+    encodes (captions, questions, utterances: see xattn/tasks).
 
     run_dir gets metrics.jsonl, checkpoints/step-N/ (complete, atomic) and best/ (the model
     folder with the best validation exact match, then BLEU). With resume=True the latest
@@ -161,10 +169,11 @@ def train(
     checkpoints = run_dir / "checkpoints"
     device = _device(model)
     model.tokenizer = tokenizer
-    encoded = [(tokenizer.encode(s), tokenizer.encode_target(t)) for s, t in train_pairs]
+    task = task or TextPairs(tokenizer)
+    encoded = [task.encode(e) for e in train_pairs]
     if not encoded:
-        raise ValueError("no training pairs")
-    lengths = [max(len(s), len(t)) for s, t in encoded]
+        raise ValueError("no training examples")
+    lengths = [item.length for item in encoded]
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         (no_decay if p.dim() < 2 or "norm" in name else decay).append(p)
@@ -220,7 +229,7 @@ def train(
                     epoch, position = epoch + 1, 0
                     batches = epoch_batches(epoch)
                 shard = batches[position][rank::world]  # this process's part of the batch
-                batch = collate([encoded[i] for i in shard], tokenizer.pad_token_id)
+                batch = collate_items([encoded[i] for i in shard], tokenizer.pad_token_id)
                 position += 1
                 counts = all_reduce_sum(torch.tensor([float(batch.target_tokens)]), world)
                 global_tokens = float(counts[0])
@@ -253,13 +262,14 @@ def train(
                 window_tokens, window_start = 0, time.perf_counter()
             evaluating = step % config.eval_every == 0 or step == config.steps
             if evaluating and main:
-                last_eval = {"step": step, **evaluate(model, tokenizer, valid_pairs, config)}
+                last_eval = {"step": step, **evaluate(model, tokenizer, valid_pairs, config,
+                                                      task=task)}  # fmt: skip
                 log({**last_eval, "split": "valid"})
                 if on_eval is not None:
                     on_eval(step, last_eval)
-                score = (last_eval["exact"], last_eval["bleu"])
-                if best is None or score > tuple(best["score"]):
-                    best = {"step": step, "score": list(score)}
+                score = task.best_score(last_eval)
+                if best is None or score > list(best["score"]):
+                    best = {"step": step, "score": score}
                     model.save(run_dir / "best")
             saving = step % config.checkpoint_every == 0 or step == config.steps
             if saving and main:

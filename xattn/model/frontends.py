@@ -1,0 +1,200 @@
+"""Input front ends: what turns a non-text source into the encoder's input sequence.
+
+Every front end takes the batch as the model receives it, `src` (B, S, ...) with the mask
+(B, S) (True = real), and returns the encoder input (B, S', D) with its own mask (B, S').
+Padded inputs are zeroed before every convolution, so a padded example gives the same
+output as the example alone. `adds_positions` says whether the front end already encodes
+where each output token is (then the encoder adds no 1-D positions of its own).
+
+- ImageFrontEnd: an image strip given as a sequence of pixel columns (B, W, H), a small
+  convolutional stem (two stride-2 3x3 convolutions) to a grid of (H/4) x (W/4) patch
+  tokens, in column-major order, with fixed 2-D sin/cos positions (row in one half of the
+  width, column in the other).
+- AudioFrontEnd: log-mel frames (B, frames, mels), two stride-2 1-D convolutions: 4x fewer
+  positions; the encoder adds its usual positions.
+- SentenceFrontEnd: a passage as sentences of word ids (B, N, L), one memory slot per
+  sentence: the sum of its word embeddings plus in-sentence positions, plus a learned
+  embedding of how many sentences before the end of the passage it is.
+
+Shape letters: B batch, S source length, D = d_model, W image width, H image height,
+N sentences, L words per sentence.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention.functional import format_shape as _fmt
+from .config import FRONT_END_NAMES as FRONT_ENDS
+
+__all__ = [
+    "FRONT_ENDS",
+    "AudioFrontEnd",
+    "FrontEnd",
+    "ImageFrontEnd",
+    "SentenceFrontEnd",
+    "build_front_end",
+    "sinusoids_2d",
+]
+
+
+class FrontEnd(nn.Module):
+    """Base class: forward(src (B, S, ...), mask (B, S) or None) -> (x (B, S', D), mask)."""
+
+    adds_positions = False
+    reads_ids = False  # True: src holds token ids (long); False: float features
+
+    def check(self, src: Tensor) -> None:
+        """Raise ValueError when src does not have the shape this front end reads."""
+
+    @staticmethod
+    def _zero_padding(x: Tensor, mask: Tensor | None) -> Tensor:
+        # x (B, S, ...) with mask (B, S): padded positions become exact zeros
+        if mask is None:
+            return x
+        return x * mask.view(*mask.shape, *[1] * (x.dim() - 2)).to(x.dtype)
+
+
+def _halve(mask: Tensor | None) -> Tensor | None:
+    """The mask after a stride-2, kernel-3, padding-1 convolution: ceil(length / 2)."""
+    if mask is None:
+        return None
+    lengths = mask.sum(1)
+    S = (mask.shape[1] + 1) // 2
+    return torch.arange(S, device=mask.device)[None, :] < ((lengths + 1) // 2)[:, None]
+
+
+class AudioFrontEnd(FrontEnd):
+    """Log-mel frames (B, frames, F) -> (B, ceil(ceil(frames/2)/2), D)."""
+
+    def __init__(self, num_features: int, dim: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.conv1 = nn.Conv1d(num_features, dim, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
+
+    def check(self, src: Tensor) -> None:
+        if src.shape[-1] != self.num_features:
+            raise ValueError(f"src has shape {_fmt(src.shape)}; expected log-mel frames "
+                             f"(B, frames, {self.num_features})")  # fmt: skip
+
+    def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x = self._zero_padding(src, mask).transpose(1, 2)  # (B, F, frames)
+        x = F.gelu(self.conv1(x))  # (B, D, frames/2)
+        mask = _halve(mask)
+        x = self._zero_padding(x.transpose(1, 2), mask).transpose(1, 2)
+        x = F.gelu(self.conv2(x))  # (B, D, frames/4)
+        mask = _halve(mask)
+        return self._zero_padding(x.transpose(1, 2), mask), mask  # (B, S', D)
+
+
+def sinusoids_2d(rows: int, cols: int, dim: int) -> Tensor:
+    """(rows * cols, dim) fixed positions in column-major order: token c * rows + r gets
+    sin/cos of r in the first half of the width and of c in the second."""
+    half = dim // 2
+    freq = torch.pow(10000.0, -torch.arange(0, half, 2, dtype=torch.float64) / half)
+
+    def table(n: int) -> Tensor:
+        angles = torch.arange(n, dtype=torch.float64)[:, None] * freq  # (n, half/2)
+        return torch.cat([angles.sin(), angles.cos()], 1)  # (n, half)
+
+    r, c = table(rows), table(cols)
+    grid = torch.cat([r[None, :, :].expand(cols, rows, half),
+                      c[:, None, :].expand(cols, rows, half)], -1)  # fmt: skip
+    return grid.reshape(cols * rows, 2 * half).float()
+
+
+class ImageFrontEnd(FrontEnd):
+    """An image as pixel columns (B, W, H) -> patch tokens (B, ceil(W/4) * H', D), H' =
+    ceil(ceil(H/2)/2), column-major, with 2-D positions; the mask marks real columns."""
+
+    adds_positions = True
+
+    def __init__(self, height: int, dim: int, channels: int = 32) -> None:
+        super().__init__()
+        if dim % 4:
+            raise ValueError(f"ImageFrontEnd needs a width divisible by 4, got {dim}")
+        self.height = height
+        self.rows = math.ceil(math.ceil(height / 2) / 2)
+        self.conv1 = nn.Conv2d(1, channels, 3, stride=2, padding=1)
+        self.conv2 = nn.Conv2d(channels, dim, 3, stride=2, padding=1)
+        self.proj = nn.Linear(dim, dim)
+        self.dim = dim
+
+    def check(self, src: Tensor) -> None:
+        if src.shape[-1] != self.height:
+            raise ValueError(f"src has shape {_fmt(src.shape)}; expected image columns "
+                             f"(B, W, H={self.height})")  # fmt: skip
+
+    def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        B = src.shape[0]
+        image = self._zero_padding(src, mask).transpose(1, 2)[:, None]  # (B, 1, H, W)
+        x = F.gelu(self.conv1(image))  # (B, C, H/2, W/2)
+        mask = _halve(mask)
+        if mask is not None:
+            x = x * mask[:, None, None, :].to(x.dtype)
+        x = F.gelu(self.conv2(x))  # (B, D, H', W')
+        mask = _halve(mask)
+        cols = x.shape[-1]
+        tokens = x.permute(0, 3, 2, 1).reshape(B, cols * self.rows, self.dim)  # column-major
+        tokens = self.proj(tokens) + sinusoids_2d(self.rows, cols, self.dim).to(tokens)
+        if mask is not None:
+            mask = mask.repeat_interleave(self.rows, dim=1)  # (B, W' * H')
+        return self._zero_padding(tokens, mask), mask
+
+
+class SentenceFrontEnd(FrontEnd):
+    """Sentences of word ids (B, N, L), padding id 0 -> one slot per sentence (B, N, D)."""
+
+    adds_positions = True
+    reads_ids = True
+
+    def __init__(self, vocab_size: int, dim: int, max_words: int, max_sentences: int,
+                 pad_token_id: int = 0) -> None:  # fmt: skip
+        super().__init__()
+        self.vocab_size, self.pad_token_id = vocab_size, pad_token_id
+        self.words = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
+        self.word_positions = nn.Embedding(max_words, dim)
+        self.recency = nn.Embedding(max_sentences, dim)  # sentences before the end
+
+    def check(self, src: Tensor) -> None:
+        if src.dim() != 3:
+            raise ValueError(f"src has shape {_fmt(src.shape)}; expected sentences of word "
+                             f"ids (B, N, L)")  # fmt: skip
+        N, L = src.shape[1:]
+        if L > self.word_positions.num_embeddings or N > self.recency.num_embeddings:
+            raise ValueError(
+                f"src has shape {_fmt(src.shape)}: at most {self.recency.num_embeddings} "
+                f"sentences of {self.word_positions.num_embeddings} words fit this model"
+            )
+        if src.numel() and (int(src.min()) < 0 or int(src.max()) >= self.vocab_size):
+            raise ValueError(f"src holds word ids outside [0, {self.vocab_size})")
+
+    def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        B, N, L = src.shape
+        words = src != self.pad_token_id  # (B, N, L)
+        if mask is None:
+            mask = words.any(-1)  # (B, N)
+        x = self.words(src) + self.word_positions.weight[:L]  # (B, N, L, D)
+        x = (x * words[..., None].to(x.dtype)).sum(2)  # (B, N, D)
+        count = mask.sum(1, keepdim=True)  # (B, 1) real sentences
+        before_end = (count - 1 - torch.arange(N, device=src.device)[None, :]).clamp(min=0)
+        x = x + self.recency(before_end)
+        return self._zero_padding(x, mask), mask
+
+
+def build_front_end(config) -> FrontEnd | None:
+    """The front end a ModelConfig names (None for token ids and plain linear features)."""
+    D = config.d_model
+    if config.front_end == "image":
+        return ImageFrontEnd(config.source_features, D)
+    if config.front_end == "audio":
+        return AudioFrontEnd(config.source_features, D)
+    if config.front_end == "sentences":
+        return SentenceFrontEnd(config.vocab_size, D, config.source_features,
+                                config.max_positions, config.pad_token_id)  # fmt: skip
+    return None
