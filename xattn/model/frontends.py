@@ -175,7 +175,7 @@ class SentenceFrontEnd(FrontEnd):
             raise ValueError(f"src holds word ids outside [0, {self.vocab_size})")
 
     def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
-        B, N, L = src.shape
+        N, L = src.shape[1:]
         words = src != self.pad_token_id  # (B, N, L)
         if mask is None:
             mask = words.any(-1)  # (B, N)
