@@ -76,6 +76,7 @@ class AudioFrontEnd(FrontEnd):
         self.num_features = num_features
         self.conv1 = nn.Conv1d(num_features, dim, 3, stride=2, padding=1)
         self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
+        self.norm = nn.LayerNorm(dim)  # unit-scale features next to the encoder's positions
 
     def check(self, src: Tensor) -> None:
         if src.shape[-1] != self.num_features:
@@ -89,7 +90,7 @@ class AudioFrontEnd(FrontEnd):
         x = self._zero_padding(x.transpose(1, 2), mask).transpose(1, 2)
         x = F.gelu(self.conv2(x))  # (B, D, frames/4)
         mask = _halve(mask)
-        return self._zero_padding(x.transpose(1, 2), mask), mask  # (B, S', D)
+        return self._zero_padding(self.norm(x.transpose(1, 2)), mask), mask  # (B, S', D)
 
 
 def sinusoids_2d(rows: int, cols: int, dim: int) -> Tensor:
@@ -120,9 +121,16 @@ class ImageFrontEnd(FrontEnd):
             raise ValueError(f"ImageFrontEnd needs a width divisible by 4, got {dim}")
         self.height = height
         self.rows = math.ceil(math.ceil(height / 2) / 2)
-        self.conv1 = nn.Conv2d(1, channels, 3, stride=2, padding=1)
-        self.conv2 = nn.Conv2d(channels, dim, 3, stride=2, padding=1)
-        self.proj = nn.Linear(dim, dim)
+        # No biases, variance-preserving init: blank paper gives zero features, ink gives
+        # unit-scale ones (so the positions added next do not drown them).
+        self.conv1 = nn.Conv2d(1, channels, 3, stride=2, padding=1, bias=False)
+        self.conv2 = nn.Conv2d(channels, dim, 3, stride=2, padding=1, bias=False)
+        # a third convolution widens each token's view to 15 x 15 pixels: a whole glyph
+        self.conv3 = nn.Conv2d(dim, dim, 3, stride=1, padding=1, bias=False)
+        self.proj = nn.Linear(dim, dim, bias=False)
+        for layer in (self.conv1, self.conv2, self.conv3):
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        nn.init.kaiming_normal_(self.proj.weight, nonlinearity="linear")
         self.dim = dim
 
     def check(self, src: Tensor) -> None:
@@ -139,6 +147,9 @@ class ImageFrontEnd(FrontEnd):
             x = x * mask[:, None, None, :].to(x.dtype)
         x = F.gelu(self.conv2(x))  # (B, D, H', W')
         mask = _halve(mask)
+        if mask is not None:
+            x = x * mask[:, None, None, :].to(x.dtype)
+        x = F.gelu(self.conv3(x))  # (B, D, H', W')
         cols = x.shape[-1]
         tokens = x.permute(0, 3, 2, 1).reshape(B, cols * self.rows, self.dim)  # column-major
         tokens = self.proj(tokens) + sinusoids_2d(self.rows, cols, self.dim).to(tokens)

@@ -1,0 +1,110 @@
+"""Question answering data: a bAbI-style story generator (ours; no offline package ships
+bAbI or SQuAD).
+
+People move between places and pick up, drop and hand over objects; each story ends with
+a question: "where is mary ?" (the place she went to last) or "where is the apple ?"
+(where its holder is, or where it was dropped). Every question knows its supporting
+sentences (the gold alignment): the move that put the person there, and for objects also
+the sentence that gave or dropped the object.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+__all__ = ["OBJECTS", "PEOPLE", "PLACES", "Story", "make_stories"]
+
+PEOPLE = ("mary", "john", "sandra", "daniel", "fred", "bill", "julie", "emily")
+PLACES = ("kitchen", "garden", "office", "bathroom", "bedroom", "hallway", "cellar", "park")
+OBJECTS = ("apple", "football", "milk", "key", "book", "hat")
+MOVES = ("went to", "moved to", "journeyed to", "travelled to", "went back to")
+TAKES = ("picked up", "got", "grabbed", "took")
+DROPS = ("dropped", "put down", "discarded", "left")
+
+
+@dataclass(frozen=True)
+class Story:
+    """sentences (each ending with " ."), question ("where is X ?"), answer (a place),
+    support: indices of the sentences that answer it, kind: "person" or "object"."""
+
+    sentences: tuple[str, ...]
+    question: str
+    answer: str
+    support: tuple[int, ...]
+    kind: str
+
+    @property
+    def passage(self) -> str:
+        return " ".join(self.sentences)
+
+
+def _story(rng: random.Random, length: int, objects: bool) -> Story | None:
+    people = rng.sample(PEOPLE, rng.randint(2, 4))
+    things = rng.sample(OBJECTS, rng.randint(1, 3)) if objects else []
+    where: dict[str, tuple[str, int]] = {}  # person -> (place, sentence index)
+    holder: dict[str, tuple[str, int]] = {}  # object -> (person, sentence of the pick-up)
+    lying: dict[str, tuple[str, int, int]] = {}  # object -> (place, move index, drop index)
+    sentences: list[str] = []
+    while len(sentences) < length:
+        i = len(sentences)
+        person = rng.choice(people)
+        held = [t for t, (p, _) in holder.items() if p == person]
+        free = [t for t in things if t not in holder and (t not in lying or
+                (person in where and lying[t][0] == where[person][0]))]  # fmt: skip
+        roll = rng.random()
+        if objects and person in where and free and roll < 0.25:
+            thing = rng.choice(free)
+            holder[thing] = (person, i)
+            lying.pop(thing, None)
+            sentences.append(f"{person} {rng.choice(TAKES)} the {thing} .")
+        elif objects and held and roll < 0.4:
+            thing = rng.choice(held)
+            del holder[thing]
+            place, moved = where[person]
+            lying[thing] = (place, moved, i)
+            sentences.append(f"{person} {rng.choice(DROPS)} the {thing} .")
+        else:
+            place = rng.choice([p for p in PLACES if p != where.get(person, ("",))[0]])
+            where[person] = (place, i)
+            sentences.append(f"{person} {rng.choice(MOVES)} the {place} .")
+    askable_objects = list(holder) + list(lying)
+    if objects and askable_objects and rng.random() < 0.5:
+        thing = rng.choice(askable_objects)
+        if thing in holder:
+            person, taken = holder[thing]
+            place, moved = where[person]
+            support = tuple(sorted({taken, moved}))
+        else:
+            place, moved, dropped = lying[thing]
+            support = (moved, dropped)
+        return Story(tuple(sentences), f"where is the {thing} ?", place, support, "object")
+    known = [p for p in people if p in where]
+    if not known:
+        return None
+    person = rng.choice(known)
+    place, moved = where[person]
+    return Story(tuple(sentences), f"where is {person} ?", place, (moved,), "person")
+
+
+def make_stories(
+    train: int = 20000, valid: int = 500, test: int = 1000, *, seed: int = 0,
+    objects: bool = True, min_sentences: int = 2, max_sentences: int = 10,
+) -> dict[str, list[Story]]:  # fmt: skip
+    """Stories per split; a story (sentences and question) never appears in two splits."""
+    rng = random.Random(seed)
+    seen: set[tuple] = set()
+    out: dict[str, list[Story]] = {}
+    for name, size in (("train", train), ("valid", valid), ("test", test)):
+        stories: list[Story] = []
+        while len(stories) < size:
+            story = _story(rng, rng.randint(min_sentences, max_sentences), objects)
+            if story is None:
+                continue
+            key = (story.sentences, story.question)
+            if key in seen:
+                continue
+            seen.add(key)
+            stories.append(story)
+        out[name] = stories
+    return out

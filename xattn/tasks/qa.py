@@ -1,0 +1,76 @@
+"""Question answering over generated stories: "... mary went to the kitchen . ..." +
+"where is mary ?" -> "kitchen".
+
+The passage goes in as one memory slot per sentence (the sentence front end); the decoder
+is fed the question (a prompt it is not trained to predict) and writes the answer, so the
+answer's cross-attention says which sentence it read. Gold: the supporting sentences.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ..data.stories import Story, make_stories
+from ..training import TrainConfig
+from .common import AppTask
+
+__all__ = ["QATask"]
+
+MAX_WORDS = 8  # words per sentence the front end reads
+
+
+class QATask(AppTask):
+    name = "qa"
+    title = "a question answerer (stories -> where is ...?)"
+    front_end = "sentences"
+    demo_train: ClassVar[TrainConfig] = TrainConfig(
+        steps=1200, batch_size=64, lr=2e-3, warmup_steps=60, label_smoothing=0.0,
+        eval_every=300, eval_size=500, checkpoint_every=300, max_new_tokens=4,
+    )  # fmt: skip
+    demo_sizes: ClassVar[dict[str, int]] = {"train": 20000, "valid": 500, "test": 2000}
+    model_overrides: ClassVar[dict] = {"source_features": MAX_WORDS}
+
+    @staticmethod
+    def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list[Story]]:
+        return make_stories(train, valid, test, seed=seed)
+
+    def source(self, example: Story) -> torch.Tensor:
+        rows = [self.tokenizer.source.encode(s, add_special_tokens=False).ids
+                for s in example.sentences]  # fmt: skip
+        if max(len(r) for r in rows) > MAX_WORDS:
+            raise ValueError(f"a sentence of the story has more than {MAX_WORDS} words: "
+                             f"{example.sentences}")  # fmt: skip
+        out = torch.zeros(len(rows), MAX_WORDS, dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r)
+        return out  # (N, L)
+
+    def source_text(self, example: Story) -> str:
+        return example.passage
+
+    def prompt_text(self, example: Story) -> str:
+        return example.question
+
+    def reference(self, example: Story) -> str:
+        return example.answer
+
+    def gold(self, example: Story) -> list[list[int]]:
+        return [list(example.support)]
+
+    def source_labels(self, example: Story, length: int) -> list[str]:
+        return [s.removesuffix(" .") for s in example.sentences]
+
+    def describe(self, example: Story) -> str:
+        return f"{example.passage} | {example.question}"
+
+    def draw(self, example: Story, words, weights, path: Path, title: str) -> Path:
+        from ..viz import plot_passage_attention
+
+        return plot_passage_attention(example.sentences, weights[0], example.question,
+                                      words[0], path, title=title)  # fmt: skip
+
+    def kind(self, example: Story) -> str:
+        return example.kind

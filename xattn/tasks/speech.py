@@ -1,0 +1,61 @@
+"""Speech recognition: spoken digit words (eSpeak NG voices) -> "nine five three".
+
+Log-mel frames go through the audio front end (two stride-2 convolutions: one encoder
+position per 4 frames, 40 ms); the decoder writes the words. A word's gold positions are
+those whose 40 ms window starts inside the frames where it was spoken.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+
+from ..data.speech import N_MELS, Utterance, make_utterances
+from ..training import TrainConfig
+from .common import AppTask
+
+__all__ = ["SpeechTask"]
+
+SUBSAMPLING = 4  # frames per encoder position
+
+
+class SpeechTask(AppTask):
+    name = "speech"
+    title = "a speech recognizer (spoken digits from eSpeak NG voices -> words)"
+    front_end = "audio"
+    demo_train: ClassVar[TrainConfig] = TrainConfig(
+        steps=1000, batch_size=64, lr=2e-3, warmup_steps=60, label_smoothing=0.0,
+        eval_every=250, eval_size=300, checkpoint_every=250, max_new_tokens=8,
+    )  # fmt: skip
+    demo_sizes: ClassVar[dict[str, int]] = {"train": 12000, "valid": 300, "test": 1000}
+    model_overrides: ClassVar[dict] = {"source_features": N_MELS}
+
+    @staticmethod
+    def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list[Utterance]]:
+        return make_utterances(train, valid, test, seed=seed)
+
+    def source(self, example: Utterance) -> torch.Tensor:
+        return torch.from_numpy(example.features)  # (frames, N_MELS)
+
+    def reference(self, example: Utterance) -> str:
+        return example.text
+
+    def gold(self, example: Utterance) -> list[list[int]]:
+        return [[k for k in range(-(-a // SUBSAMPLING), -(-b // SUBSAMPLING))]
+                for a, b in example.spans]  # fmt: skip
+
+    def source_labels(self, example: Utterance, length: int) -> list[str]:
+        return [f"{k * SUBSAMPLING / 100:.2f}s" for k in range(length)]
+
+    def describe(self, example: Utterance) -> str:
+        seconds = example.features.shape[0] / 100
+        return f"{seconds:.1f} s of {example.voice} saying: {example.text}"
+
+    def draw(self, example: Utterance, words, weights, path: Path, title: str) -> Path:
+        from ..viz import plot_spectrogram_attention
+
+        return plot_spectrogram_attention(example.features, weights, words, path,
+                                          frames_per_position=SUBSAMPLING,
+                                          spans=example.spans, title=title)  # fmt: skip
