@@ -156,18 +156,68 @@ def _demo_reverse(steps: int) -> None:
     print(_shade(maps, outs, digits))
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """The main job: train, evaluate and show the default English-Spanish translator."""
-    from .tasks.translation import demo
+TASK_NAMES = ("translate", "caption", "qa", "speech")
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The main job: train, evaluate and show a model (the English-Spanish translator by
+    default; --task caption|qa|speech for the other applications)."""
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps={args.steps}; expected a positive number of steps")
-    run_dir = Path(args.run_dir or f"runs/demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    suffix = "" if args.task == "translate" else f"-{args.task}"
+    run_dir = Path(args.run_dir or f"runs/demo{suffix}-{time.strftime('%Y%m%d-%H%M%S')}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir} exists and is not empty; choose another --run-dir")
-    if args.test_size < 1:
-        raise UsageError(f"--test-size={args.test_size}; expected a positive number")
-    demo(run_dir, steps=args.steps, test_size=args.test_size, progress=not args.no_progress)
+    for flag in ("test_size", "train_size"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UsageError(f"--{flag.replace('_', '-')}={value}; expected a positive number")
+    if args.task == "translate":
+        from .tasks.translation import demo
+
+        if args.train_size is not None:
+            raise UsageError("--train-size applies to --task caption, qa and speech")
+        demo(run_dir, steps=args.steps, test_size=args.test_size or 1000,
+             progress=not args.no_progress)  # fmt: skip
+    else:
+        from .tasks import TASKS
+        from .tasks.common import app_demo
+
+        app_demo(TASKS[args.task], run_dir, steps=args.steps, test_size=args.test_size,
+                 train_size=args.train_size, progress=not args.no_progress)  # fmt: skip
+    return 0
+
+
+def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
+    """`xattn train --task caption|qa|speech`: generated data, the task's front end."""
+    import dataclasses
+
+    from .tasks import TASKS
+    from .tasks.common import train_app
+
+    task_cls = TASKS[args.task]
+    sizes = dict(task_cls.demo_sizes)
+    if args.train_size_given:
+        sizes["train"] = args.train_size
+    splits = task_cls.generate(**sizes, seed=args.seed)
+    config = dataclasses.replace(
+        task_cls.demo_train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=min(args.warmup, args.steps), seed=args.seed,
+        eval_every=min(args.eval_every, args.steps),
+        checkpoint_every=min(args.checkpoint_every, args.steps),
+        label_smoothing=args.label_smoothing, accumulation=args.accumulation,
+    )  # fmt: skip
+    overrides = {} if args.dropout is None else {"dropout": args.dropout}
+    _, _, result = train_app(task_cls, splits, out, config, resume=args.resume,
+                             progress=not args.no_progress, model_overrides=overrides)  # fmt: skip
+    from .training.distributed import rank
+
+    if rank() == 0:
+        from .viz import plot_loss_curve
+
+        plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
+        print(f"valid: exact {result.get('exact', 0):.1%}, WER {result.get('wer', 0):.1%}; "
+              f"model saved to {out / 'model'}")  # fmt: skip
     return 0
 
 
@@ -181,6 +231,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pass --resume or another --out")
+    args.train_size_given = args.train_size is not None
+    args.train_size = args.train_size or 20000
+    if args.task != "translate":
+        if args.data is not None or args.target_file is not None or args.corpus != "default":
+            raise UsageError(f"--task {args.task} trains on generated data; --data, "
+                             f"--target-file and --corpus are for translation")  # fmt: skip
+        return cmd_train_task(args, out)
     if args.corpus == "bible":
         from .tasks.translation import read_bible
 
@@ -212,7 +269,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     _, result = train_translation(
         pairs, valid, out, config, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size,
-        model_overrides={"dropout": args.dropout}, resume=args.resume,
+        model_overrides={"dropout": 0.1 if args.dropout is None else args.dropout},
+        resume=args.resume,
         progress=not args.no_progress,
     )  # fmt: skip
     from .training.distributed import rank
@@ -284,6 +342,33 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_attention_task(args: argparse.Namespace, model) -> int:
+    """`xattn attention --task caption|qa|speech --model DIR`: one held-out example."""
+    from .tasks.common import draw_example, task_for
+    from .viz import attention_html
+
+    task = task_for(model)
+    if args.task not in (None, task.name):
+        raise UsageError(f"{args.model} is a {task.name} model, not {args.task}")
+    if args.source is not None:
+        raise UsageError(f"--task {task.name} draws a generated held-out example: give "
+                         f"--example N instead of a sentence")  # fmt: skip
+    if args.example < 0:
+        raise UsageError(f"--example={args.example}; expected a number >= 0")
+    example = type(task).held_out(args.example + 1, seed=args.seed)[args.example]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    drawn = draw_example(model, task, example, out, "attention")
+    labels, words, mean = drawn["tokens"]
+    page = attention_html([(labels, words, mean)], out / "attention.html")
+    print(f"input: {task.describe(example)}\noutput: {drawn['hypothesis']}")
+    print("where each output word's attention peaks:")
+    for word, row in zip(words, mean, strict=True):
+        print(f"  {word:>10}  <-  {labels[int(row.argmax())]}  ({float(row.max()):.0%})")
+    print(f"pictures: {drawn['picture']}, {drawn['grid']}; page: {page}")
+    return 0
+
+
 def cmd_attention(args: argparse.Namespace) -> int:
     """Draw the cross-attention of one pair: per layer and head, the mean, the alignment."""
     from .data.text_tokenizer import TranslationTokenizer
@@ -294,6 +379,12 @@ def cmd_attention(args: argparse.Namespace) -> int:
     if not isinstance(model.tokenizer, TranslationTokenizer):
         raise UsageError(f"{args.model}: `xattn attention` needs a model trained with xattn "
                          f"(source_tokenizer.json and target_tokenizer.json)")  # fmt: skip
+    if model.config.front_end is not None:
+        return cmd_attention_task(args, model)
+    if args.task not in (None, "translate"):
+        raise UsageError(f"{args.model} is a translation model, not {args.task}")
+    if args.source is None:
+        raise UsageError("give the source sentence to draw (translation models)")
     if not args.source.strip():
         raise UsageError("the source sentence is empty")
     if args.target is not None and not args.target.strip():
@@ -338,12 +429,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="the main job: train and show an English-to-Spanish translator"
-    )
+        "demo", help="the main job: train and show an English-to-Spanish translator (or "
+        "--task caption|qa|speech)",
+    )  # fmt: skip
+    demo.add_argument("--task", choices=TASK_NAMES, default="translate",
+                      help="which application (default translate)")  # fmt: skip
+    demo.add_argument("--train-size", type=int, default=None,
+                      help="generated training examples (caption, qa, speech)")  # fmt: skip
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
     demo.add_argument("--run-dir", default=None, help="output folder (default runs/demo-TIME)")
-    demo.add_argument("--test-size", type=int, default=1000,
-                      help="held-out sentences to evaluate (default 1000)")  # fmt: skip
+    demo.add_argument("--test-size", type=int, default=None,
+                      help="held-out examples to evaluate (default 1000; qa 2000)")  # fmt: skip
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
@@ -358,7 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tour.set_defaults(func=cmd_tour)
 
-    tr = sub.add_parser("train", help="train a translator on a parallel corpus")
+    tr = sub.add_parser("train", help="train a translator on a parallel corpus (or --task)")
+    tr.add_argument("--task", choices=TASK_NAMES, default="translate",
+                    help="caption, qa and speech train on their generated data")  # fmt: skip
     tr.add_argument(
         "--data", default=None,
         help="TSV file (source<TAB>target), a source file with --target-file, or 'default' "
@@ -386,7 +484,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=2e-3)
     tr.add_argument("--warmup", type=int, default=75)
     tr.add_argument("--label-smoothing", type=float, default=0.0)
-    tr.add_argument("--dropout", type=float, default=0.1, help="model dropout (default 0.1)")
+    tr.add_argument("--dropout", type=float, default=None,
+                    help="model dropout (default 0.1; 0 for caption, qa, speech)")  # fmt: skip
     tr.add_argument("--accumulation", type=int, default=1)
     tr.add_argument("--eval-every", type=int, default=250)
     tr.add_argument(
@@ -398,7 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=250)
     tr.add_argument("--tokenizer", choices=("word", "bpe"), default="word")
     tr.add_argument("--vocab-size", type=int, default=8000)
-    tr.add_argument("--train-size", type=int, default=20000, help="default corpus size")
+    tr.add_argument("--train-size", type=int, default=None,
+                    help="generated training examples (default corpus 20000)")  # fmt: skip
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
@@ -411,9 +511,14 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--truncate", action="store_true", help="cut inputs that are too long")
     tl.set_defaults(func=cmd_translate)
 
-    at = sub.add_parser("attention", help="draw the cross-attention of one sentence pair")
+    at = sub.add_parser("attention", help="draw the cross-attention of one example")
     at.add_argument("--model", required=True, help="a model folder written by xattn")
-    at.add_argument("source", help="the source sentence")
+    at.add_argument("--task", choices=TASK_NAMES, default=None,
+                    help="check the model's task (default: whatever it is)")  # fmt: skip
+    at.add_argument("--example", type=int, default=0,
+                    help="caption, qa, speech: which generated test example")  # fmt: skip
+    at.add_argument("--seed", type=int, default=0, help="seed of the generated examples")
+    at.add_argument("source", nargs="?", default=None, help="the source sentence (translate)")
     at.add_argument("target", nargs="?", default=None,
                     help="the target sentence (default: the model's own translation)")  # fmt: skip
     at.add_argument("--out", default="attention", help="output folder (default ./attention)")

@@ -52,8 +52,8 @@ VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f
             "klatt2", "klatt3", "croak")  # fmt: skip
 
 
-class SpeechUnavailable(RuntimeError):
-    """No eSpeak NG to synthesize with."""
+class SpeechUnavailable(OSError):
+    """No eSpeak NG to synthesize with (a missing system resource, hence an OSError)."""
 
 
 def voices() -> list[str]:
@@ -193,7 +193,7 @@ def _clip_bank(synth: Synthesizer, voice_names: list[str], rng: np.random.Genera
         settings = [(int(rng.integers(130, 230)), int(rng.integers(25, 75))) for _ in range(3)]
         bank[voice] = {
             word: [_trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0
-                   for r, p in settings]  # fmt: skip
+                   for r, p in settings]
             for word in DIGIT_WORDS
         }
     return bank
@@ -201,6 +201,7 @@ def _clip_bank(synth: Synthesizer, voice_names: list[str], rng: np.random.Genera
 
 def _utterance(bank, voice: str, rng: np.random.Generator, max_words: int) -> Utterance:
     n = int(rng.integers(1, max_words + 1))
+    noise = np.random.default_rng(int(rng.integers(2**62)))  # draws as many as samples
     words = [DIGIT_WORDS[int(d)] for d in rng.integers(0, 10, n)]
     speed = float(rng.uniform(0.9, 1.1))
     pieces = [np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE), np.float32)]
@@ -215,7 +216,7 @@ def _utterance(bank, voice: str, rng: np.random.Generator, max_words: int) -> Ut
         gap = rng.uniform(0.03, 0.25) if i < n - 1 else rng.uniform(0.05, 0.3)
         pieces.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
     audio = np.concatenate(pieces)
-    audio = audio + rng.normal(0, rng.uniform(0.001, 0.02), audio.shape).astype(np.float32)
+    audio = audio + noise.normal(0, rng.uniform(0.001, 0.02), audio.shape).astype(np.float32)
     features = log_mel(audio)
     frames = features.shape[0]
     spans = tuple((min(frames - 1, s // HOP), min(frames, -(-(s + n_) // HOP)))
@@ -231,7 +232,7 @@ def make_utterances(
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
-    held = max(2, int(round(test_voices * len(names))))
+    held = max(2, round(test_voices * len(names)))
     held_out = [names[i] for i in order[:held]]
     split_voices = {"train": [names[i] for i in order[held:]],
                     "valid": held_out[: held // 2], "test": held_out[held // 2 :]}  # fmt: skip

@@ -49,6 +49,11 @@ class AppTask(Task):
     def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list]:
         raise NotImplementedError
 
+    @classmethod
+    def held_out(cls, count: int, seed: int = 0) -> list:
+        """The first `count` test examples the demo's data would hold out."""
+        return cls.generate(train=0, valid=0, test=count, seed=seed)["test"]
+
     def source(self, example) -> torch.Tensor:
         """What the front end reads for one example (without the batch dimension)."""
         raise NotImplementedError

@@ -37,6 +37,12 @@ class QATask(AppTask):
     def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list[Story]]:
         return make_stories(train, valid, test, seed=seed)
 
+    @classmethod
+    def held_out(cls, count: int, seed: int = 0) -> list[Story]:
+        # one generator runs through all splits: the test stories depend on the others
+        sizes = {**cls.demo_sizes, "test": max(count, cls.demo_sizes["test"])}
+        return cls.generate(**sizes, seed=seed)["test"][:count]
+
     def source(self, example: Story) -> torch.Tensor:
         rows = [self.tokenizer.source.encode(s, add_special_tokens=False).ids
                 for s in example.sentences]  # fmt: skip

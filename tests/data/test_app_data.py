@@ -1,0 +1,161 @@
+"""The generated data of captioning, QA and speech: seeded, disjoint splits, gold alignment."""
+
+import re
+
+import numpy as np
+import pytest
+
+from xattn.data.digits import DIGIT_WORDS, GLYPH, HEIGHT, WIDTH, load_digits, make_strips
+from xattn.data.speech import HOP, N_MELS, SAMPLE_RATE, Synthesizer, log_mel, make_utterances
+from xattn.data.stories import make_stories
+
+# ---- digit strips ------------------------------------------------------------------------
+
+
+def test_embedded_digits_are_the_uci_set():
+    images, labels = load_digits()
+    assert images.shape == (1797, 8, 8) and labels.shape == (1797,)
+    assert images.min() == 0.0 and images.max() == 1.0
+    assert np.bincount(labels).tolist() == [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
+
+
+def test_strips_are_seeded_and_split_by_source_image():
+    a, b = make_strips(200, 50, 50, seed=3), make_strips(200, 50, 50, seed=3)
+    assert all(np.array_equal(x.image, y.image) for x, y in zip(a["train"], b["train"], strict=True))
+    used = {name: {k for s in strips for k in s.sources} for name, strips in a.items()}
+    assert not used["train"] & used["test"] and not used["train"] & used["valid"]
+    assert not used["valid"] & used["test"]
+    c = make_strips(200, 50, 50, seed=4)
+    assert not np.array_equal(a["train"][0].image, c["train"][0].image)
+
+
+def test_strip_spans_hold_the_named_digit():
+    images, labels = load_digits()
+    for strip in make_strips(300, 0, 0, seed=1, noise=0.0)["train"]:
+        assert strip.image.shape == (HEIGHT, WIDTH)
+        assert 1 <= len(strip.digits) <= 4
+        assert strip.caption.split() == [DIGIT_WORDS[d] for d in strip.digits]
+        starts = [x0 for x0, _ in strip.spans]
+        assert starts == sorted(starts)
+        for (x0, x1), digit, k in zip(strip.spans, strip.digits, strip.sources, strict=True):
+            assert x1 - x0 == GLYPH and 0 <= x0 and x1 <= WIDTH
+            assert labels[k] == digit
+            window = strip.image[:, x0:x1]  # without noise: the glyph sits in its columns
+            assert any(np.array_equal(window[y : y + GLYPH], images[k])
+                       for y in range(HEIGHT - GLYPH + 1))  # fmt: skip
+        ink = np.flatnonzero(strip.image.sum(0) > 0)
+        covered = {x for x0, x1 in strip.spans for x in range(x0, x1)}
+        assert set(ink.tolist()) <= covered
+
+
+# ---- stories -----------------------------------------------------------------------------
+
+
+def _simulate(sentences):
+    """An independent reading of a story: where everyone and everything is."""
+    where, holder, lying = {}, {}, {}
+    for i, s in enumerate(sentences):
+        words = s.removesuffix(" .").split()
+        person, place_or_thing = words[0], words[-1]
+        verb = " ".join(words[1:-2])
+        if verb in ("went to", "moved to", "journeyed to", "travelled to", "went back to"):
+            where[person] = (place_or_thing, i)
+        elif verb in ("picked up", "got", "grabbed", "took"):
+            holder[place_or_thing] = (person, i)
+            lying.pop(place_or_thing, None)
+        else:
+            holder.pop(place_or_thing)
+            lying[place_or_thing] = (where[person][0], where[person][1], i)
+    return where, holder, lying
+
+
+def test_stories_answer_and_support_are_right():
+    splits = make_stories(2000, 100, 300, seed=5)
+    kinds = set()
+    for story in splits["train"] + splits["test"]:
+        where, holder, lying = _simulate(story.sentences)
+        name = re.fullmatch(r"where is (the )?(\w+) \?", story.question).group(2)
+        kinds.add(story.kind)
+        if story.kind == "person":
+            assert story.answer == where[name][0]
+            assert story.support == (where[name][1],)
+        elif name in holder:
+            person, taken = holder[name]
+            assert story.answer == where[person][0]
+            assert set(story.support) == {taken, where[person][1]}
+        else:
+            assert story.answer == lying[name][0]
+            assert story.support == lying[name][1:]
+        for i in story.support:
+            assert name in story.sentences[i] or story.kind == "object"
+    assert kinds == {"person", "object"}
+
+
+def test_stories_are_seeded_and_splits_disjoint():
+    a, b = make_stories(500, 100, 100, seed=1), make_stories(500, 100, 100, seed=1)
+    assert a == b
+    keys = {n: {(s.sentences, s.question) for s in v} for n, v in a.items()}
+    assert not keys["train"] & keys["test"] and not keys["valid"] & keys["test"]
+    people_only = make_stories(50, 0, 0, seed=1, objects=False)["train"]
+    assert all(s.kind == "person" for s in people_only)
+
+
+# ---- speech ------------------------------------------------------------------------------
+
+
+def test_log_mel_puts_a_tone_in_its_band():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    low = log_mel(0.5 * np.sin(2 * np.pi * 300 * t))
+    high = log_mel(0.5 * np.sin(2 * np.pi * 3000 * t))
+    assert low.shape == (1 + (SAMPLE_RATE - 551) // HOP, N_MELS) and low.dtype == np.float32
+    def mel(f):
+        return 2595 * np.log10(1 + f / 700)
+
+    centers = np.linspace(mel(60), mel(8000), N_MELS + 2)[1:-1]  # HTK mel bands, 60-8000 Hz
+    for tone, features in ((300, low), (3000, high)):
+        assert features.mean(0).argmax() == np.abs(centers - mel(tone)).argmin()
+    with pytest.raises(ValueError, match=r"expected mono audio"):
+        log_mel(np.zeros((2, 100)))
+
+
+@pytest.fixture(scope="module")
+def utterances():
+    return make_utterances(300, 20, 60, seed=0)
+
+
+def test_synthesizer_speaks():
+    synth = Synthesizer()
+    samples = synth("seven", "en-us+f3")
+    assert samples.dtype == np.int16 and 0.2 * SAMPLE_RATE < len(samples) < 2 * SAMPLE_RATE
+    assert np.abs(samples).max() > 1000
+    with pytest.raises(ValueError, match="no voice"):
+        synth("seven", "xx-nowhere")
+
+
+def test_utterances_hold_out_voices_and_know_word_spans(utterances):
+    train_voices = {u.voice for u in utterances["train"]}
+    assert not train_voices & {u.voice for u in utterances["test"]}
+    assert not train_voices & {u.voice for u in utterances["valid"]}
+    speech, gaps = [], []
+    for u in utterances["train"]:
+        frames = u.features.shape[0]
+        assert u.features.shape[1] == N_MELS and 1 <= len(u.words) <= 4
+        inside = np.zeros(frames, bool)
+        last = 0
+        for a, b in u.spans:
+            assert last <= a < b <= frames
+            inside[a:b], last = True, b
+        energy = u.features.max(1)
+        speech.append(energy[inside].mean())
+        gaps.append(energy[~inside].mean())
+    assert np.mean(speech) > np.mean(gaps) + 0.3  # the spans are where the sound is
+
+
+def test_utterances_are_seeded(utterances):
+    # eSpeak NG itself varies a clip by a few samples from call to call: the words, voices
+    # and spans repeat, the features to within a frame
+    again = make_utterances(5, 0, 0, seed=0)["train"]
+    for a, b in zip(again, utterances["train"][:5], strict=True):
+        assert a.words == b.words and a.voice == b.voice
+        assert abs(a.features.shape[0] - b.features.shape[0]) <= 1
+        assert np.abs(np.array(a.spans) - np.array(b.spans)).max() <= 2

@@ -1,0 +1,85 @@
+"""A tiny end-to-end run per application: data, front end, training, evaluation, alignment
+hit rate, pictures, and the command line (demo, train, attention)."""
+
+import json
+
+import pytest
+import torch
+
+from xattn.cli import main
+from xattn.tasks import TASKS
+from xattn.tasks.common import app_attention, app_hit_rate, draw_example, train_app
+from xattn.training import TrainConfig, evaluate
+
+TINY = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, eval_size=4,
+                   checkpoint_every=3, max_new_tokens=5)  # fmt: skip
+SIZES = {"train": 24, "valid": 4, "test": 4}
+
+
+@pytest.mark.parametrize("name", ["caption", "qa", "speech"])
+def test_tiny_run_end_to_end(tmp_path, name):
+    task_cls = TASKS[name]
+    splits = task_cls.generate(**SIZES, seed=0)
+    model, task, result = train_app(task_cls, splits, tmp_path / "run", TINY, progress=False,
+                                    model_overrides={"d_model": 32, "ffn_dim": 64})  # fmt: skip
+    assert {"loss", "exact", "wer", "cer"} <= set(result)
+    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
+    example = splits["test"][0]
+    words, layers, length = app_attention(model, task, example)
+    assert words[-1] == "</s>" and len(words) == len(task.reference(example).split()) + 1
+    assert len(layers) == model.config.decoder_layers
+    assert layers[0].shape == (model.config.num_heads, len(words), length)
+    torch.testing.assert_close(layers[0].sum(-1), torch.ones(layers[0].shape[:2]))
+    gold = task.gold(example)
+    assert len(gold) == len(words) - 1 and all(0 <= k < length for g in gold for k in g)
+    assert all(gold)  # every word has positions that produced it
+    assert 0.0 <= app_hit_rate(model, task, splits["test"]) <= 1.0
+    drawn = draw_example(model, task, example, tmp_path, "pic")
+    assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
+    scores = evaluate(model, task.tokenizer, splits["test"], TINY, task=task)
+    assert 0.0 <= scores["exact"] <= 1.0
+
+
+def test_gold_positions_of_captions_and_speech():
+    task_cls = TASKS["caption"]
+    for strip in task_cls.generate(20, 0, 0)["train"]:
+        gold = task_cls(None).gold(strip)
+        for (x0, x1), patches in zip(strip.spans, gold, strict=True):
+            # patch k = column k // 3, row k % 3, centered on pixel column 4 * (k // 3)
+            assert all(x0 <= 4 * (k // 3) < x1 for k in patches)
+            assert len(patches) == 6  # 2 columns x 3 rows inside an 8-pixel glyph
+
+
+@pytest.mark.parametrize("name", ["caption", "qa", "speech"])
+def test_cli_demo_train_and_attention(tmp_path, capsys, name):
+    run = tmp_path / "demo"
+    code = main(["demo", "--task", name, "--steps", "2", "--train-size", "16", "--test-size",
+                 "3", "--run-dir", str(run), "--no-progress"])  # fmt: skip
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["task"] == name and "alignment_hit_rate" in summary
+    assert (run / "attention" / "index.html").is_file()
+    assert (run / "attention" / "example-01.png").is_file()
+    out = capsys.readouterr().out
+    assert "Cross-attention peak on the input that produced the word" in out
+    code = main(["attention", "--model", str(run / "model"), "--task", name, "--example", "1",
+                 "--out", str(tmp_path / "att")])  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "att" / "attention.png").is_file()
+    assert "where each output word's attention peaks" in capsys.readouterr().out
+    code = main(["attention", "--model", str(run / "model"), "--task", "translate"])
+    assert code == 2
+    assert f"is a {name} model, not translate" in capsys.readouterr().err
+    code = main(["train", "--task", name, "--steps", "2", "--train-size", "16", "--out",
+                 str(tmp_path / "train"), "--no-progress", "--eval-every", "2"])  # fmt: skip
+    assert code == 0
+    assert (tmp_path / "train" / "model" / "config.json").is_file()
+
+
+def test_cli_task_errors(tmp_path, capsys):
+    assert main(["train", "--task", "qa", "--data", "x.tsv", "--out", str(tmp_path / "o")]) == 2
+    assert "trains on generated data" in capsys.readouterr().err
+    assert main(["demo", "--task", "caption", "--test-size", "0"]) == 2
+    assert "--test-size=0" in capsys.readouterr().err
