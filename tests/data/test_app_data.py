@@ -21,7 +21,8 @@ def test_embedded_digits_are_the_uci_set():
 
 def test_strips_are_seeded_and_split_by_source_image():
     a, b = make_strips(200, 50, 50, seed=3), make_strips(200, 50, 50, seed=3)
-    assert all(np.array_equal(x.image, y.image) for x, y in zip(a["train"], b["train"], strict=True))
+    pairs = zip(a["train"], b["train"], strict=True)
+    assert all(np.array_equal(x.image, y.image) for x, y in pairs)
     used = {name: {k for s in strips for k in s.sources} for name, strips in a.items()}
     assert not used["train"] & used["test"] and not used["train"] & used["valid"]
     assert not used["valid"] & used["test"]

@@ -13,8 +13,8 @@ def _batch_matches_alone(front_end, sources, pad=0):
     src, mask = pad_sources(sources, pad)
     x, out_mask = front_end(src, mask)
     for i, s in enumerate(sources):
-        alone, alone_mask = front_end(s[None], None if alone_mask_none(front_end) else
-                                      torch.ones(1, s.shape[0], dtype=torch.bool))  # fmt: skip
+        single = torch.ones(1, s.shape[0], dtype=torch.bool)
+        alone, _ = front_end(s[None], None if alone_mask_none(front_end) else single)
         n = alone.shape[1]
         assert int(out_mask[i].sum()) == n
         torch.testing.assert_close(x[i, :n], alone[0], atol=1e-5, rtol=1e-5)
@@ -98,7 +98,8 @@ def test_models_with_front_ends_train_save_and_load(tmp_path, kind, features, so
     model.save(tmp_path / "m")
     loaded = EncoderDecoder.load(tmp_path / "m")
     assert type(loaded.front_end) is type(model.front_end)
-    torch.testing.assert_close(loaded(src, tgt, src_mask=mask), model.eval()(src, tgt, src_mask=mask))
+    expected = model.eval()(src, tgt, src_mask=mask)
+    torch.testing.assert_close(loaded(src, tgt, src_mask=mask), expected)
     out = loaded.generate(src, src_mask=mask, max_new_tokens=4)
     assert out.shape[0] == 2 and out.shape[1] <= 5
 
