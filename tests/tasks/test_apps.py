@@ -3,10 +3,12 @@ hit rate, pictures, and the command line (demo, train, attention)."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
 from xattn.cli import main
+from xattn.data.speech import Utterance
 from xattn.tasks import TASKS
 from xattn.tasks.common import app_attention, app_hit_rate, draw_example, train_app
 from xattn.training import TrainConfig, evaluate
@@ -50,6 +52,9 @@ def test_gold_positions_of_captions_and_speech():
             # patch k = column k // 3, row k % 3, centered on pixel column 4 * (k // 3)
             assert all(x0 <= 4 * (k // 3) < x1 for k in patches)
             assert len(patches) == 6  # 2 columns x 3 rows inside an 8-pixel glyph
+    # speech: position k covers frames [4k, 4k + 4); a word owns the positions starting in it
+    said = Utterance(np.zeros((100, 40), np.float32), ("one", "two"), ((4, 20), (30, 41)), "v")
+    assert TASKS["speech"](None).gold(said) == [[1, 2, 3, 4], [8, 9, 10]]
 
 
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
