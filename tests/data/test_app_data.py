@@ -7,7 +7,7 @@ import pytest
 
 from xattn.data.digits import DIGIT_WORDS, GLYPH, HEIGHT, WIDTH, load_digits, make_strips
 from xattn.data.speech import HOP, N_MELS, SAMPLE_RATE, Synthesizer, log_mel, make_utterances
-from xattn.data.stories import make_stories
+from xattn.data.stories import TAKES, make_stories
 
 # ---- digit strips ------------------------------------------------------------------------
 
@@ -99,6 +99,12 @@ def test_stories_are_seeded_and_splits_disjoint():
     assert not keys["train"] & keys["test"] and not keys["valid"] & keys["test"]
     people_only = make_stories(50, 0, 0, seed=1, objects=False)["train"]
     assert all(s.kind == "person" for s in people_only)
+    # object_share: how often a story whose objects can be asked about asks about one
+    never = make_stories(200, 0, 0, seed=1, object_share=0.0)["train"]
+    assert all(s.kind == "person" for s in never)
+    always = make_stories(200, 0, 0, seed=1, object_share=1.0)["train"]
+    held = [s for s in always if any(t in " ".join(s.sentences) for t in TAKES)]
+    assert held and all(s.kind == "object" for s in held)
 
 
 # ---- speech ------------------------------------------------------------------------------

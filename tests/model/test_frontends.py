@@ -37,9 +37,18 @@ def test_image_front_end_grid_with_variable_widths():
     x, mask = _batch_matches_alone(fe, sources)
     assert x.shape == (3, 12 * 3, 32)  # 3 rows x ceil(48 / 4) columns
     assert mask.sum(1).tolist() == [36, 15, 9]
-    # blank paper has no features but its position
-    blank, _ = fe(torch.zeros(1, 8, 12))
-    torch.testing.assert_close(blank[0], sinusoids_2d(3, 2, 32))
+    # in training, batch norm's statistics count real pixels only: more padding changes
+    # nothing, and the running statistics move
+    fe.train()
+    src, mask = pad_sources(sources, 0)
+    more = torch.cat([src, torch.rand(3, 16, 12)], 1)  # 16 more columns of noise, masked
+    more_mask = torch.cat([mask, torch.zeros(3, 16, dtype=torch.bool)], 1)
+    before = fe.norms[0].running_mean.clone()
+    x1, _ = fe(src, mask)
+    x2, m2 = fe(more, more_mask)
+    torch.testing.assert_close(x2[:, : x1.shape[1]], x1)
+    assert not m2[:, x1.shape[1] :].any() and (x2[:, x1.shape[1] :] == 0).all()
+    assert not torch.equal(fe.norms[0].running_mean, before)
 
 
 def test_sinusoids_2d_layout():

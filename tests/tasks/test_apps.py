@@ -40,8 +40,11 @@ def test_tiny_run_end_to_end(tmp_path, name):
     assert 0.0 <= app_hit_rate(model, task, splits["test"]) <= 1.0
     drawn = draw_example(model, task, example, tmp_path, "pic")
     assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
-    scores = evaluate(model, task.tokenizer, splits["test"], TINY, task=task)
-    assert 0.0 <= scores["exact"] <= 1.0
+    hyps: list[str] = []
+    scores = evaluate(model, task.tokenizer, splits["test"], TINY, task=task, hypotheses=hyps)
+    assert 0.0 <= scores["exact"] <= 1.0 and len(hyps) == len(splits["test"])
+    refs = [task.reference(e) for e in splits["test"]]
+    assert scores["exact"] == sum(map(str.__eq__, hyps, refs)) / len(refs)
 
 
 def test_gold_positions_of_captions_and_speech():

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-__all__ = ["OBJECTS", "PEOPLE", "PLACES", "Story", "make_stories"]
+__all__ = ["OBJECTS", "PEOPLE", "PLACES", "TAKES", "Story", "make_stories"]
 
 PEOPLE = ("mary", "john", "sandra", "daniel", "fred", "bill", "julie", "emily")
 PLACES = ("kitchen", "garden", "office", "bathroom", "bedroom", "hallway", "cellar", "park")
@@ -39,7 +39,8 @@ class Story:
         return " ".join(self.sentences)
 
 
-def _story(rng: random.Random, length: int, objects: bool) -> Story | None:
+def _story(rng: random.Random, length: int, objects: bool,
+           object_share: float) -> Story | None:  # fmt: skip
     people = rng.sample(PEOPLE, rng.randint(2, 4))
     things = rng.sample(OBJECTS, rng.randint(1, 3)) if objects else []
     where: dict[str, tuple[str, int]] = {}  # person -> (place, sentence index)
@@ -69,7 +70,7 @@ def _story(rng: random.Random, length: int, objects: bool) -> Story | None:
             where[person] = (place, i)
             sentences.append(f"{person} {rng.choice(MOVES)} the {place} .")
     askable_objects = list(holder) + list(lying)
-    if objects and askable_objects and rng.random() < 0.5:
+    if objects and askable_objects and rng.random() < object_share:
         thing = rng.choice(askable_objects)
         if thing in holder:
             person, taken = holder[thing]
@@ -90,15 +91,19 @@ def _story(rng: random.Random, length: int, objects: bool) -> Story | None:
 def make_stories(
     train: int = 20000, valid: int = 500, test: int = 1000, *, seed: int = 0,
     objects: bool = True, min_sentences: int = 2, max_sentences: int = 10,
+    object_share: float = 0.8,
 ) -> dict[str, list[Story]]:  # fmt: skip
-    """Stories per split; a story (sentences and question) never appears in two splits."""
+    """Stories per split; a story (sentences and question) never appears in two splits.
+
+    object_share: the chance that a story with an object someone has held asks where that
+    object is (the harder, two-hop question) rather than where a person is."""
     rng = random.Random(seed)
     seen: set[tuple] = set()
     out: dict[str, list[Story]] = {}
     for name, size in (("train", train), ("valid", valid), ("test", test)):
         stories: list[Story] = []
         while len(stories) < size:
-            story = _story(rng, rng.randint(min_sentences, max_sentences), objects)
+            story = _story(rng, rng.randint(min_sentences, max_sentences), objects, object_share)
             if story is None:
                 continue
             key = (story.sentences, story.question)

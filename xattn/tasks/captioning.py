@@ -30,8 +30,8 @@ class CaptionTask(AppTask):
     title = "an image captioner (handwritten digit strips -> digit words)"
     front_end = "image"
     demo_train: ClassVar[TrainConfig] = TrainConfig(
-        steps=1200, batch_size=64, lr=2e-3, warmup_steps=60, label_smoothing=0.0,
-        eval_every=300, eval_size=300, checkpoint_every=300, max_new_tokens=8,
+        steps=800, batch_size=64, lr=2e-3, warmup_steps=60, label_smoothing=0.1,
+        eval_every=200, eval_size=300, checkpoint_every=400, max_new_tokens=8,
     )  # fmt: skip
     demo_sizes: ClassVar[dict[str, int]] = {"train": 20000, "valid": 300, "test": 1000}
     model_overrides: ClassVar[dict] = {"source_features": HEIGHT, "ffn_dim": 256}

@@ -245,9 +245,9 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     out(f"Training {task_cls.title} on {len(splits['train']):,} generated examples "
         f"({config.steps} steps) into {run_dir}")  # fmt: skip
     model, task, _ = train_app(task_cls, splits, run_dir, config, progress=progress)
-    test = splits["test"]
+    test, hyps = splits["test"], []
     scores = evaluate(model, task.tokenizer, test, dataclasses.replace(config, eval_size=len(test)),
-                      task=task)  # fmt: skip
+                      task=task, hypotheses=hyps)  # fmt: skip
     hit = app_hit_rate(model, task, test[:300])
     from ..viz import attention_html, plot_loss_curve
 
@@ -257,7 +257,6 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     out(f"Cross-attention peak on the input that produced the word: {hit:.1%} of words")
     kinds = sorted({k for k in map(task.kind, test) if k is not None})
     if kinds:
-        hyps = predict(model, task, test, max_new_tokens=config.max_new_tokens)
         for k in kinds:
             chosen = [i for i, e in enumerate(test) if task.kind(e) == k]
             right = sum(hyps[i] == task.reference(test[i]) for i in chosen) / len(chosen)

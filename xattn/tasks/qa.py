@@ -31,7 +31,7 @@ class QATask(AppTask):
         eval_every=300, eval_size=500, checkpoint_every=300, max_new_tokens=4,
     )  # fmt: skip
     demo_sizes: ClassVar[dict[str, int]] = {"train": 20000, "valid": 500, "test": 2000}
-    model_overrides: ClassVar[dict] = {"source_features": MAX_WORDS}
+    model_overrides: ClassVar[dict] = {"source_features": MAX_WORDS, "decoder_layers": 3}
 
     @staticmethod
     def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list[Story]]:

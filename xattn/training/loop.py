@@ -107,10 +107,11 @@ def translate(
 
 @torch.no_grad()
 def evaluate(model, tokenizer, pairs: Sequence[Any], config: TrainConfig, *,
-             task: Task | None = None) -> dict[str, float]:  # fmt: skip
+             task: Task | None = None, hypotheses: list[str] | None = None,
+             ) -> dict[str, float]:  # fmt: skip
     """Teacher-forced loss over the examples (translation pairs by default, or those of
     `task`), and the task's scores of decoded outputs (exact/BLEU/chrF for translation)
-    over the first config.eval_size of them."""
+    over the first config.eval_size of them; a `hypotheses` list gets those outputs."""
     task = task or TextPairs(tokenizer)
     was_training = model.training
     model.eval()
@@ -128,6 +129,8 @@ def evaluate(model, tokenizer, pairs: Sequence[Any], config: TrainConfig, *,
     hyps = predict(model, task, subset, batch_size=config.batch_size, num_beams=config.num_beams,
                    max_new_tokens=config.max_new_tokens)  # fmt: skip
     scores = task.metrics(hyps, [task.reference(e) for e in subset])
+    if hypotheses is not None:
+        hypotheses.extend(hyps)
     model.train(was_training)
     return {"loss": total / max(1, count), **scores}
 
