@@ -190,8 +190,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
     """`xattn train --task caption|qa|speech`: generated data, the task's front end."""
-    import dataclasses
-
     from .tasks import TASKS
     from .tasks.common import train_app
 
@@ -200,31 +198,40 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
     if args.train_size_given:
         sizes["train"] = args.train_size
     splits = task_cls.generate(**sizes, seed=args.seed)
-    config = dataclasses.replace(
-        task_cls.demo_train, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=min(args.warmup, args.steps), seed=args.seed,
-        eval_every=min(args.eval_every, args.steps),
-        checkpoint_every=min(args.checkpoint_every, args.steps),
-        label_smoothing=args.label_smoothing, accumulation=args.accumulation,
-    )  # fmt: skip
+    config = _train_config(task_cls.demo_train, args)
     overrides = {} if args.dropout is None else {"dropout": args.dropout}
     _, _, result = train_app(task_cls, splits, out, config, resume=args.resume,
                              progress=not args.no_progress, model_overrides=overrides)  # fmt: skip
+    _report_training(out, f"exact {result.get('exact', 0):.1%}, WER {result.get('wer', 0):.1%}")
+    return 0
+
+
+def _train_config(base, args: argparse.Namespace, **extra):
+    """The task's TrainConfig with the command line's training flags."""
+    import dataclasses
+
+    return dataclasses.replace(
+        base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        warmup_steps=min(args.warmup, args.steps), seed=args.seed,
+        eval_every=min(args.eval_every, args.steps),
+        checkpoint_every=min(args.checkpoint_every, args.steps),
+        label_smoothing=args.label_smoothing, accumulation=args.accumulation, **extra,
+    )  # fmt: skip
+
+
+def _report_training(out: Path, scores: str) -> None:
+    """After training (first process only): the loss curve and the validation scores."""
     from .training.distributed import rank
 
     if rank() == 0:
         from .viz import plot_loss_curve
 
         plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
-        print(f"valid: exact {result.get('exact', 0):.1%}, WER {result.get('wer', 0):.1%}; "
-              f"model saved to {out / 'model'}")  # fmt: skip
-    return 0
+        print(f"valid: {scores}; model saved to {out / 'model'}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a translator on a parallel corpus (TSV, two files, or the default corpus)."""
-    import dataclasses
-
     from .data.en_es import split_corpus
     from .tasks.translation import DEMO_TRAIN, read_parallel, train_translation
 
@@ -259,28 +266,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         pairs = data.pairs
         n_valid = max(1, min(1000, len(pairs) // 20))
         valid, pairs = pairs[:n_valid], pairs[n_valid:] or pairs
-    config = dataclasses.replace(
-        DEMO_TRAIN, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=min(args.warmup, args.steps), seed=args.seed,
-        eval_every=min(args.eval_every, args.steps),
-        checkpoint_every=min(args.checkpoint_every, args.steps),
-        label_smoothing=args.label_smoothing, accumulation=args.accumulation,
-        max_new_tokens=args.max_new_tokens,
-    )  # fmt: skip
+    config = _train_config(DEMO_TRAIN, args, max_new_tokens=args.max_new_tokens)
     _, result = train_translation(
         pairs, valid, out, config, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size,
         model_overrides={"dropout": 0.1 if args.dropout is None else args.dropout},
         resume=args.resume,
         progress=not args.no_progress,
     )  # fmt: skip
-    from .training.distributed import rank
-
-    if rank() == 0:
-        from .viz import plot_loss_curve
-
-        plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
-        print(f"valid: exact {result.get('exact', 0):.1%}, BLEU {result.get('bleu', 0):.1f}, "
-              f"chrF {result.get('chrf', 0):.1f}; model saved to {out / 'model'}")  # fmt: skip
+    bleu, chrf = result.get("bleu", 0), result.get("chrf", 0)
+    _report_training(out, f"exact {result.get('exact', 0):.1%}, BLEU {bleu:.1f}, chrF {chrf:.1f}")
     return 0
 
 
@@ -342,6 +336,12 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_peaks(words, mean, labels, width: int) -> None:
+    """Each output word, the input position its attention (row of mean (T, S)) peaks on."""
+    for word, row in zip(words, mean, strict=True):
+        print(f"  {word:>{width}}  <-  {labels[int(row.argmax())]}  ({float(row.max()):.0%})")
+
+
 def cmd_attention_task(args: argparse.Namespace, model) -> int:
     """`xattn attention --task caption|qa|speech --model DIR`: one held-out example."""
     from .tasks.common import draw_example, task_for
@@ -363,8 +363,7 @@ def cmd_attention_task(args: argparse.Namespace, model) -> int:
     page = attention_html([(labels, words, mean)], out / "attention.html")
     print(f"input: {task.describe(example)}\noutput: {drawn['hypothesis']}")
     print("where each output word's attention peaks:")
-    for word, row in zip(words, mean, strict=True):
-        print(f"  {word:>10}  <-  {labels[int(row.argmax())]}  ({float(row.max()):.0%})")
+    _print_peaks(words, mean, labels, 10)
     print(f"pictures: {drawn['picture']}, {drawn['grid']}; page: {page}")
     return 0
 
@@ -395,8 +394,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     src, tgt, mean = drawn["tokens"]
     page = attention_html([(src, tgt, mean)], out / "attention.html")
     print("hard alignment (each target word: the source word its attention peaks on):")
-    for word, row in zip(tgt, mean, strict=True):
-        print(f"  {word:>14}  <-  {src[int(row.argmax())]}  ({float(row.max()):.0%})")
+    _print_peaks(tgt, mean, src, 14)
     print(f"pictures: {drawn['mean']}, {drawn['grid']}; page: {page}")
     return 0
 

@@ -40,6 +40,11 @@ def test_tiny_run_end_to_end(tmp_path, name):
     assert 0.0 <= app_hit_rate(model, task, splits["test"]) <= 1.0
     drawn = draw_example(model, task, example, tmp_path, "pic")
     assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
+    # a hypothesis decoded elsewhere (the demo's test pass) is drawn as given
+    reference = task.reference(example)
+    given = draw_example(model, task, example, tmp_path, "given", reference)
+    assert given["hypothesis"] == reference
+    assert given["tokens"][1] == [*reference.split(), "</s>"]
     hyps: list[str] = []
     scores = evaluate(model, task.tokenizer, splits["test"], TINY, task=task, hypotheses=hyps)
     assert 0.0 <= scores["exact"] <= 1.0 and len(hyps) == len(splits["test"])

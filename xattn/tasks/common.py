@@ -202,11 +202,13 @@ def app_hit_rate(model, task: AppTask, examples: Sequence) -> float:
     return alignment_hit_rate(maps, gold)
 
 
-def draw_example(model, task: AppTask, example, folder: Path, name: str) -> dict:
-    """The task's picture of the model's own output (and the layers x heads grid)."""
+def draw_example(model, task: AppTask, example, folder: Path, name: str,
+                 hypothesis: str | None = None) -> dict:  # fmt: skip
+    """The task's picture of the model's own output (decoded here unless `hypothesis` gives
+    it), and the layers x heads grid."""
     from ..viz import plot_attention_grid
 
-    hyp = predict(model, task, [example])[0]
+    hyp = predict(model, task, [example])[0] if hypothesis is None else hypothesis
     words, layers, length = app_attention(model, task, example, hyp)
     mean = torch.stack(layers).mean((0, 1))  # (T, S')
     labels = task.source_labels(example, length)
@@ -269,7 +271,7 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     out("\nHeld-out examples:")
     records = []
     for i, e in enumerate(test[:8]):
-        drawn = draw_example(model, task, e, folder, f"example-{i + 1:02d}")
+        drawn = draw_example(model, task, e, folder, f"example-{i + 1:02d}", hyps[i])
         records.append(drawn["tokens"])
         mark = "ok" if drawn["hypothesis"] == task.reference(e) else "!!"
         out(f"  [{mark}] {task.describe(e)}\n        -> {drawn['hypothesis']}")

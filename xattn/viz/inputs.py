@@ -16,20 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .maps import _pyplot
+from .maps import _pyplot, _save
 
 __all__ = ["plot_image_attention", "plot_passage_attention", "plot_spectrogram_attention"]
 
 
 def _array(x) -> np.ndarray:
     return torch.as_tensor(x).detach().float().cpu().numpy()
-
-
-def _save(fig, plt, path) -> Path:
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def plot_image_attention(
@@ -76,8 +69,9 @@ def plot_spectrogram_attention(
     seconds = frames * frame_seconds
     size = (max(6.0, 2.2 * seconds + 2), 2.2 + 0.3 * len(words))
     ratios = [2, max(1, len(words)) * 0.5]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=size, sharex=True,
-                                      gridspec_kw={"height_ratios": ratios})
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=size, sharex=True, gridspec_kw={"height_ratios": ratios}
+    )
     top.imshow(mel.T, origin="lower", aspect="auto", cmap="magma",
                extent=(0, seconds, 0, mel.shape[1]))  # fmt: skip
     top.set_ylabel("mel bin")
@@ -122,8 +116,15 @@ def plot_passage_attention(
     for sentence, w in zip(sentences, weights, strict=True):
         a = float(w) / top
         box = {"facecolor": (0.13, 0.40, 0.67, a), "edgecolor": "none", "pad": 2}
-        ax.text(0.04, y, f"{sentence}", fontsize=10, va="center",
-                color="white" if a > 0.55 else "black", bbox=box)
+        ax.text(
+            0.04,
+            y,
+            f"{sentence}",
+            fontsize=10,
+            va="center",
+            color="white" if a > 0.55 else "black",
+            bbox=box,
+        )
         ax.text(0.86, y, f"{100 * float(w):5.1f}%", fontsize=8, va="center", color="#555")
         y -= step
     ax.text(0.04, y, f"Q: {question}   A: {answer}", fontsize=10, va="center", weight="bold")

@@ -28,6 +28,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, plt, path: str | Path, dpi: int = 110) -> Path:
+    """Write the figure as a PNG and free it."""
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _check(weights: Tensor, source: Sequence[str], target: Sequence[str]) -> Tensor:
     weights = torch.as_tensor(weights).detach().float().cpu()
     if weights.dim() != 2 or weights.shape != (len(target), len(source)):
@@ -69,10 +77,7 @@ def plot_attention(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path, dpi=120)
 
 
 def plot_attention_grid(
@@ -105,10 +110,7 @@ def plot_attention_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path)
 
 
 _PAGE = """<!doctype html>
@@ -187,7 +189,4 @@ def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, plt, path)
