@@ -79,14 +79,25 @@ def test_stories_answer_and_support_are_right():
         kinds.add(story.kind)
         if story.kind == "person":
             assert story.answer == where[name][0]
-            assert story.support == (where[name][1],)
+            assert story.support == story.chain == (where[name][1],)
+            assert story.holder == "" and story.reply == story.answer
         elif name in holder:
             person, taken = holder[name]
             assert story.answer == where[person][0]
             assert set(story.support) == {taken, where[person][1]}
+            assert story.holder == person and story.chain == (taken, where[person][1])
         else:
             assert story.answer == lying[name][0]
             assert story.support == lying[name][1:]
+            dropper = story.sentences[lying[name][2]].split()[0]
+            assert story.holder == dropper and story.chain == (lying[name][2], lying[name][1])
+        if story.kind == "object":
+            # the reply writes the hop out: the holder (named in the sentence that gave or
+            # dropped the object), then the place (named in the holder's move)
+            assert story.reply == f"{story.holder} {story.answer}"
+            gave, moved = (story.sentences[i].split() for i in story.chain)
+            assert gave[0] == story.holder and name in gave
+            assert moved[0] == story.holder and moved[-2] == story.answer
         for i in story.support:
             assert name in story.sentences[i] or story.kind == "object"
     assert kinds == {"person", "object"}

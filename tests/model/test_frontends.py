@@ -71,10 +71,18 @@ def test_sentence_front_end_one_slot_per_sentence():
     x, out_mask = fe(src, mask)
     assert torch.equal(out_mask, mask)
     # the last sentence of each passage gets the same recency embedding: "0 before the end"
-    last_a = fe.words(torch.tensor([6, 7])).sum(0) + fe.word_positions.weight[:2].sum(0)
+    last_a = fe.words(torch.tensor([6, 7])).sum(0)  # position gains start at 1: bag of words
     torch.testing.assert_close(x[0, 1], last_a + fe.recency.weight[0])
     torch.testing.assert_close(x[1, 2], last_a + fe.recency.weight[0])
     assert torch.all(x[0, 2] == 0)
+    # once the gains are learned, word order matters: "6 7" and "7 6" are different slots
+    with torch.no_grad():
+        fe.word_positions.weight.normal_()
+    gains = 1 + fe.word_positions.weight
+    swapped = fe(torch.tensor([[[6, 7, 0, 0]], [[7, 6, 0, 0]]]))[0][:, 0]
+    expected = fe.words(torch.tensor([6, 7])) * gains[:2]
+    torch.testing.assert_close(swapped[0], expected.sum(0) + fe.recency.weight[0])
+    assert not torch.allclose(swapped[0], swapped[1])
     with pytest.raises(ValueError, match=r"at most 10 sentences of 6 words"):
         fe.check(torch.zeros(1, 11, 3, dtype=torch.long))
 

@@ -65,6 +65,23 @@ def test_gold_positions_of_captions_and_speech():
     assert TASKS["speech"](None).gold(said) == [[1, 2, 3, 4], [8, 9, 10]]
 
 
+def test_qa_answers_write_the_hop_out():
+    task_cls = TASKS["qa"]
+    stories = task_cls.generate(300, 0, 0)["train"]
+    task, place_only = task_cls(None), type("PlaceOnly", (task_cls,), {"name_holder": False})(None)
+    objects = [s for s in stories if s.kind == "object"]
+    assert objects and len(objects) < len(stories)
+    for story in stories:
+        words = task.reference(story).split()
+        gold = task.gold(story)
+        # one gold sentence per answer word, and that sentence names the word
+        assert len(gold) == len(words) and all(len(g) == 1 for g in gold)
+        assert all(w in story.sentences[g[0]].split() for w, g in zip(words, gold, strict=True))
+        assert words[-1] == story.answer == place_only.reference(story)
+        assert place_only.gold(story) == [list(story.support)]
+    assert all(len(task.reference(s).split()) == 2 for s in objects)
+
+
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
 def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     run = tmp_path / "demo"

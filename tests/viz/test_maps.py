@@ -50,3 +50,17 @@ def test_loss_curve(tmp_path):
     records.append({"step": 10, "split": "valid", "loss": 0.5})
     metrics.write_text("\n".join(json.dumps(r) for r in records) + "\n")
     assert plot_loss_curve(metrics, tmp_path / "loss.png").read_bytes().startswith(PNG)
+
+
+def test_passage_picture_takes_one_row_per_answer_word(tmp_path):
+    from xattn.viz import plot_passage_attention
+
+    sentences = ["mary took the apple .", "john went to the park .", "mary went to the hall ."]
+    two = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])  # "mary", then "hall"
+    path = plot_passage_attention(sentences, two, "where is the apple ?", ["mary", "hall"],
+                                  tmp_path / "p.png")  # fmt: skip
+    assert path.read_bytes().startswith(PNG)
+    one = plot_passage_attention(sentences, two[1], "where is mary ?", "hall", tmp_path / "o.png")
+    assert one.read_bytes().startswith(PNG)
+    with pytest.raises(ValueError, match=r"weights have shape \(2, 3\); expected \(A=1, N=3\)"):
+        plot_passage_attention(sentences, two, "where is mary ?", "hall", tmp_path / "x.png")

@@ -1,11 +1,16 @@
 """Question answering data: a bAbI-style story generator (ours; no offline package ships
 bAbI or SQuAD).
 
-People move between places and pick up, drop and hand over objects; each story ends with
+People move between places and pick up and drop objects; each story ends with
 a question: "where is mary ?" (the place she went to last) or "where is the apple ?"
 (where its holder is, or where it was dropped). Every question knows its supporting
 sentences (the gold alignment): the move that put the person there, and for objects also
 the sentence that gave or dropped the object.
+
+The reply a model writes (`Story.reply`) spells out the chain: "where is the apple ?" ->
+"daniel bathroom", the person who last had the object (from the sentence that gave or
+dropped it), then the place (from that person's move). `Story.chain` names the sentence
+behind each reply word.
 """
 
 from __future__ import annotations
@@ -26,17 +31,26 @@ DROPS = ("dropped", "put down", "discarded", "left")
 @dataclass(frozen=True)
 class Story:
     """sentences (each ending with " ."), question ("where is X ?"), answer (a place),
-    support: indices of the sentences that answer it, kind: "person" or "object"."""
+    support: indices of the sentences that answer it, kind: "person" or "object";
+    holder: for an object, the person who last had it (holds it or dropped it), else "";
+    chain: the sentence behind each word of `reply` (object: holder's, then the move)."""
 
     sentences: tuple[str, ...]
     question: str
     answer: str
     support: tuple[int, ...]
     kind: str
+    holder: str = ""
+    chain: tuple[int, ...] = ()
 
     @property
     def passage(self) -> str:
         return " ".join(self.sentences)
+
+    @property
+    def reply(self) -> str:
+        """The answer with its first hop written out: "daniel bathroom" for an object."""
+        return f"{self.holder} {self.answer}" if self.holder else self.answer
 
 
 def _story(rng: random.Random, length: int, objects: bool,
@@ -73,19 +87,20 @@ def _story(rng: random.Random, length: int, objects: bool,
     if objects and askable_objects and rng.random() < object_share:
         thing = rng.choice(askable_objects)
         if thing in holder:
-            person, taken = holder[thing]
+            person, gave = holder[thing]
             place, moved = where[person]
-            support = tuple(sorted({taken, moved}))
         else:
-            place, moved, dropped = lying[thing]
-            support = (moved, dropped)
-        return Story(tuple(sentences), f"where is the {thing} ?", place, support, "object")
+            place, moved, gave = lying[thing]
+            person = sentences[gave].split()[0]
+        return Story(tuple(sentences), f"where is the {thing} ?", place,
+                     tuple(sorted({gave, moved})), "object", person, (gave, moved))  # fmt: skip
     known = [p for p in people if p in where]
     if not known:
         return None
     person = rng.choice(known)
     place, moved = where[person]
-    return Story(tuple(sentences), f"where is {person} ?", place, (moved,), "person")
+    return Story(tuple(sentences), f"where is {person} ?", place, (moved,), "person",
+                 chain=(moved,))  # fmt: skip
 
 
 def make_stories(

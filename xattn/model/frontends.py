@@ -15,8 +15,11 @@ positions of its own).
 - AudioFrontEnd: log-mel frames (B, frames, mels), two stride-2 1-D convolutions: 4x fewer
   positions; the encoder adds its usual positions.
 - SentenceFrontEnd: a passage as sentences of word ids (B, N, L), one memory slot per
-  sentence: the sum of its word embeddings plus in-sentence positions, plus a learned
-  embedding of how many sentences before the end of the passage it is.
+  sentence: the sum of its word embeddings, each scaled by a learned gain for its place in
+  the sentence (memory networks' position encoding; a gain of 1 + p_j, p initialized to zero,
+  so training starts from a bag of words), plus a learned embedding of how many sentences
+  before the end of the passage it is. (Position vectors added to the words would sum to a
+  constant per sentence length and lose the word order.)
 
 Shape letters: B batch, S source length, D = d_model, W image width, H image height,
 N sentences, L words per sentence.
@@ -188,7 +191,8 @@ class SentenceFrontEnd(FrontEnd):
         super().__init__()
         self.vocab_size, self.pad_token_id = vocab_size, pad_token_id
         self.words = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
-        self.word_positions = nn.Embedding(max_words, dim)
+        self.word_positions = nn.Embedding(max_words, dim)  # gains - 1 by place in sentence
+        nn.init.zeros_(self.word_positions.weight)
         self.recency = nn.Embedding(max_sentences, dim)  # sentences before the end
 
     def check(self, src: Tensor) -> None:
@@ -209,7 +213,7 @@ class SentenceFrontEnd(FrontEnd):
         words = src != self.pad_token_id  # (B, N, L)
         if mask is None:
             mask = words.any(-1)  # (B, N)
-        x = self.words(src) + self.word_positions.weight[:L]  # (B, N, L, D)
+        x = self.words(src) * (1 + self.word_positions.weight[:L])  # (B, N, L, D)
         x = (x * words[..., None].to(x.dtype)).sum(2)  # (B, N, D)
         count = mask.sum(1, keepdim=True)  # (B, 1) real sentences
         before_end = (count - 1 - torch.arange(N, device=src.device)[None, :]).clamp(min=0)

@@ -4,8 +4,8 @@
   overlay on the image.
 - `plot_spectrogram_attention`: the log-mel spectrogram with each word's attention over
   time under it (and the true word spans when known).
-- `plot_passage_attention`: the passage, each sentence shaded by its weight, the question
-  and the answer.
+- `plot_passage_attention`: the passage, each sentence shaded by the answer word that reads
+  it most, a weight column per answer word, the question and the answer.
 """
 
 from __future__ import annotations
@@ -94,38 +94,46 @@ def plot_spectrogram_attention(
 
 
 def plot_passage_attention(
-    sentences: Sequence[str], weights, question: str, answer: str, path: str | Path,
-    *, title: str = "",
+    sentences: Sequence[str], weights, question: str, answer: str | Sequence[str],
+    path: str | Path, *, title: str = "",
 ) -> Path:  # fmt: skip
-    """weights (N,): the answer's attention over the passage's sentences."""
+    """weights (A, N): each answer word's attention over the passage's N sentences (or (N,)
+    for a one-word answer). Each sentence is shaded in the colour of the word that reads it
+    most, with one percentage column per answer word."""
+    words = answer.split() if isinstance(answer, str) else list(answer)
     weights = _array(weights)
-    if weights.shape != (len(sentences),):
-        raise ValueError(f"weights have shape {weights.shape}; expected (N={len(sentences)},) "
-                         f"one per sentence")  # fmt: skip
+    if weights.ndim == 1:
+        weights = weights[None]
+    if weights.shape != (len(words), len(sentences)):
+        raise ValueError(f"weights have shape {weights.shape}; expected (A={len(words)}, "
+                         f"N={len(sentences)}): one row per answer word, one column per "
+                         f"sentence")  # fmt: skip
     plt = _pyplot()
-    lines = len(sentences) + 3
-    fig = plt.figure(figsize=(7.5, 0.32 * lines + 0.6))
+    colours = [tuple(c[:3]) for c in plt.get_cmap("tab10").colors]
+    lines = len(sentences) + 4
+    fig = plt.figure(figsize=(7.5 + 0.8 * max(0, len(words) - 1), 0.32 * lines + 0.6))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_axis_off()
-    top = max(1e-6, float(weights.max()))
+    tops = np.maximum(weights.max(1), 1e-6)  # (A,)
     step = 1.0 / (lines + 1)
     y = 1 - step
     if title:
         ax.text(0.02, y, title, fontsize=9, color="#444", va="center")
         y -= step
-    for sentence, w in zip(sentences, weights, strict=True):
-        a = float(w) / top
-        box = {"facecolor": (0.13, 0.40, 0.67, a), "edgecolor": "none", "pad": 2}
-        ax.text(
-            0.04,
-            y,
-            f"{sentence}",
-            fontsize=10,
-            va="center",
-            color="white" if a > 0.55 else "black",
-            bbox=box,
-        )
-        ax.text(0.86, y, f"{100 * float(w):5.1f}%", fontsize=8, va="center", color="#555")
+    columns = [0.98 - 0.1 * (len(words) - j) for j in range(len(words))]
+    for x, word, colour in zip(columns, words, colours, strict=False):
+        ax.text(x, y, word, fontsize=8, va="center", color=colour, weight="bold")
+    y -= step
+    for n, sentence in enumerate(sentences):
+        share = weights[:, n] / tops  # (A,) this sentence's weight for each word, scaled
+        j = int(share.argmax())
+        a = float(share[j])
+        box = {"facecolor": (*colours[j % len(colours)], a), "edgecolor": "none", "pad": 2}
+        ax.text(0.04, y, sentence, fontsize=10, va="center",
+                color="white" if a > 0.55 else "black", bbox=box)  # fmt: skip
+        for x, w in zip(columns, weights[:, n], strict=True):
+            ax.text(x, y, f"{100 * float(w):5.1f}%", fontsize=8, va="center", color="#555")
         y -= step
-    ax.text(0.04, y, f"Q: {question}   A: {answer}", fontsize=10, va="center", weight="bold")
+    ax.text(0.04, y, f"Q: {question}   A: {' '.join(words)}", fontsize=10, va="center",
+            weight="bold")  # fmt: skip
     return _save(fig, plt, path)
