@@ -126,6 +126,7 @@ def test_log_mel_puts_a_tone_in_its_band():
     low = log_mel(0.5 * np.sin(2 * np.pi * 300 * t))
     high = log_mel(0.5 * np.sin(2 * np.pi * 3000 * t))
     assert low.shape == (1 + (SAMPLE_RATE - 551) // HOP, N_MELS) and low.dtype == np.float32
+
     def mel(f):
         return 2595 * np.log10(1 + f / 700)
 

@@ -192,8 +192,9 @@ def _clip_bank(synth: Synthesizer, voice_names: list[str], rng: np.random.Genera
     for voice in voice_names:
         settings = [(int(rng.integers(130, 230)), int(rng.integers(25, 75))) for _ in range(3)]
         bank[voice] = {
-            word: [_trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0
-                   for r, p in settings]
+            word: [
+                _trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0 for r, p in settings
+            ]
             for word in DIGIT_WORDS
         }
     return bank

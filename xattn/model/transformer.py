@@ -164,8 +164,10 @@ class EncoderDecoder(nn.Module):
             ):
                 raise ValueError(f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; "
                                  f"expected token ids {expected} of torch.long")  # fmt: skip
-            if self.front_end is None and src.numel() and (
-                int(src.min()) < 0 or int(src.max()) >= c.vocab_size
+            if (
+                self.front_end is None
+                and src.numel()
+                and (int(src.min()) < 0 or int(src.max()) >= c.vocab_size)
             ):
                 raise ValueError(
                     f"src holds token ids outside [0, {c.vocab_size}) "
