@@ -77,8 +77,8 @@ def test_sentence_front_end_one_slot_per_sentence():
     assert torch.all(x[0, 2] == 0)
     # once the gains are learned, word order matters: "6 7" and "7 6" are different slots
     with torch.no_grad():
-        fe.word_positions.weight.normal_()
-    gains = 1 + fe.word_positions.weight
+        fe.position_gains.normal_()
+    gains = 1 + fe.position_gains
     swapped = fe(torch.tensor([[[6, 7, 0, 0]], [[7, 6, 0, 0]]]))[0][:, 0]
     expected = fe.words(torch.tensor([6, 7])) * gains[:2]
     torch.testing.assert_close(swapped[0], expected.sum(0) + fe.recency.weight[0])

@@ -191,8 +191,8 @@ class SentenceFrontEnd(FrontEnd):
         super().__init__()
         self.vocab_size, self.pad_token_id = vocab_size, pad_token_id
         self.words = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
-        self.word_positions = nn.Embedding(max_words, dim)  # gains - 1 by place in sentence
-        nn.init.zeros_(self.word_positions.weight)
+        # word j of a sentence is scaled by 1 + position_gains[j] (zeros: a bag of words)
+        self.position_gains = nn.Parameter(torch.zeros(max_words, dim))
         self.recency = nn.Embedding(max_sentences, dim)  # sentences before the end
 
     def check(self, src: Tensor) -> None:
@@ -200,10 +200,10 @@ class SentenceFrontEnd(FrontEnd):
             raise ValueError(f"src has shape {_fmt(src.shape)}; expected sentences of word "
                              f"ids (B, N, L)")  # fmt: skip
         N, L = src.shape[1:]
-        if L > self.word_positions.num_embeddings or N > self.recency.num_embeddings:
+        if L > len(self.position_gains) or N > self.recency.num_embeddings:
             raise ValueError(
                 f"src has shape {_fmt(src.shape)}: at most {self.recency.num_embeddings} "
-                f"sentences of {self.word_positions.num_embeddings} words fit this model"
+                f"sentences of {len(self.position_gains)} words fit this model"
             )
         if src.numel() and (int(src.min()) < 0 or int(src.max()) >= self.vocab_size):
             raise ValueError(f"src holds word ids outside [0, {self.vocab_size})")
@@ -213,7 +213,7 @@ class SentenceFrontEnd(FrontEnd):
         words = src != self.pad_token_id  # (B, N, L)
         if mask is None:
             mask = words.any(-1)  # (B, N)
-        x = self.words(src) * (1 + self.word_positions.weight[:L])  # (B, N, L, D)
+        x = self.words(src) * (1 + self.position_gains[:L])  # (B, N, L, D)
         x = (x * words[..., None].to(x.dtype)).sum(2)  # (B, N, D)
         count = mask.sum(1, keepdim=True)  # (B, 1) real sentences
         before_end = (count - 1 - torch.arange(N, device=src.device)[None, :]).clamp(min=0)
