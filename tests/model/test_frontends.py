@@ -61,6 +61,19 @@ def test_sinusoids_2d_layout():
     assert len({tuple(row.tolist()) for row in table}) == 15
 
 
+def test_image_token_sees_nine_pixel_columns():
+    torch.manual_seed(0)
+    fe = ImageFrontEnd(12, 32).eval()
+    x = torch.rand(1, 48, 12)
+    base, _ = fe(x)
+    for col in (0, 20, 21, 47):
+        poked = x.clone()
+        poked[0, col, 6] += 1.0
+        moved = (fe(poked)[0] - base).abs().sum(-1)[0] > 1e-6  # (36,) tokens, c * 3 + r
+        columns = {int(k) // 3 for k in moved.nonzero()}
+        assert columns == {c for c in range(12) if 4 * c - 4 <= col <= 4 * c + 4}
+
+
 def test_sentence_front_end_one_slot_per_sentence():
     torch.manual_seed(0)
     fe = SentenceFrontEnd(20, 16, max_words=6, max_sentences=10).eval()

@@ -119,8 +119,9 @@ class ImageFrontEnd(FrontEnd):
     H' = ceil(ceil(H/2)/2), column-major, with 2-D positions; the mask marks real columns.
 
     Three 3x3 convolutions (stride 1, 2, 2), each followed by batch norm and GELU: the first
-    runs at full resolution (an 8-pixel glyph keeps its strokes), and a token sees 15 x 15
-    pixels, a whole glyph. Batch norm keeps every layer's activations at unit scale while
+    runs at full resolution (an 8-pixel glyph keeps its strokes), and token column c sees
+    the 9 pixel columns 4c - 4 .. 4c + 4 (an 8-pixel glyph, if centered on it; the encoder
+    joins neighbouring tokens). Batch norm keeps every layer's activations at unit scale while
     AdamW moves the weights (without it the features outgrow the fixed positions and
     captioning sits at chance for hundreds of steps); its batch statistics count real
     pixels only, so padding never changes what a real pixel becomes.
