@@ -195,7 +195,7 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
 
     task_cls = TASKS[args.task]
     sizes = dict(task_cls.demo_sizes)
-    if args.train_size_given:
+    if args.train_size is not None:
         sizes["train"] = args.train_size
     splits = task_cls.generate(**sizes, seed=args.seed)
     config = _train_config(task_cls.demo_train, args)
@@ -238,8 +238,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.resume and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pass --resume or another --out")
-    args.train_size_given = args.train_size is not None
-    args.train_size = args.train_size or 20000
+    if args.train_size is not None and args.train_size < 1:
+        raise UsageError(f"--train-size={args.train_size}; expected a positive number")
     if args.task != "translate":
         if args.data is not None or args.target_file is not None or args.corpus != "default":
             raise UsageError(f"--task {args.task} trains on generated data; --data, "
@@ -256,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     elif args.data is None or args.data == "default":
-        splits = split_corpus(train=args.train_size, valid=500, test=1000, seed=args.seed)
+        splits = split_corpus(train=args.train_size or 20000, valid=500, test=1000, seed=args.seed)
         pairs = [(e.source, e.target) for e in splits["train"]]
         valid = [(e.source, e.target) for e in splits["valid"]]
     else:

@@ -113,3 +113,5 @@ def test_cli_task_errors(tmp_path, capsys):
     assert "trains on generated data" in capsys.readouterr().err
     assert main(["demo", "--task", "caption", "--test-size", "0"]) == 2
     assert "--test-size=0" in capsys.readouterr().err
+    assert main(["train", "--task", "qa", "--train-size", "0", "--out", str(tmp_path / "z")]) == 2
+    assert "--train-size=0; expected a positive number" in capsys.readouterr().err

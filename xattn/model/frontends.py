@@ -170,7 +170,7 @@ class ImageFrontEnd(FrontEnd):
         x = self._zero_padding(src, mask).transpose(1, 2)[:, None]  # (B, 1, H, W)
         for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             x = conv(x)  # (B, C, H, W), then (B, C, H/2, W/2), (B, D, H', W')
-            if index and mask is not None:
+            if index:
                 mask = _halve(mask)
             x = F.gelu(self._batch_norm(norm, x, mask))
         cols = x.shape[-1]

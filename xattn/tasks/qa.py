@@ -89,7 +89,7 @@ class QATask(AppTask):
     def draw(self, example: Story, words, weights, path: Path, title: str) -> Path:
         from ..viz import plot_passage_attention
 
-        answer = [w for w in words if w != "</s>"] or words[:1]
+        answer = words[:-1] or words  # the answer words, without the closing </s>
         return plot_passage_attention(example.sentences, weights[: len(answer)],
                                       example.question, answer, path, title=title)  # fmt: skip
 

@@ -121,8 +121,9 @@ def plot_passage_attention(
         ax.text(0.02, y, title, fontsize=9, color="#444", va="center")
         y -= step
     columns = [0.98 - 0.1 * (len(words) - j) for j in range(len(words))]
-    for x, word, colour in zip(columns, words, colours, strict=False):
-        ax.text(x, y, word, fontsize=8, va="center", color=colour, weight="bold")
+    for j, (x, word) in enumerate(zip(columns, words, strict=True)):
+        ax.text(x, y, word, fontsize=8, va="center", color=colours[j % len(colours)],
+                weight="bold")  # fmt: skip
     y -= step
     for n, sentence in enumerate(sentences):
         share = weights[:, n] / tops  # (A,) this sentence's weight for each word, scaled
