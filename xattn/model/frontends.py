@@ -152,9 +152,9 @@ class ImageFrontEnd(FrontEnd):
 
     @staticmethod
     def _batch_norm(norm: nn.BatchNorm2d, x: Tensor, mask: Tensor | None) -> Tensor:
-        """Batch norm of x (B, C, H, W) with statistics over the real columns (mask (B, W));
-        padded columns come out zero."""
-        if mask is None or bool(mask.all()):
+        """Batch norm of x (B, C, H, W) with statistics over the real columns (mask (B, W),
+        None: all real); padded columns come out zero."""
+        if mask is None:
             return norm(x)
         cols = x.permute(0, 3, 2, 1)  # (B, W, H, C)
         real = cols[mask]  # (n, H, C)
@@ -168,11 +168,12 @@ class ImageFrontEnd(FrontEnd):
     def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         B = src.shape[0]
         x = self._zero_padding(src, mask).transpose(1, 2)[:, None]  # (B, 1, H, W)
+        ragged = mask is not None and not bool(mask.all())  # one host sync, not one per layer
         for index, (conv, norm) in enumerate(zip(self.convs, self.norms, strict=True)):
             x = conv(x)  # (B, C, H, W), then (B, C, H/2, W/2), (B, D, H', W')
             if index:
                 mask = _halve(mask)
-            x = F.gelu(self._batch_norm(norm, x, mask))
+            x = F.gelu(self._batch_norm(norm, x, mask if ragged else None))
         cols = x.shape[-1]
         tokens = x.permute(0, 3, 2, 1).reshape(B, cols * self.rows, self.dim)  # column-major
         tokens = self.proj(tokens) + sinusoids_2d(self.rows, cols, self.dim).to(tokens)
