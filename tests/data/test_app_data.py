@@ -5,7 +5,15 @@ import re
 import numpy as np
 import pytest
 
-from xattn.data.digits import DIGIT_WORDS, GLYPH, HEIGHT, WIDTH, load_digits, make_strips
+from xattn.data.digits import (
+    DIGIT_WORDS,
+    GLYPH,
+    HEIGHT,
+    WIDTH,
+    load_digits,
+    make_strips,
+    warp_glyphs,
+)
 from xattn.data.speech import HOP, N_MELS, SAMPLE_RATE, Synthesizer, log_mel, make_utterances
 from xattn.data.stories import TAKES, make_stories
 
@@ -32,7 +40,7 @@ def test_strips_are_seeded_and_split_by_source_image():
 
 def test_strip_spans_hold_the_named_digit():
     images, labels = load_digits()
-    for strip in make_strips(300, 0, 0, seed=1, noise=0.0)["train"]:
+    for strip in make_strips(300, 0, 0, seed=1, noise=0.0, warp=False)["train"]:
         assert strip.image.shape == (HEIGHT, WIDTH)
         assert 1 <= len(strip.digits) <= 4
         assert strip.caption.split() == [DIGIT_WORDS[d] for d in strip.digits]
@@ -47,6 +55,30 @@ def test_strip_spans_hold_the_named_digit():
         ink = np.flatnonzero(strip.image.sum(0) > 0)
         covered = {x for x0, x1 in strip.spans for x in range(x0, x1)}
         assert set(ink.tolist()) <= covered
+
+
+def test_warps_change_training_glyphs_only():
+    images, _ = load_digits()
+    rng = np.random.default_rng(0)
+    assert np.array_equal(warp_glyphs(images[:20], rng, rotation=0, scale=0, shear=0), images[:20])
+    warped = warp_glyphs(images[:200], rng)
+    assert warped.shape == (200, 8, 8) and warped.min() >= 0 and warped.max() <= 1
+    change = np.abs(warped - images[:200]).mean((1, 2))
+    assert (change > 0.01).mean() > 0.9  # nearly every glyph moves ...
+    assert 0.9 < warped.sum() / images[:200].sum() < 1.05  # ... and keeps its ink
+    plain = make_strips(100, 50, 50, seed=2, noise=0.0, warp=False)
+    bent = make_strips(100, 50, 50, seed=2, noise=0.0)
+    for name in ("valid", "test"):  # held-out handwriting is never warped
+        assert all(np.array_equal(a.image, b.image) and a.spans == b.spans
+                   for a, b in zip(plain[name], bent[name], strict=True))  # fmt: skip
+    differ = 0
+    for strip in bent["train"]:
+        covered = {x for x0, x1 in strip.spans for x in range(x0, x1)}
+        assert set(np.flatnonzero(strip.image.sum(0) > 0).tolist()) <= covered
+        differ += not any(np.array_equal(strip.image[y : y + GLYPH, x0:x1], images[k])
+                          for (x0, x1), k in zip(strip.spans, strip.sources, strict=True)
+                          for y in range(HEIGHT - GLYPH + 1))  # fmt: skip
+    assert differ == len(bent["train"])  # no training glyph is pasted unchanged
 
 
 # ---- stories -----------------------------------------------------------------------------

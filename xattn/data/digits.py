@@ -7,7 +7,9 @@ embedded here unchanged (digits.csv.gz: 64 pixel values 0..16 and the label per 
 A strip puts 1-4 digits left to right on a 12 x 48 canvas with random gaps, vertical
 jitter and light noise. Splits are made by source image: the test strips use digit images
 (handwriting) that no training strip contains. Each example knows which pixel columns each
-caption word came from (its gold alignment).
+caption word came from (its gold alignment). Training strips (only those) draw each glyph
+through a small random affine warp (rotation, scale, shear): more handwriting from the
+1,445 training images (README: a quarter fewer held-out caption errors).
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from dataclasses import dataclass
 from importlib.resources import files
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-__all__ = ["DIGIT_WORDS", "HEIGHT", "WIDTH", "Strip", "load_digits", "make_strips"]
+__all__ = ["DIGIT_WORDS", "HEIGHT", "WIDTH", "Strip", "load_digits", "make_strips", "warp_glyphs"]
 
 DIGIT_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 HEIGHT, WIDTH = 12, 48
@@ -60,31 +64,56 @@ def _split_images(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return {k: np.array(sorted(v)) for k, v in parts.items()}
 
 
-def _compose(images, labels, pool, rng, max_digits: int, noise: float) -> Strip:
+def warp_glyphs(glyphs: np.ndarray, rng: np.random.Generator, *, rotation: float = 12.0,
+                scale: float = 0.12, shear: float = 0.15) -> np.ndarray:  # fmt: skip
+    """Each glyph (n, 8, 8) through its own random affine map about the glyph's center:
+    a rotation of up to `rotation` degrees, a scale of exp(+-scale) per axis and a shear of
+    up to `shear`, sampled bilinearly (ink pushed past the edge is cut off). All zero: the
+    glyphs unchanged."""
+    n = len(glyphs)
+    angle = np.deg2rad(rng.uniform(-rotation, rotation, n))
+    sx, sy = np.exp(rng.uniform(-scale, scale, (2, n)))
+    k = rng.uniform(-shear, shear, n)
+    cos, sin = np.cos(angle), np.sin(angle)
+    # forward map A = rotation @ shear @ diag(sx, sy) in (x, y); the grid samples A^-1
+    forward = np.stack([np.stack([cos * sx, (cos * k - sin) * sy], -1),
+                        np.stack([sin * sx, (sin * k + cos) * sy], -1)], 1)  # fmt: skip
+    theta = np.concatenate([np.linalg.inv(forward), np.zeros((n, 2, 1))], 2)
+    theta = torch.from_numpy(theta).float()
+    x = torch.from_numpy(np.ascontiguousarray(glyphs, dtype=np.float32))[:, None]
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    out = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out[:, 0].clamp(0, 1).numpy()
+
+
+def _layout(pool, rng, max_digits: int) -> tuple[np.ndarray, list[int], list[int]]:
+    """Which images (chosen), and where: left columns xs (random gaps), top rows ys."""
     n = int(rng.integers(1, max_digits + 1))
     chosen = rng.choice(pool, n)
     slack = WIDTH - n * GLYPH  # free columns shared among the n + 1 gaps
-    cuts = np.sort(rng.integers(0, slack + 1, n))  # gap sizes from sorted cut points
-    gaps = np.diff(np.concatenate([[0], cuts]))
+    cuts = np.sort(rng.integers(0, slack + 1, n))  # the gaps are the sorted cuts' steps
+    xs = (cuts + GLYPH * np.arange(n)).tolist()  # glyph i: gaps 0..i plus i glyphs
+    ys = [int(rng.integers(0, HEIGHT - GLYPH + 1)) for _ in range(n)]  # vertical jitter
+    return chosen, xs, ys
+
+
+def _paint(layout, glyphs, labels, rng, noise: float) -> Strip:
+    chosen, xs, ys = layout
     canvas = np.zeros((HEIGHT, WIDTH), np.float32)
-    spans, x = [], 0
-    for k, gap in zip(chosen, gaps, strict=True):
-        x += int(gap)
-        y = int(rng.integers(0, HEIGHT - GLYPH + 1))  # vertical jitter
+    for glyph, x, y in zip(glyphs, xs, ys, strict=True):
         canvas[y : y + GLYPH, x : x + GLYPH] = np.maximum(canvas[y : y + GLYPH, x : x + GLYPH],
-                                                          images[k])  # fmt: skip
-        spans.append((x, x + GLYPH))
-        x += GLYPH
+                                                          glyph)  # fmt: skip
     canvas = np.clip(canvas + rng.normal(0, noise, canvas.shape).astype(np.float32), 0, 1)
-    return Strip(canvas, tuple(int(labels[k]) for k in chosen), tuple(spans),
-                 tuple(int(k) for k in chosen))  # fmt: skip
+    return Strip(canvas, tuple(int(labels[k]) for k in chosen),
+                 tuple((x, x + GLYPH) for x in xs), tuple(int(k) for k in chosen))  # fmt: skip
 
 
 def make_strips(
     train: int = 20000, valid: int = 500, test: int = 1000, *, seed: int = 0,
-    max_digits: int = 4, noise: float = 0.05,
+    max_digits: int = 4, noise: float = 0.05, warp: bool = True,
 ) -> dict[str, list[Strip]]:  # fmt: skip
-    """Strips per split, each split drawing its digits from its own images."""
+    """Strips per split, each split drawing its digits from its own images; `warp`: the
+    training glyphs go through random affine warps (valid and test glyphs never do)."""
     if not 1 <= max_digits <= WIDTH // GLYPH:
         raise ValueError(f"max_digits={max_digits}: expected 1 to {WIDTH // GLYPH}")
     images, labels = load_digits()
@@ -93,6 +122,15 @@ def make_strips(
     out = {}
     for index, (name, size) in enumerate(sizes.items()):
         rng = np.random.default_rng([seed, index])
-        out[name] = [_compose(images, labels, pools[name], rng, max_digits, noise)
-                     for _ in range(size)]  # fmt: skip
+        if warp and name == "train" and size:
+            layouts = [_layout(pools[name], rng, max_digits) for _ in range(size)]
+            ids = np.concatenate([chosen for chosen, _, _ in layouts])
+            glyphs = warp_glyphs(images[ids], rng)  # all at once: one grid_sample call
+            per_strip = np.split(glyphs, np.cumsum([len(c) for c, _, _ in layouts])[:-1])
+            out[name] = [_paint(layout, mine, labels, rng, noise)
+                         for layout, mine in zip(layouts, per_strip, strict=True)]  # fmt: skip
+        else:
+            layouts = (_layout(pools[name], rng, max_digits) for _ in range(size))
+            out[name] = [_paint(layout, images[layout[0]], labels, rng, noise)
+                         for layout in layouts]  # fmt: skip
     return out
