@@ -129,7 +129,7 @@ def make_strips(
             per_strip = np.split(glyphs, np.cumsum([len(c) for c, _, _ in layouts])[:-1])
             out[name] = [_paint(layout, mine, labels, rng, noise)
                          for layout, mine in zip(layouts, per_strip, strict=True)]  # fmt: skip
-        else:
+        else:  # layout then paint, strip by strip: the held-out strips never change
             layouts = (_layout(pools[name], rng, max_digits) for _ in range(size))
             out[name] = [_paint(layout, images[layout[0]], labels, rng, noise)
                          for layout in layouts]  # fmt: skip

@@ -59,14 +59,14 @@ def _story(rng: random.Random, length: int, objects: bool,
     things = rng.sample(OBJECTS, rng.randint(1, 3)) if objects else []
     where: dict[str, tuple[str, int]] = {}  # person -> (place, sentence index)
     holder: dict[str, tuple[str, int]] = {}  # object -> (person, sentence of the pick-up)
-    lying: dict[str, tuple[str, int, int]] = {}  # object -> (place, move index, drop index)
+    lying: dict[str, tuple[str, str, int, int]] = {}  # object -> (dropper, place, move, drop)
     sentences: list[str] = []
     while len(sentences) < length:
         i = len(sentences)
         person = rng.choice(people)
         held = [t for t, (p, _) in holder.items() if p == person]
         free = [t for t in things if t not in holder and (t not in lying or
-                (person in where and lying[t][0] == where[person][0]))]  # fmt: skip
+                (person in where and lying[t][1] == where[person][0]))]  # fmt: skip
         roll = rng.random()
         if objects and person in where and free and roll < 0.25:
             thing = rng.choice(free)
@@ -77,7 +77,7 @@ def _story(rng: random.Random, length: int, objects: bool,
             thing = rng.choice(held)
             del holder[thing]
             place, moved = where[person]
-            lying[thing] = (place, moved, i)
+            lying[thing] = (person, place, moved, i)
             sentences.append(f"{person} {rng.choice(DROPS)} the {thing} .")
         else:
             place = rng.choice([p for p in PLACES if p != where.get(person, ("",))[0]])
@@ -90,8 +90,7 @@ def _story(rng: random.Random, length: int, objects: bool,
             person, gave = holder[thing]
             place, moved = where[person]
         else:
-            place, moved, gave = lying[thing]
-            person = sentences[gave].split()[0]
+            person, place, moved, gave = lying[thing]
         return Story(tuple(sentences), f"where is the {thing} ?", place,
                      tuple(sorted({gave, moved})), "object", person, (gave, moved))  # fmt: skip
     known = [p for p in people if p in where]
