@@ -1,4 +1,5 @@
-"""Attention pictures: PNG files, the HTML page, the loss curve, and shape errors."""
+"""Attention pictures: PNG files, what each picture draws (the weights, peaks, shading and
+spans it is given), the HTML page, the loss curve, and shape errors."""
 
 import json
 
@@ -64,3 +65,98 @@ def test_passage_picture_takes_one_row_per_answer_word(tmp_path):
     assert one.read_bytes().startswith(PNG)
     with pytest.raises(ValueError, match=r"weights have shape \(2, 3\); expected \(A=1, N=3\)"):
         plot_passage_attention(sentences, two, "where is mary ?", "hall", tmp_path / "x.png")
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions draw, kept open instead of freed (still written)."""
+    import xattn.viz.inputs as inputs
+    import xattn.viz.maps as maps
+
+    figures = []
+
+    def keep(fig, plt, path, dpi=110):
+        figures.append(fig)
+        fig.savefig(path, dpi=dpi)
+        return path
+
+    monkeypatch.setattr(maps, "_save", keep)
+    monkeypatch.setattr(inputs, "_save", keep)
+    yield figures
+    import matplotlib.pyplot as plt
+
+    for fig in figures:
+        plt.close(fig)
+
+
+def test_heatmap_draws_the_weights_and_marks_each_rows_peak(tmp_path, drawn):
+    w = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6], [0.2, 0.5, 0.2, 0.1],
+                      [0.25, 0.25, 0.25, 0.25]])  # fmt: skip
+    plot_attention(w, SRC, TGT, tmp_path / "a.png")
+    (ax,) = drawn[0].axes
+    image = ax.images[0]
+    assert torch.equal(torch.as_tensor(image.get_array().data), w)
+    assert image.norm.vmin == 0 and image.norm.vmax == pytest.approx(0.7)  # darkest = peak
+    peaks = ax.collections[0].get_offsets()
+    assert peaks[:, 0].tolist() == [0, 3, 1, 0] and peaks[:, 1].tolist() == [0, 1, 2, 3]
+    assert [t.get_text() for t in ax.get_xticklabels()] == SRC
+
+
+def test_image_picture_overlays_each_words_heat_on_the_image(tmp_path, drawn):
+    from xattn.viz import plot_image_attention
+
+    image = torch.zeros(4, 8)
+    image[:, 1:3] = 1.0  # a "glyph" in columns 1-2
+    heat = torch.zeros(2, 4, 8)
+    heat[0, :, 1:3] = 0.2  # word 0 reads the glyph, word 1 the empty right side
+    heat[1, :, 6:] = 0.5
+    plot_image_attention(image, heat, ["one", "none"], tmp_path / "i.png")
+    axes = drawn[0].axes
+    assert len(axes) == 3  # the input, then one row per word
+    assert [ax.get_ylabel() for ax in axes] == ["input", "one", "none"]
+    for ax, h in zip(axes[1:], heat, strict=True):
+        under, over = ax.images
+        assert torch.equal(torch.as_tensor(under.get_array().data), image)
+        assert torch.equal(torch.as_tensor(over.get_array().data), h)
+        assert over.norm.vmax == pytest.approx(float(h.max()))  # each word at its own scale
+
+
+def test_passage_picture_shades_each_sentence_by_the_word_that_reads_it(tmp_path, drawn):
+    import matplotlib
+
+    from xattn.viz import plot_passage_attention
+
+    sentences = ["mary took the apple .", "john went to the park .", "mary went to the hall ."]
+    two = torch.tensor([[0.8, 0.15, 0.05], [0.1, 0.3, 0.6]])  # "mary", then "hall"
+    plot_passage_attention(sentences, two, "where is the apple ?", ["mary", "hall"],
+                           tmp_path / "p.png")  # fmt: skip
+    texts = {t.get_text(): t for t in drawn[0].axes[0].texts}
+    colours = [tuple(c[:3]) for c in matplotlib.colormaps["tab10"].colors]
+    # sentence 0: word 0 at its peak; sentence 1: word 1 at half its peak; sentence 2: word 1
+    expected = [(colours[0], 1.0), (colours[1], 0.5), (colours[1], 1.0)]
+    for sentence, (colour, alpha) in zip(sentences, expected, strict=True):
+        face = texts[sentence].get_bbox_patch().get_facecolor()
+        assert face[:3] == pytest.approx(colour) and face[3] == pytest.approx(alpha)
+    assert {"80.0%", "15.0%", "5.0%", "10.0%", "30.0%", "60.0%"} <= {k.strip() for k in texts}
+    assert "Q: where is the apple ?   A: mary hall" in texts
+
+
+def test_spectrogram_picture_puts_each_words_attention_under_its_time_span(tmp_path, drawn):
+    from xattn.viz import plot_spectrogram_attention
+
+    mel = torch.randn(40, 16)  # 40 frames of 10 ms: 0.4 s
+    w = torch.tensor([[0.6, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+                      [0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.2, 0.2, 0.4, 0.1]])  # fmt: skip
+    plot_spectrogram_attention(mel, w, ["two", "five"], tmp_path / "s.png",
+                               spans=[(0, 12), (20, 40)])  # fmt: skip
+    top, bottom = drawn[0].axes
+    assert torch.equal(torch.as_tensor(top.images[0].get_array().data), mel.T)
+    shown = torch.as_tensor(bottom.images[0].get_array().data)
+    assert torch.allclose(shown, w / w.max(1, keepdim=True).values)  # each row peaks at 1
+    assert bottom.images[0].get_extent()[:2] == [0, pytest.approx(0.4)]  # 10 x 4 frames
+    assert [t.get_text() for t in bottom.get_yticklabels()] == ["two", "five"]
+    spans = [line.get_xdata().tolist() for line in bottom.lines]
+    assert spans == [[0, pytest.approx(0.12)], [pytest.approx(0.2), pytest.approx(0.4)]]
+    with pytest.raises(ValueError, match=r"weights \(3, 10\) do not fit: expected mel "
+                                         r"\(frames, F\) and weights \(T=2, S\)"):  # fmt: skip
+        plot_spectrogram_attention(mel, torch.rand(3, 10), ["two", "five"], tmp_path / "x.png")
