@@ -10,7 +10,7 @@ import torch
 from xattn.cli import main
 from xattn.data.speech import Utterance
 from xattn.tasks import TASKS
-from xattn.tasks.common import app_attention, app_hit_rate, draw_example, train_app
+from xattn.tasks.common import _HitRates, app_attention, app_hit_rate, draw_example, train_app
 from xattn.training import TrainConfig, evaluate
 
 TINY = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, eval_size=4,
@@ -38,6 +38,11 @@ def test_tiny_run_end_to_end(tmp_path, name):
     assert len(gold) == len(words) - 1 and all(0 <= k < length for g in gold for k in g)
     assert all(gold)  # every word has positions that produced it
     assert 0.0 <= app_hit_rate(model, task, splits["test"]) <= 1.0
+    # the demo's overall and per-kind rates: overlapping subsets, each map computed once
+    rates, test = _HitRates(model, task, splits["test"]), splits["test"]
+    assert rates([0, 2]) == app_hit_rate(model, task, [test[0], test[2]])
+    assert sorted(rates.seen) == [0, 2]
+    assert rates(range(len(test))) == app_hit_rate(model, task, test)
     drawn = draw_example(model, task, example, tmp_path, "pic")
     assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
     # a hypothesis decoded elsewhere (the demo's test pass) is drawn as given

@@ -194,12 +194,24 @@ def app_attention(model, task: AppTask, example, text: str | None = None):
 def app_hit_rate(model, task: AppTask, examples: Sequence) -> float:
     """How often the layer-and-head mean attention peak of a predicted word lands on the
     memory positions that produced it (teacher-forced over the references)."""
-    maps, gold = [], []
-    for e in examples:
-        _, layers, _ = app_attention(model, task, e)
-        maps.append(torch.stack(layers).mean((0, 1)))  # (T, S')
-        gold.append(task.gold(e))
-    return alignment_hit_rate(maps, gold)
+    return _HitRates(model, task, examples)(range(len(examples)))
+
+
+class _HitRates:
+    """app_hit_rate over subsets of the same examples, each example's map computed once."""
+
+    def __init__(self, model, task: AppTask, examples: Sequence) -> None:
+        self.model, self.task, self.examples = model, task, examples
+        self.seen: dict[int, tuple[torch.Tensor, list]] = {}
+
+    def __call__(self, indices: Sequence[int]) -> float:
+        for i in indices:
+            if i not in self.seen:
+                _, layers, _ = app_attention(self.model, self.task, self.examples[i])
+                mean = torch.stack(layers).mean((0, 1))  # (T, S')
+                self.seen[i] = mean, self.task.gold(self.examples[i])
+        return alignment_hit_rate([self.seen[i][0] for i in indices],
+                                  [self.seen[i][1] for i in indices])  # fmt: skip
 
 
 def draw_example(model, task: AppTask, example, folder: Path, name: str,
@@ -250,7 +262,8 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     test, hyps = splits["test"], []
     scores = evaluate(model, task.tokenizer, test, dataclasses.replace(config, eval_size=len(test)),
                       task=task, hypotheses=hyps)  # fmt: skip
-    hit = app_hit_rate(model, task, test[:300])
+    hit_rate = _HitRates(model, task, test)  # the overall and per-kind sets overlap
+    hit = hit_rate(range(min(300, len(test))))
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
@@ -262,7 +275,7 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
         for k in kinds:
             chosen = [i for i, e in enumerate(test) if task.kind(e) == k]
             right = sum(hyps[i] == task.reference(test[i]) for i in chosen) / len(chosen)
-            k_hit = app_hit_rate(model, task, [test[i] for i in chosen[:300]])
+            k_hit = hit_rate(chosen[:300])
             scores[f"exact_{k}"], scores[f"alignment_hit_rate_{k}"] = right, k_hit
             out(f"  {k} questions ({len(chosen)}): exact {right:.1%}, attention peak on a "
                 f"supporting input {k_hit:.1%}")  # fmt: skip
