@@ -99,6 +99,10 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     assert (run / "attention" / "example-01.png").is_file()
     out = capsys.readouterr().out
     assert "Cross-attention peak on the input that produced the word" in out
+    if name == "qa":  # per kind of question: exact match and hit rate
+        kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
+        assert kinds and all(0 <= summary[f"alignment_hit_rate_{k}"] <= 1 for k in kinds)
+        assert all(f"{k} questions (" in out for k in kinds)
     code = main(["attention", "--model", str(run / "model"), "--task", name, "--example", "1",
                  "--out", str(tmp_path / "att")])  # fmt: skip
     assert code == 0
