@@ -9,7 +9,7 @@ import torch
 
 from xattn.cli import main
 from xattn.data.speech import Utterance
-from xattn.tasks import TASKS
+from xattn.tasks import TASKS, common
 from xattn.tasks.common import _HitRates, app_attention, app_hit_rate, draw_example, train_app
 from xattn.training import TrainConfig, evaluate
 
@@ -19,7 +19,7 @@ SIZES = {"train": 24, "valid": 4, "test": 4}
 
 
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
-def test_tiny_run_end_to_end(tmp_path, name):
+def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
     task_cls = TASKS[name]
     splits = task_cls.generate(**SIZES, seed=0)
     model, task, result = train_app(task_cls, splits, tmp_path / "run", TINY, progress=False,
@@ -40,9 +40,18 @@ def test_tiny_run_end_to_end(tmp_path, name):
     assert 0.0 <= app_hit_rate(model, task, splits["test"]) <= 1.0
     # the demo's overall and per-kind rates: overlapping subsets, each map computed once
     rates, test = _HitRates(model, task, splits["test"]), splits["test"]
-    assert rates([0, 2]) == app_hit_rate(model, task, [test[0], test[2]])
-    assert sorted(rates.seen) == [0, 2]
-    assert rates(range(len(test))) == app_hit_rate(model, task, test)
+    one, both = rates([0, 2]), rates(range(len(test)))  # a subset, then all of them
+    assert one == app_hit_rate(model, task, [test[0], test[2]])
+    assert both == app_hit_rate(model, task, test)
+    other = app_hit_rate(model, task, [test[1], test[3]])
+    looked = []
+    monkeypatch.setattr(common, "app_attention", lambda *a: looked.append(a) or
+                        app_attention(*a))  # fmt: skip
+    assert rates([1, 3]) == other and rates(range(len(test))) == both
+    assert looked == []  # every map was already there
+    _HitRates(model, task, test)([1, 3])
+    assert len(looked) == 2  # (the counting works)
+    monkeypatch.undo()
     drawn = draw_example(model, task, example, tmp_path, "pic")
     assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
     # a hypothesis decoded elsewhere (the demo's test pass) is drawn as given
