@@ -61,7 +61,7 @@ def test_sinusoids_2d_layout():
     assert len({tuple(row.tolist()) for row in table}) == 15
 
 
-def test_image_token_sees_nine_pixel_columns():
+def test_image_token_sees_seventeen_pixel_columns():
     torch.manual_seed(0)
     fe = ImageFrontEnd(12, 32).eval()
     x = torch.rand(1, 48, 12)
@@ -71,7 +71,7 @@ def test_image_token_sees_nine_pixel_columns():
         poked[0, col, 6] += 1.0
         moved = (fe(poked)[0] - base).abs().sum(-1)[0] > 1e-6  # (36,) tokens, c * 3 + r
         columns = {int(k) // 3 for k in moved.nonzero()}
-        assert columns == {c for c in range(12) if 4 * c - 4 <= col <= 4 * c + 4}
+        assert columns == {c for c in range(12) if 4 * c - 8 <= col <= 4 * c + 8}
 
 
 def test_sentence_front_end_one_slot_per_sentence():
