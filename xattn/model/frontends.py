@@ -9,7 +9,7 @@ the front end already encodes where each output token is (then the encoder adds 
 positions of its own).
 
 - ImageFrontEnd: an image strip given as a sequence of pixel columns (B, W, H), a small
-  convolutional stem (3x3 convolutions of stride 1, 2, 2 with batch norm) to a grid of
+  convolutional stem (3x3 convolutions of stride 1, 2, 2, 1 with batch norm) to a grid of
   (H/4) x (W/4) patch tokens, in column-major order, with fixed 2-D sin/cos positions (row
   in one half of the width, column in the other).
 - AudioFrontEnd: log-mel frames (B, frames, mels), two stride-2 1-D convolutions: 4x fewer
