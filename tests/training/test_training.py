@@ -88,6 +88,40 @@ def test_a_tiny_model_overfits_the_default_corpus(tmp_path):
         "step-0000150", "step-0000300"]  # fmt: skip
 
 
+def test_the_fused_optimizer_takes_the_reference_steps(tmp_path, monkeypatch):
+    """On CPU the loop asks for PyTorch's fused AdamW; its first step moves the weights as
+    the per-tensor AdamW does from the same start (later steps drift apart at float noise
+    amplified by the model, as any change of summation order does)."""
+    pairs, tokenizer, config = tiny_setup(32)
+    flags, reference = [], {"on": False}
+
+    class Recording(torch.optim.AdamW):
+        def __init__(self, params, **kwargs):
+            if reference["on"]:
+                kwargs["fused"] = None
+            super().__init__(params, **kwargs)
+            flags.append(self.defaults["fused"])
+
+    monkeypatch.setattr(torch.optim, "AdamW", Recording)
+    start, weights = None, []
+    for run in ("fused", "reference"):
+        reference["on"] = run == "reference"
+        torch.manual_seed(0)
+        model = EncoderDecoder(config)
+        start = {k: v.clone() for k, v in model.state_dict().items()}
+        train(model, tokenizer, pairs, pairs[:8],
+              TrainConfig(steps=1, batch_size=8, lr=5e-3, warmup_steps=0, eval_every=1,
+                          checkpoint_every=1, eval_size=8),
+              tmp_path / run, progress=False)  # fmt: skip
+        weights.append(model.state_dict())
+    assert flags == [True, None]  # fused in the loop; the reference really was per-tensor
+    fused, per_tensor = weights
+    assert not torch.allclose(fused["decoder_layers.0.ffn.fc1.weight"],
+                              start["decoder_layers.0.ffn.fc1.weight"])  # fmt: skip
+    for k in fused:
+        torch.testing.assert_close(fused[k], per_tensor[k], atol=1e-6, rtol=1e-5)
+
+
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     _, tokenizer, config = tiny_setup(16)
     model = EncoderDecoder(config)
