@@ -26,7 +26,7 @@ class SpeechTask(AppTask):
     title = "a speech recognizer (spoken digits from eSpeak NG voices -> words)"
     front_end = "audio"
     demo_train: ClassVar[TrainConfig] = TrainConfig(
-        steps=800, batch_size=64, lr=2e-3, warmup_steps=60, label_smoothing=0.0,
+        steps=800, batch_size=64, lr=2e-3, warmup_steps=150, label_smoothing=0.0,
         eval_every=200, eval_size=300, checkpoint_every=200, max_new_tokens=8,
     )  # fmt: skip
     demo_sizes: ClassVar[dict[str, int]] = {"train": 10000, "valid": 300, "test": 1000}
