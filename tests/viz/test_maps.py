@@ -69,24 +69,15 @@ def test_passage_picture_takes_one_row_per_answer_word(tmp_path):
 
 @pytest.fixture
 def drawn(monkeypatch):
-    """The figures the plot functions draw, kept open instead of freed (still written)."""
-    import xattn.viz.inputs as inputs
-    import xattn.viz.maps as maps
-
-    figures = []
-
-    def keep(fig, plt, path, dpi=110):
-        figures.append(fig)
-        fig.savefig(path, dpi=dpi)
-        return path
-
-    monkeypatch.setattr(maps, "_save", keep)
-    monkeypatch.setattr(inputs, "_save", keep)
-    yield figures
+    """The figures the plot functions draw and save, kept open where they would be freed."""
     import matplotlib.pyplot as plt
 
+    figures, close = [], plt.close
+    monkeypatch.setattr(plt, "close", figures.append)
+    yield figures
+    monkeypatch.undo()
     for fig in figures:
-        plt.close(fig)
+        close(fig)
 
 
 def test_heatmap_draws_the_weights_and_marks_each_rows_peak(tmp_path, drawn):
