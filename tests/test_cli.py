@@ -1,5 +1,6 @@
 """The command line: runs as `xattn` and `python -m xattn`, bad input exits 2 with one line."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -75,3 +76,20 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
     assert len(rows) == 4  # transformers, xattn, nn.Transformer loop, matmul floor
     assert "| yes" in rows[1]  # xattn produced the same tokens as transformers
+
+
+def test_train_flags_left_out_keep_the_task_recipe():
+    from xattn.cli import _train_config, build_parser
+    from xattn.tasks import TASKS
+    from xattn.tasks.translation import DEMO_TRAIN
+
+    recipe = TASKS["caption"].demo_train
+    args = build_parser().parse_args(["train", "--task", "caption", "--out", "x"])
+    assert _train_config(recipe, args) == recipe
+    args = build_parser().parse_args(["train", "--task", "caption", "--out", "x", "--steps",
+                                      "400", "--lr", "1e-3", "--eval-every", "1000"])  # fmt: skip
+    config = _train_config(recipe, args)
+    assert (config.steps, config.warmup_steps, config.schedule) == (400, 120, "cosine")
+    assert (config.lr, config.eval_every, config.label_smoothing) == (1e-3, 400, 0.1)
+    args = build_parser().parse_args(["train", "--out", "x", "--warmup", "5"])
+    assert _train_config(DEMO_TRAIN, args) == dataclasses.replace(DEMO_TRAIN, warmup_steps=5)

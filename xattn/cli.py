@@ -207,16 +207,24 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
 
 
 def _train_config(base, args: argparse.Namespace, **extra):
-    """The task's TrainConfig with the command line's training flags."""
+    """The task's recipe `base` with the training flags given on the command line; a flag
+    left out keeps the recipe's value (--steps alone keeps its share of warmup)."""
     import dataclasses
 
-    return dataclasses.replace(
-        base, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup_steps=min(args.warmup, args.steps), seed=args.seed,
-        eval_every=min(args.eval_every, args.steps),
-        checkpoint_every=min(args.checkpoint_every, args.steps),
-        label_smoothing=args.label_smoothing, accumulation=args.accumulation, **extra,
-    )  # fmt: skip
+    config = base.for_steps(args.steps)
+    given = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items()
+             if getattr(args, flag) is not None}  # fmt: skip
+    for field in ("warmup_steps", "eval_every", "checkpoint_every"):
+        if field in given:
+            given[field] = min(given[field], config.steps)
+    return dataclasses.replace(config, seed=args.seed, accumulation=args.accumulation,
+                               **given, **extra)  # fmt: skip
+
+
+# command line flag -> TrainConfig field, for the flags whose default is the task's recipe
+_TRAIN_FLAGS = {"batch_size": "batch_size", "lr": "lr", "warmup": "warmup_steps",
+                "label_smoothing": "label_smoothing", "eval_every": "eval_every",
+                "checkpoint_every": "checkpoint_every"}  # fmt: skip
 
 
 def _report_training(out: Path, scores: str) -> None:
@@ -477,22 +485,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--skip-bad-lines", action="store_true", help="skip and count bad lines")
     tr.add_argument("--out", required=True, help="run folder (checkpoints, best, model)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
-    tr.add_argument("--steps", type=int, default=1000)
-    tr.add_argument("--batch-size", type=int, default=64)
-    tr.add_argument("--lr", type=float, default=2e-3)
-    tr.add_argument("--warmup", type=int, default=75)
-    tr.add_argument("--label-smoothing", type=float, default=0.0)
+    recipe = " (default: the task's recipe, see README)"
+    tr.add_argument("--steps", type=int, default=None, help="optimizer steps" + recipe)
+    tr.add_argument("--batch-size", type=int, default=None, help="examples per step" + recipe)
+    tr.add_argument("--lr", type=float, default=None, help="peak learning rate" + recipe)
+    tr.add_argument("--warmup", type=int, default=None, help="warmup steps" + recipe)
+    tr.add_argument("--label-smoothing", type=float, default=None, help=recipe.strip())
     tr.add_argument("--dropout", type=float, default=None,
                     help="model dropout (default 0.1; 0 for caption, qa, speech)")  # fmt: skip
     tr.add_argument("--accumulation", type=int, default=1)
-    tr.add_argument("--eval-every", type=int, default=250)
+    tr.add_argument("--eval-every", type=int, default=None, help=recipe.strip())
     tr.add_argument(
         "--max-new-tokens",
         type=int,
         default=128,
         help="longest translation when evaluating (default 128)",
     )
-    tr.add_argument("--checkpoint-every", type=int, default=250)
+    tr.add_argument("--checkpoint-every", type=int, default=None, help=recipe.strip())
     tr.add_argument("--tokenizer", choices=("word", "bpe"), default="word")
     tr.add_argument("--vocab-size", type=int, default=8000)
     tr.add_argument("--train-size", type=int, default=None,

@@ -56,6 +56,21 @@ def test_schedule_warms_up_then_decays():
         TrainConfig(schedule="step")
 
 
+def test_a_recipe_over_other_steps_keeps_its_share_of_warmup():
+    recipe = TrainConfig(steps=800, warmup_steps=240, schedule="cosine", eval_every=200,
+                         checkpoint_every=400)  # fmt: skip
+    assert recipe.for_steps(None) is recipe
+    longer = recipe.for_steps(1400)
+    assert (longer.steps, longer.warmup_steps, longer.schedule) == (1400, 420, "cosine")
+    assert (longer.eval_every, longer.checkpoint_every) == (200, 400)
+    short = recipe.for_steps(3)
+    assert (short.warmup_steps, short.eval_every, short.checkpoint_every) == (1, 3, 3)
+    # the learning rate peaks at the same fraction of the run
+    assert [longer.lr_factor(s) for s in (419, 910)] == pytest.approx(
+        [recipe.lr_factor(s) for s in (239, 520)]
+    )
+
+
 def tiny_setup(n=64, seed=0):
     pairs = [(e.source, e.target) for e in generate_corpus(n, seed=seed)]
     tokenizer = TranslationTokenizer.train(pairs)

@@ -231,16 +231,6 @@ def draw_example(model, task: AppTask, example, folder: Path, name: str,
             "tokens": (labels, words, mean)}  # fmt: skip
 
 
-def _demo_config(config: TrainConfig, steps: int | None) -> TrainConfig:
-    if steps is None:
-        return config
-    return dataclasses.replace(
-        config, steps=steps, eval_every=min(config.eval_every, steps),
-        checkpoint_every=min(config.checkpoint_every, steps),
-        warmup_steps=min(config.warmup_steps, steps // 10),
-    )  # fmt: skip
-
-
 def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None,
              test_size: int | None = None, train_size: int | None = None,
              progress: bool = True, out=print) -> dict:  # fmt: skip
@@ -255,7 +245,7 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
         sizes["train"] = train_size
         sizes["valid"] = min(sizes["valid"], max(10, train_size // 10))
     splits = task_cls.generate(**sizes, seed=0)
-    config = _demo_config(task_cls.demo_train, steps)
+    config = task_cls.demo_train.for_steps(steps)
     out(f"Training {task_cls.title} on {len(splits['train']):,} generated examples "
         f"({config.steps} steps) into {run_dir}")  # fmt: skip
     model, task, _ = train_app(task_cls, splits, run_dir, config, progress=progress)

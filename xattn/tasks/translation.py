@@ -191,13 +191,7 @@ def demo(
     start = time.perf_counter()
     splits = split_corpus(train=20000, valid=500, test=1000, seed=0)
     splits["test"] = splits["test"][:test_size]
-    config = DEMO_TRAIN
-    if steps is not None:
-        config = dataclasses.replace(
-            config, steps=steps, eval_every=min(config.eval_every, steps),
-            checkpoint_every=min(config.checkpoint_every, steps),
-            warmup_steps=min(config.warmup_steps, steps // 10),
-        )  # fmt: skip
+    config = DEMO_TRAIN.for_steps(steps)
     out(f"Training an English-to-Spanish model on {len(splits['train']):,} generated sentence "
         f"pairs ({config.steps} steps) into {run_dir}")  # fmt: skip
     model, _ = train_translation(

@@ -79,6 +79,17 @@ class TrainConfig:
             return 0.5 * (1 + math.cos(math.pi * progress))
         return max(0.0, 1.0 - progress)
 
+    def for_steps(self, steps: int | None) -> TrainConfig:
+        """This recipe over another number of steps (None: unchanged): the warmup keeps its
+        share of the steps; evaluations and checkpoints come at least once."""
+        if steps is None:
+            return self
+        warmup = min(steps, round(self.warmup_steps * steps / self.steps))
+        return dataclasses.replace(
+            self, steps=steps, warmup_steps=warmup, eval_every=min(self.eval_every, steps),
+            checkpoint_every=min(self.checkpoint_every, steps),
+        )  # fmt: skip
+
 
 def _device(model) -> torch.device:
     return next(model.parameters()).device
