@@ -93,6 +93,22 @@ def test_heatmap_draws_the_weights_and_marks_each_rows_peak(tmp_path, drawn):
     assert [t.get_text() for t in ax.get_xticklabels()] == SRC
 
 
+def test_grid_draws_every_head_and_the_mean_and_labels_the_source_twice(tmp_path, drawn):
+    maps = [torch.softmax(torch.randn(3, 4, 4), -1) for _ in range(2)]  # 2 layers, 3 heads
+    plot_attention_grid(maps, SRC, TGT, tmp_path / "g.png")
+    axes = drawn[0].axes
+    assert len(axes) == 2 * 4  # layers x (heads + mean), row by row
+    for index, ax in enumerate(axes):
+        layer, head = divmod(index, 4)
+        expected = maps[layer][head] if head < 3 else maps[layer].mean(0)
+        torch.testing.assert_close(torch.as_tensor(ax.images[0].get_array().data), expected)
+        labels = [t.get_text() for t in ax.get_xticklabels()]
+        # the bottom row's first and head-mean columns name the source; the rest share them
+        assert labels == (SRC if layer == 1 and head in (0, 3) else [])
+        assert [t.get_text() for t in ax.get_yticklabels()] == (TGT if head == 0 else [])
+    assert len(axes[3].collections) == 1 and not axes[2].collections  # peaks on the mean
+
+
 def test_image_picture_overlays_each_words_heat_on_the_image(tmp_path, drawn):
     from xattn.viz import plot_image_attention
 

@@ -84,7 +84,8 @@ def plot_attention_grid(
     maps: Sequence[Tensor], source: Sequence[str], target: Sequence[str], path: str | Path,
     *, title: str = "",
 ) -> Path:  # fmt: skip
-    """maps: per layer (H, T, S). A grid of layers x (heads + head mean). Writes a PNG."""
+    """maps: per layer (H, T, S). A grid of layers x (heads + head mean), the source named
+    under the first and the head-mean columns of the last row. Writes a PNG."""
     maps = [torch.as_tensor(m).detach().float().cpu() for m in maps]
     L, H = len(maps), maps[0].shape[0]
     for m in maps:
@@ -100,7 +101,7 @@ def plot_attention_grid(
             w = m[head] if head < H else m.mean(0)
             last_row = layer == L - 1
             _heatmap(ax, w, source, target, labels=False, hard=head == H)
-            if last_row:
+            if last_row and head in (0, H):  # the other columns share these labels
                 ax.set_xticks(range(len(source)), source, rotation=90, fontsize=7)
             if head == 0:
                 ax.set_yticks(range(len(target)), target, fontsize=7)
