@@ -4,11 +4,16 @@ Synthesis runs in process through ctypes on the library that the PyPI package
 `espeakng-loader` ships (with its voice data); without it, Debian's `espeak-ng` program is
 used when installed; otherwise SpeechUnavailable says how to get either.
 
-A voice is an English accent with a voice variant ("en-gb-scotland+f3"). Every voice speaks
+A voice is an English accent with a voice variant ("en-gb-scotland+steph"). Every voice speaks
 every digit word at a few rates and pitches once (the clip bank, a few seconds); each
 utterance then strings 1-4 clips of one voice with random gaps, gain, a small speed change
 and background noise, so the true time span of every word is known. Whole voices are held
 out: test utterances come from voices never heard in training.
+
+Seeded means the same utterances in every process: eSpeak NG carries state from one call to
+the next (a clip depends on what the library said before it), so the bank is spoken by a
+private copy of the library that starts from scratch, and the variants that add random
+breath noise (f2, f3, f5: different samples in every process) are not used.
 
 Features (numpy, no torchaudio): 25 ms Hann windows every 10 ms, 40 mel bands from 60 Hz to
 8 kHz, log10 with an 8-decade floor, scaled to about [-1, 1] (Whisper's normalization).
@@ -20,9 +25,11 @@ import ctypes
 import io
 import shutil
 import subprocess
+import tempfile
 import wave
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -48,8 +55,8 @@ N_MELS = 40
 
 ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
            "en-gb-x-gbclan", "en-gb-x-gbcwmd")  # fmt: skip
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f2", "f3", "f4", "f5", "klatt",
-            "klatt2", "klatt3", "croak")  # fmt: skip
+VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f4", "Annie", "belinda", "steph",
+            "klatt", "klatt2", "klatt3", "croak")  # fmt: skip
 
 
 class SpeechUnavailable(OSError):
@@ -62,16 +69,23 @@ def voices() -> list[str]:
 
 
 class Synthesizer:
-    """Text to 16-bit mono samples at SAMPLE_RATE with eSpeak NG (library or program)."""
+    """Text to 16-bit mono samples at SAMPLE_RATE with eSpeak NG (library or program).
 
-    def __init__(self) -> None:
+    fresh=True loads a private copy of the library, whose state starts from scratch: its
+    calls give the same samples whatever was spoken before in this process (the program
+    starts afresh on every call anyway)."""
+
+    def __init__(self, *, fresh: bool = False) -> None:
         self._lib = None
         self._program = None
         try:
             import espeakng_loader
 
-            self._open_library(espeakng_loader.get_library_path(),
-                               espeakng_loader.get_data_path())  # fmt: skip
+            library = espeakng_loader.get_library_path()
+            with tempfile.TemporaryDirectory() as folder:
+                if fresh:  # another file name: the loader maps a second, separate instance
+                    library = shutil.copy(library, Path(folder) / Path(library).name)
+                self._open_library(library, espeakng_loader.get_data_path())
         except (ImportError, OSError, RuntimeError) as err:
             self._program = shutil.which("espeak-ng")
             if self._program is None:
@@ -186,18 +200,24 @@ class Utterance:
         return " ".join(self.words)
 
 
-def _clip_bank(synth: Synthesizer, voice_names: list[str], rng: np.random.Generator):
-    """voice -> word -> list of float clips (a few rates and pitches each)."""
-    bank: dict[str, dict[str, list[np.ndarray]]] = {}
-    for voice in voice_names:
-        settings = [(int(rng.integers(130, 230)), int(rng.integers(25, 75))) for _ in range(3)]
-        bank[voice] = {
-            word: [
-                _trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0 for r, p in settings
-            ]
-            for word in DIGIT_WORDS
-        }
-    return bank
+def _clip_settings(voice_names: list[str], rng: np.random.Generator) -> tuple:
+    """((voice, ((rate, pitch), ...)), ...): three ways each voice speaks its clips."""
+    return tuple((voice, tuple((int(rng.integers(130, 230)), int(rng.integers(25, 75)))
+                               for _ in range(3))) for voice in voice_names)  # fmt: skip
+
+
+def _clip_bank(synth: Synthesizer, settings: tuple) -> dict[str, dict[str, list[np.ndarray]]]:
+    """voice -> word -> list of float clips (one per rate and pitch of the voice)."""
+    return {voice: {word: [_trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0
+                           for r, p in ways] for word in DIGIT_WORDS}
+            for voice, ways in settings}  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def _default_bank(settings: tuple) -> dict[str, dict[str, list[np.ndarray]]]:
+    """The bank spoken by a fresh copy of the library, kept for the next call with the same
+    settings (the same seed): rebuilding it would give the same clips, seconds later."""
+    return _clip_bank(Synthesizer(fresh=True), settings)
 
 
 def _utterance(bank, voice: str, rng: np.random.Generator, max_words: int) -> Utterance:
@@ -237,7 +257,8 @@ def make_utterances(
     held_out = [names[i] for i in order[:held]]
     split_voices = {"train": [names[i] for i in order[held:]],
                     "valid": held_out[: held // 2], "test": held_out[held // 2 :]}  # fmt: skip
-    bank = _clip_bank(synthesizer or Synthesizer(), names, rng)
+    settings = _clip_settings(names, rng)
+    bank = _default_bank(settings) if synthesizer is None else _clip_bank(synthesizer, settings)
     out = {}
     for index, (name, size) in enumerate((("train", train), ("valid", valid), ("test", test))):
         r = np.random.default_rng([seed, index + 1])
