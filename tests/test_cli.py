@@ -49,6 +49,29 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, message):
     assert message in err
 
 
+@pytest.mark.parametrize(
+    "flags,message",
+    [
+        (["--steps", "0"], "--steps=0; expected a positive number"),
+        (["--batch-size", "-2"], "--batch-size=-2; expected a positive number"),
+        (["--lr", "nan"], "--lr=nan; expected a positive number"),
+        (["--warmup", "-1"], "--warmup=-1; expected a number >= 0"),
+        (["--label-smoothing", "1"], "--label-smoothing=1.0; expected 0 <= value < 1"),
+        (["--dropout", "-0.1"], "--dropout=-0.1; expected 0 <= value < 1"),
+        (["--eval-every", "0"], "--eval-every=0; expected a positive number"),
+        (["--train-size", "0", "--task", "qa"], "--train-size=0; expected a positive number"),
+    ],
+)
+def test_bad_train_flags_are_named_as_flags(capsys, tmp_path, flags, message):
+    """A bad value is reported under the flag the user typed, before anything is written."""
+    out = tmp_path / "run"
+    assert main(["train", "--out", str(out), *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"xattn train: error: {message}"
+    assert "TrainConfig" not in err
+    assert not out.exists()
+
+
 def test_unknown_command_exits_2():
     with pytest.raises(SystemExit) as info:
         main(["translate-everything"])

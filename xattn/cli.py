@@ -45,10 +45,7 @@ def cmd_tour(args: argparse.Namespace) -> int:
 
     import xattn
 
-    if args.length < 1:
-        raise UsageError(f"--length={args.length}; expected a positive number of positions")
-    if args.steps < 1:
-        raise UsageError(f"--steps={args.steps}; expected a positive number of steps")
+    _check_flags(args, positive=("length", "steps"))
     torch.manual_seed(args.seed)
     out = sys.stdout
     print("xattn tour: cross-attention, T target positions attend to S source positions\n")
@@ -162,16 +159,11 @@ TASK_NAMES = ("translate", "caption", "qa", "speech")
 def cmd_demo(args: argparse.Namespace) -> int:
     """The main job: train, evaluate and show a model (the English-Spanish translator by
     default; --task caption|qa|speech for the other applications)."""
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps={args.steps}; expected a positive number of steps")
+    _check_flags(args, positive=("steps", "test_size", "train_size"))
     suffix = "" if args.task == "translate" else f"-{args.task}"
     run_dir = Path(args.run_dir or f"runs/demo{suffix}-{time.strftime('%Y%m%d-%H%M%S')}")
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UsageError(f"{run_dir} exists and is not empty; choose another --run-dir")
-    for flag in ("test_size", "train_size"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UsageError(f"--{flag.replace('_', '-')}={value}; expected a positive number")
     if args.task == "translate":
         from .tasks.translation import demo
 
@@ -204,6 +196,20 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
                              progress=not args.no_progress, model_overrides=overrides)  # fmt: skip
     _report_training(out, f"exact {result.get('exact', 0):.1%}, WER {result.get('wer', 0):.1%}")
     return 0
+
+
+def _check_flags(args: argparse.Namespace, *, positive=(), at_least_zero=(),
+                 below_one=()) -> None:  # fmt: skip
+    """UsageError naming the first flag (by its argparse dest) whose value is out of range;
+    flags left out (None) are not checked."""
+    rules = [(positive, lambda v: v > 0, "expected a positive number"),
+             (at_least_zero, lambda v: v >= 0, "expected a number >= 0"),
+             (below_one, lambda v: 0 <= v < 1, "expected 0 <= value < 1")]  # fmt: skip
+    for dests, ok, why in rules:
+        for dest in dests:
+            value = getattr(args, dest)
+            if value is not None and not ok(value):  # NaN fails every rule
+                raise UsageError(f"--{dest.replace('_', '-')}={value}; {why}")
 
 
 def _train_config(base, args: argparse.Namespace, **extra):
@@ -243,11 +249,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.en_es import split_corpus
     from .tasks.translation import DEMO_TRAIN, read_parallel, train_translation
 
+    _check_flags(args, positive=("steps", "batch_size", "lr", "accumulation", "eval_every",
+                                 "checkpoint_every", "max_new_tokens", "vocab_size",
+                                 "train_size"),
+                 at_least_zero=("warmup",), below_one=("label_smoothing", "dropout"))  # fmt: skip
     out = Path(args.out)
     if not args.resume and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pass --resume or another --out")
-    if args.train_size is not None and args.train_size < 1:
-        raise UsageError(f"--train-size={args.train_size}; expected a positive number")
     if args.task != "translate":
         if args.data is not None or args.target_file is not None or args.corpus != "default":
             raise UsageError(f"--task {args.task} trains on generated data; --data, "
