@@ -12,6 +12,7 @@ from xattn.data.speech import Utterance
 from xattn.tasks import TASKS, common
 from xattn.tasks.common import _HitRates, app_attention, app_hit_rate, draw_example, train_app
 from xattn.training import TrainConfig, evaluate
+from xattn.training.metrics import alignment_hit_rate
 
 TINY = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, eval_size=4,
                    checkpoint_every=3, max_new_tokens=5)  # fmt: skip
@@ -52,6 +53,11 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
     _HitRates(model, task, test)([1, 3])
     assert len(looked) == 2  # (the counting works)
     monkeypatch.undo()
+    # every head on its own, from the same maps
+    table = rates.heads(range(len(test)))
+    assert table.shape == (model.config.decoder_layers, model.config.num_heads)
+    last = [app_attention(model, task, e)[1][-1][-1] for e in test]  # last layer, last head
+    assert table[-1, -1] == alignment_hit_rate(last, [task.gold(e) for e in test])
     drawn = draw_example(model, task, example, tmp_path, "pic")
     assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
     # a hypothesis decoded elsewhere (the demo's test pass) is drawn as given
@@ -104,10 +110,14 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == name and "alignment_hit_rate" in summary
+    layers, heads = summary["alignment_head"]  # chosen on the validation split
+    per_head = summary["alignment_hit_rate_per_head"]
+    assert summary["alignment_head_hit_rate"] == per_head[layers - 1][heads - 1]
     assert (run / "attention" / "index.html").is_file()
     assert (run / "attention" / "example-01.png").is_file()
     out = capsys.readouterr().out
     assert "Cross-attention peak on the input that produced the word" in out
+    assert f"aligns best on the validation split (layer {layers}, head {heads})" in out
     if name == "qa":  # per kind of question: exact match and hit rate
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
         assert kinds and all(0 <= summary[f"alignment_hit_rate_{k}"] <= 1 for k in kinds)

@@ -24,7 +24,12 @@ from ..data.text_tokenizer import TranslationTokenizer
 from ..model import EncoderDecoder, ModelConfig
 from ..training import TrainConfig, evaluate, train
 from ..training.batching import Item, pad_sources
-from ..training.metrics import alignment_hit_rate
+from ..training.metrics import (
+    alignment_heads,
+    alignment_hit_rate,
+    describe_alignment_head,
+    head_hit_rates,
+)
 from ..training.task import Task, predict
 
 __all__ = ["AppTask", "app_attention", "app_demo", "app_hit_rate", "train_app"]
@@ -198,20 +203,27 @@ def app_hit_rate(model, task: AppTask, examples: Sequence) -> float:
 
 
 class _HitRates:
-    """app_hit_rate over subsets of the same examples, each example's map computed once."""
+    """app_hit_rate (and every head's own rate) over subsets of the same examples, each
+    example's maps computed once."""
 
     def __init__(self, model, task: AppTask, examples: Sequence) -> None:
         self.model, self.task, self.examples = model, task, examples
         self.seen: dict[int, tuple[torch.Tensor, list]] = {}
 
-    def __call__(self, indices: Sequence[int]) -> float:
+    def _maps(self, indices: Sequence[int]) -> tuple[list[torch.Tensor], list]:
         for i in indices:
             if i not in self.seen:
                 _, layers, _ = app_attention(self.model, self.task, self.examples[i])
-                mean = torch.stack(layers).mean((0, 1))  # (T, S')
-                self.seen[i] = mean, self.task.gold(self.examples[i])
-        return alignment_hit_rate([self.seen[i][0] for i in indices],
-                                  [self.seen[i][1] for i in indices])  # fmt: skip
+                self.seen[i] = torch.stack(layers), self.task.gold(self.examples[i])  # (L,H,T,S')
+        return [self.seen[i][0] for i in indices], [self.seen[i][1] for i in indices]
+
+    def __call__(self, indices: Sequence[int]) -> float:
+        maps, gold = self._maps(indices)
+        return alignment_hit_rate([m.mean((0, 1)) for m in maps], gold)
+
+    def heads(self, indices: Sequence[int]) -> torch.Tensor:
+        """(L, H): each head's own hit rate."""
+        return head_hit_rates(*self._maps(indices))
 
 
 def draw_example(model, task: AppTask, example, folder: Path, name: str,
@@ -254,12 +266,17 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
                       task=task, hypotheses=hyps)  # fmt: skip
     hit_rate = _HitRates(model, task, test)  # the overall and per-kind sets overlap
     hit = hit_rate(range(min(300, len(test))))
+    valid = splits["valid"]
+    heads = alignment_heads(_HitRates(model, task, valid).heads(range(min(300, len(valid)))),
+                            hit_rate.heads(range(min(300, len(test)))))  # fmt: skip
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     out(f"\nTest set ({len(test)} held-out examples): exact match {scores['exact']:.1%}, "
         f"WER {scores['wer']:.1%}, CER {scores['cer']:.1%}")  # fmt: skip
-    out(f"Cross-attention peak on the input that produced the word: {hit:.1%} of words")
+    out(f"Cross-attention peak on the input that produced the word: {hit:.1%} of words "
+        f"(mean of the layers and heads)")  # fmt: skip
+    out(describe_alignment_head(heads))
     kinds = sorted({k for k in map(task.kind, test) if k is not None})
     if kinds:
         for k in kinds:
@@ -282,8 +299,8 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     out(f"\nCross-attention pictures (PNG per example, layers x heads grids) and an HTML "
         f"page: {page}")  # fmt: skip
     took = time.perf_counter() - start
-    summary = {"task": task.name, **scores, "alignment_hit_rate": hit, "seconds": took,
-               "steps": config.steps}  # fmt: skip
+    summary = {"task": task.name, **scores, "alignment_hit_rate": hit, **heads,
+               "seconds": took, "steps": config.steps}  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     out(f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; metrics: "
         f"{run_dir / 'metrics.jsonl'} and {run_dir / 'loss.png'}; summary: "

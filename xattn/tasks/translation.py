@@ -17,7 +17,12 @@ from ..data.en_es import Example, split_corpus
 from ..data.text_tokenizer import TranslationTokenizer
 from ..model import EncoderDecoder, ModelConfig
 from ..training import TrainConfig, evaluate, train, translate
-from ..training.metrics import alignment_hit_rate
+from ..training.metrics import (
+    alignment_heads,
+    alignment_hit_rate,
+    describe_alignment_head,
+    head_hit_rates,
+)
 
 __all__ = [
     "DataError",
@@ -201,13 +206,20 @@ def demo(
     tokenizer = model.tokenizer
     test = _pairs(splits["test"])
     scores = evaluate(model, tokenizer, test, dataclasses.replace(config, eval_size=len(test)))
-    hit = _alignment_hit_rate(model, tokenizer, splits["test"][:300])  # teacher-forced
+    maps, gold = _alignment_maps(model, tokenizer, splits["test"][:300])  # teacher-forced
+    hit = alignment_hit_rate([m.mean((0, 1)) for m in maps], gold)
+    heads = alignment_heads(
+        head_hit_rates(*_alignment_maps(model, tokenizer, splits["valid"][:300])),
+        head_hit_rates(maps, gold),
+    )  # the head is chosen on the validation sentences, reported on the test ones
     from ..viz import plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     out(f"\nTest set ({len(test)} held-out sentences): exact match {scores['exact']:.1%}, "
         f"BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")  # fmt: skip
-    out(f"Cross-attention peak on the gold-aligned English word: {hit:.1%} of Spanish words")
+    out(f"Cross-attention peak on the gold-aligned English word: {hit:.1%} of Spanish words "
+        f"(mean of the layers and heads)")  # fmt: skip
+    out(describe_alignment_head(heads))
     out("\nHeld-out translations:")
     sample = splits["test"][:6]
     for e, hyp in zip(sample, translate(model, tokenizer, [e.source for e in sample]),
@@ -218,7 +230,8 @@ def demo(
     out(f"\nCross-attention maps (PNG, one per sentence, and layers x heads grids) and an "
         f"HTML page: {pictures}")  # fmt: skip
     took = time.perf_counter() - start
-    summary = {**scores, "alignment_hit_rate": hit, "seconds": took, "steps": config.steps}
+    summary = {**scores, "alignment_hit_rate": hit, **heads, "seconds": took,
+               "steps": config.steps}  # fmt: skip
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     out(f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; best checkpoint: "
         f"{run_dir / 'best'}; metrics: {run_dir / 'metrics.jsonl'} and {run_dir / 'loss.png'}; "
@@ -285,8 +298,9 @@ def draw_attention(model, tokenizer, source: str, folder: Path, name: str,
 
 
 @torch.no_grad()
-def _alignment_hit_rate(model, tokenizer, examples: list[Example]) -> float:
-    """Teacher-forced head-and-layer-mean cross-attention over the gold translations."""
+def _alignment_maps(model, tokenizer, examples: list[Example]) -> tuple[list[torch.Tensor], list]:
+    """Teacher-forced cross-attention over the gold translations, (L, H, T, S) per sentence
+    (row t predicts target word t), and the gold alignments."""
     model.eval()
     maps, gold = [], []
     for e in examples:
@@ -294,11 +308,10 @@ def _alignment_hit_rate(model, tokenizer, examples: list[Example]) -> float:
         tgt = torch.tensor([tokenizer.encode_target(e.target)[:-1]])  # <s> + words
         if len(tokenizer.source_tokens(e.source)) != len(e.source_tokens):
             continue  # the tokenizer split differently: gold indices would not match
-        _, layer_maps = model.decode(tgt, model.encode(src), return_attention="mean")
-        mean = torch.stack(layer_maps).mean(0)[0]  # (T, S): row t predicts target word t
-        maps.append(mean[:, : len(e.source_tokens)])
+        _, layer_maps = model.decode(tgt, model.encode(src), return_attention="all")
+        maps.append(torch.cat(layer_maps)[..., : len(e.source_tokens)])  # (L, H, T, S)
         gold.append(e.alignment)
-    return alignment_hit_rate(maps, gold)
+    return maps, gold
 
 
 # ---- the Bible corpus (optional extra: pip install xattn[bible]) -------------------------
