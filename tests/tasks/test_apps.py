@@ -10,8 +10,16 @@ import torch
 from xattn.cli import main
 from xattn.data.speech import Utterance
 from xattn.tasks import TASKS, common
-from xattn.tasks.common import _HitRates, app_attention, app_hit_rate, draw_example, train_app
+from xattn.tasks.common import (
+    _HitRates,
+    app_attention,
+    app_hit_rate,
+    attention_maps,
+    draw_example,
+    train_app,
+)
 from xattn.training import TrainConfig, evaluate
+from xattn.training.batching import pad_sources
 from xattn.training.metrics import alignment_hit_rate
 
 TINY = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, eval_size=4,
@@ -46,13 +54,27 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
     assert both == app_hit_rate(model, task, test)
     other = app_hit_rate(model, task, [test[1], test[3]])
     looked = []
-    monkeypatch.setattr(common, "app_attention", lambda *a: looked.append(a) or
-                        app_attention(*a))  # fmt: skip
+    monkeypatch.setattr(common, "attention_maps", lambda m, t, examples: looked.extend(
+        examples) or attention_maps(m, t, examples))  # fmt: skip
     assert rates([1, 3]) == other and rates(range(len(test))) == both
     assert looked == []  # every map was already there
-    _HitRates(model, task, test)([1, 3])
-    assert len(looked) == 2  # (the counting works)
+    _HitRates(model, task, test)([1, 3, 1])
+    assert list(map(id, looked)) == [id(test[1]), id(test[3])]  # (counted; each example once)
     monkeypatch.undo()
+    # the batched maps (padded sources and targets) equal the maps of one example at a time,
+    # and those equal the decoder's own attention computed here
+    batched = attention_maps(model, task, test, batch_size=3)
+    for e, m in zip(test, batched, strict=True):
+        torch.testing.assert_close(m, attention_maps(model, task, [e])[0], atol=1e-5, rtol=0)
+        ids, prompt = task.target_ids(e)
+        src, mask = pad_sources([task.source(e)], task.tokenizer.pad_token_id)
+        memory, memory_mask = model.encode(src, mask, return_mask=True)
+        _, layers = model.decode(torch.tensor([ids[:-1]]), memory, src_mask=memory_mask,
+                                 return_attention="all")  # fmt: skip
+        direct = torch.stack([a[0, :, prompt - 1 : len(ids) - 1] for a in layers])
+        torch.testing.assert_close(m, direct, atol=1e-5, rtol=0)
+    if name == "speech":  # utterances of different lengths: the padding was exercised
+        assert len({m.shape[-1] for m in batched}) > 1
     # every head on its own, from the same maps
     table = rates.heads(range(len(test)))
     assert table.shape == (model.config.decoder_layers, model.config.num_heads)

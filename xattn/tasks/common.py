@@ -31,6 +31,7 @@ from ..training.metrics import (
     head_hit_rates,
 )
 from ..training.task import Task, predict
+from ..utils import pad_batch
 
 __all__ = ["AppTask", "app_attention", "app_demo", "app_hit_rate", "train_app"]
 
@@ -185,15 +186,33 @@ def app_attention(model, task: AppTask, example, text: str | None = None):
     where the decoder looked while predicting target word t (prompt left out, the end
     token included as the last row).
     """
-    model.eval()
     ids, prompt = task.target_ids(example, text)
-    src, mask = pad_sources([task.source(example)], task.tokenizer.pad_token_id)
-    memory, memory_mask = model.encode(src, mask, return_mask=True)
-    _, layers = model.decode(torch.tensor([ids[:-1]]), memory, src_mask=memory_mask,
-                             return_attention="all")  # fmt: skip
-    rows = slice(prompt - 1, len(ids) - 1)  # the rows predicting the answer words and </s>
     words = [*task.tokenizer.target_tokens(ids[prompt:]), "</s>"]
-    return words, [m[0][:, rows] for m in layers], memory.shape[1]
+    maps = attention_maps(model, task, [example], texts=[text])[0]  # (L, H, T, S')
+    return words, list(maps), maps.shape[-1]
+
+
+@torch.no_grad()
+def attention_maps(model, task: AppTask, examples: Sequence, texts: Sequence | None = None,
+                   batch_size: int = 64) -> list[torch.Tensor]:  # fmt: skip
+    """app_attention's maps of many examples over `texts` (default: the references),
+    computed in batches: one (L, H, T, S') tensor per example, the rows that predict its
+    answer words and </s>, over the positions of its own memory."""
+    model.eval()
+    texts = [None] * len(examples) if texts is None else texts
+    pad, maps = task.tokenizer.pad_token_id, []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        targets = [task.target_ids(e, t) for e, t in zip(chunk, texts[start:], strict=False)]
+        src, mask = pad_sources([task.source(e) for e in chunk], pad)
+        memory, memory_mask = model.encode(src, mask, return_mask=True)
+        tgt, _ = pad_batch([ids[:-1] for ids, _ in targets], pad)  # causal: padding after
+        _, layers = model.decode(tgt, memory, src_mask=memory_mask, return_attention="all")
+        stacked = torch.stack(layers, 1)  # (B, L, H, T, S')
+        for i, (ids, prompt) in enumerate(targets):
+            length = memory.shape[1] if memory_mask is None else int(memory_mask[i].sum())
+            maps.append(stacked[i, :, :, prompt - 1 : len(ids) - 1, :length])
+    return maps
 
 
 def app_hit_rate(model, task: AppTask, examples: Sequence) -> float:
@@ -211,10 +230,10 @@ class _HitRates:
         self.seen: dict[int, tuple[torch.Tensor, list]] = {}
 
     def _maps(self, indices: Sequence[int]) -> tuple[list[torch.Tensor], list]:
-        for i in indices:
-            if i not in self.seen:
-                _, layers, _ = app_attention(self.model, self.task, self.examples[i])
-                self.seen[i] = torch.stack(layers), self.task.gold(self.examples[i])  # (L,H,T,S')
+        new = [i for i in dict.fromkeys(indices) if i not in self.seen]
+        maps = attention_maps(self.model, self.task, [self.examples[i] for i in new])
+        for i, m in zip(new, maps, strict=True):
+            self.seen[i] = m, self.task.gold(self.examples[i])
         return [self.seen[i][0] for i in indices], [self.seen[i][1] for i in indices]
 
     def __call__(self, indices: Sequence[int]) -> float:
