@@ -33,7 +33,7 @@ from ..training.metrics import (
 from ..training.task import Task, predict
 from ..utils import pad_batch
 
-__all__ = ["AppTask", "app_attention", "app_demo", "app_hit_rate", "train_app"]
+__all__ = ["AppTask", "app_attention", "app_demo", "app_hit_rate", "attention_maps", "train_app"]
 
 log = logging.getLogger("xattn")
 
