@@ -73,6 +73,8 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
                                  return_attention="all")  # fmt: skip
         direct = torch.stack([a[0, :, prompt - 1 : len(ids) - 1] for a in layers])
         torch.testing.assert_close(m, direct, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="1 texts for 4 examples"):
+        attention_maps(model, task, test, texts=["one"])
     if name == "speech":  # utterances of different lengths: the padding was exercised
         assert len({m.shape[-1] for m in batched}) > 1
     # every head on its own, from the same maps

@@ -199,7 +199,9 @@ def attention_maps(model, task: AppTask, examples: Sequence, texts: Sequence | N
     computed in batches: one (L, H, T, S') tensor per example, the rows that predict its
     answer words and </s>, over the positions of its own memory."""
     model.eval()
-    texts = [None] * len(examples) if texts is None else texts
+    texts = [None] * len(examples) if texts is None else list(texts)
+    if len(texts) != len(examples):
+        raise ValueError(f"{len(texts)} texts for {len(examples)} examples")
     pad, maps = task.tokenizer.pad_token_id, []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
