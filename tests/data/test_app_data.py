@@ -210,14 +210,21 @@ def test_utterances_hold_out_voices_and_know_word_spans(utterances):
     assert np.mean(speech) > np.mean(gaps) + 0.3  # the spans are where the sound is
 
 
-def test_a_fresh_synthesizer_repeats_itself_whatever_was_said_before():
+def test_a_fresh_synthesizer_repeats_itself_whatever_was_said_before(monkeypatch):
+    import tempfile
+
+    folders = []  # only a fresh synthesizer copies the library into a temporary folder
+    real = tempfile.TemporaryDirectory
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", lambda: folders.append(1) or real())
     shared = Synthesizer()
+    assert folders == []
     first = [shared("seven", f"en+{v}") for v in VARIANTS]
     later = [shared("seven", f"en+{v}") for v in VARIANTS]
     # the shared library carries state from call to call: the same words come out otherwise
     assert sum(not np.array_equal(a, b) for a, b in zip(first, later, strict=True)) > 8
     # a fresh copy starts from scratch: the same calls, the same samples, every variant
     one = Synthesizer(fresh=True)
+    assert folders == [1]
     said = [one("seven", f"en+{v}") for v in VARIANTS]
     shared("one two three", "en-us+m3")  # whatever the shared library says in between
     two = Synthesizer(fresh=True)

@@ -81,11 +81,13 @@ class Synthesizer:
         try:
             import espeakng_loader
 
-            library = espeakng_loader.get_library_path()
-            with tempfile.TemporaryDirectory() as folder:
-                if fresh:  # another file name: the loader maps a second, separate instance
-                    library = shutil.copy(library, Path(folder) / Path(library).name)
-                self._open_library(library, espeakng_loader.get_data_path())
+            library, data = espeakng_loader.get_library_path(), espeakng_loader.get_data_path()
+            if fresh:  # a copy under another path: the loader maps a second, separate instance
+                with tempfile.TemporaryDirectory() as folder:
+                    copy = shutil.copy(library, Path(folder) / Path(library).name)
+                    self._open_library(copy, data)  # the mapping outlives the file
+            else:
+                self._open_library(library, data)
         except (ImportError, OSError, RuntimeError) as err:
             self._program = shutil.which("espeak-ng")
             if self._program is None:
