@@ -170,12 +170,12 @@ def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
     assert "Cross-attention peak on the gold-aligned English word" in out
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) >= {"exact", "bleu", "chrf", "alignment_hit_rate", "seconds"}
-    layers, heads = summary["alignment_head"]
     per_head = summary["alignment_hit_rate_per_head"]
     config = EncoderDecoder.load(run / "model").config
     assert (len(per_head), len(per_head[0])) == (config.decoder_layers, config.num_heads)
-    assert summary["alignment_head_hit_rate"] == per_head[layers - 1][heads - 1]
-    assert f"aligns best on the validation split (layer {layers}, head {heads})" in out
+    assert summary["alignment_heads"]  # chosen on the validation split, reported on test
+    assert 0.0 <= summary["alignment_heads_hit_rate"] <= 1.0
+    assert f"{summary['alignment_heads_hit_rate']:.1%} of test words" in out
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "loss.png").is_file() and (run / "attention" / "index.html").is_file()
     assert len(list((run / "attention").glob("example-*-grid.png"))) == 12

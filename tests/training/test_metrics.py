@@ -1,4 +1,4 @@
-"""Alignment metrics: the peak hit rate, every head's own rate, the chosen alignment head."""
+"""Alignment metrics: the peak hit rate, every head's own rate, the alignment heads."""
 
 import pytest
 import torch
@@ -6,8 +6,10 @@ import torch
 from xattn.training.metrics import (
     alignment_heads,
     alignment_hit_rate,
-    describe_alignment_head,
+    choose_alignment_heads,
+    describe_alignment_heads,
     head_hit_rates,
+    heads_hit_rate,
 )
 
 
@@ -45,14 +47,60 @@ def test_every_head_is_scored_on_its_own():
     assert table[1, 1] == pytest.approx(alignment_hit_rate([m[1, 1] for m in maps], gold))
 
 
-def test_the_alignment_head_is_chosen_on_validation_and_reported_on_test():
-    valid = torch.tensor([[0.2, 0.9], [0.5, 0.4]])
-    test = torch.tensor([[0.3, 0.7], [0.99, 0.1]])  # the best test head is not the one chosen
-    heads = alignment_heads(valid, test)
-    assert heads["alignment_head"] == [1, 2]  # layer 1, head 2, counting from 1
-    assert heads["alignment_head_hit_rate"] == pytest.approx(0.7)
-    assert heads["alignment_hit_rate_per_head"] == test.tolist()
-    line = describe_alignment_head(heads)
-    assert "(layer 1, head 2): 70.0%" in line
-    with pytest.raises(ValueError, match=r"head tables of shapes \(2, 2\) and \(1, 2\)"):
-        alignment_heads(valid, test[:1])
+def rows(weights: list[dict[int, float]], sources: int = 5) -> torch.Tensor:
+    """(N, S) attention rows with the given weights; the rest spread over the other positions."""
+    out = torch.zeros(len(weights), sources)
+    for i, row in enumerate(weights):
+        rest = [p for p in range(sources) if p not in row]
+        out[i, rest] = (1 - sum(row.values())) / len(rest)
+        for position, weight in row.items():
+            out[i, position] = weight
+    return out
+
+
+def complementary_heads() -> tuple[list[torch.Tensor], list]:
+    """One example of three words with gold 0, 1, 2 and four heads in two layers: head
+    (0, 0) and head (0, 1) each hit one word alone, their mean hits all three; heads
+    (1, 0) and (1, 1) always peak on position 4, and so does the mean of all four."""
+    a = rows([{0: 0.40, 3: 0.45}, {1: 0.60, 3: 0.30}, {2: 0.40, 3: 0.45}])
+    b = rows([{0: 0.60, 4: 0.30}, {1: 0.40, 4: 0.45}, {2: 0.40, 4: 0.45}])
+    wrong = rows([{4: 0.9}] * 3)
+    return [torch.stack([torch.stack([a, b]), torch.stack([wrong, wrong])])], [[[0], [1], [2]]]
+
+
+def test_alignment_heads_are_grown_greedily_from_the_best_head():
+    maps, gold = complementary_heads()
+    assert maps[0].shape == (2, 2, 3, 5)
+    assert heads_hit_rate(maps, gold, [(0, 0)]) == pytest.approx(1 / 3)
+    assert heads_hit_rate(maps, gold, [(0, 1)]) == pytest.approx(1 / 3)
+    assert heads_hit_rate(maps, gold, [(0, 0), (0, 1)]) == 1.0
+    assert alignment_hit_rate([m.mean((0, 1)) for m in maps], gold) == 0.0  # all four: all miss
+    assert choose_alignment_heads(maps, gold) == [(0, 0), (0, 1)]
+    # a head joins only if it adds at least min_gain: here the pair's 2/3 is not enough
+    assert choose_alignment_heads(maps, gold, min_gain=0.7) == [(0, 0)]
+    with pytest.raises(ValueError, match="no heads"):
+        heads_hit_rate(maps, gold, [])
+    with pytest.raises(ValueError, match="no attention maps"):
+        choose_alignment_heads([], [])
+
+
+def test_all_heads_are_chosen_when_no_subset_does_better():
+    maps, gold = complementary_heads()
+    same = [m[:1, :1].expand(2, 2, -1, -1) for m in maps]  # four copies of head (0, 0)
+    assert choose_alignment_heads(same, gold) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_alignment_heads_are_chosen_on_validation_and_reported_on_test():
+    valid, gold = complementary_heads()
+    test = [valid[0].flip(0)]  # on the test maps the chosen heads miss everything
+    heads = alignment_heads((valid, gold), (test, gold))
+    assert heads["alignment_heads"] == [[1, 1], [1, 2]]  # layers and heads counting from 1
+    assert heads["alignment_heads_valid_hit_rate"] == 1.0
+    assert heads["alignment_heads_hit_rate"] == 0.0
+    assert heads["alignment_hit_rate_per_head"] == [[0.0, 0.0], [1 / 3, 1 / 3]]
+    line = describe_alignment_heads(heads)
+    assert "validation split: layer 1 head 1 + layer 1 head 2: 0.0% of test words" in line
+    every = dict(heads, alignment_heads=[[1, 1], [1, 2], [2, 1], [2, 2]])
+    assert "all of them" in describe_alignment_heads(every)
+    with pytest.raises(ValueError, match=r"different layers x heads: \[\(1, 2\), \(2, 2\)\]"):
+        alignment_heads((valid, gold), ([test[0][:1]], gold))

@@ -27,8 +27,7 @@ from ..training.batching import Item, pad_sources
 from ..training.metrics import (
     alignment_heads,
     alignment_hit_rate,
-    describe_alignment_head,
-    head_hit_rates,
+    describe_alignment_heads,
 )
 from ..training.task import Task, predict
 from ..utils import pad_batch
@@ -231,7 +230,8 @@ class _HitRates:
         self.model, self.task, self.examples = model, task, examples
         self.seen: dict[int, tuple[torch.Tensor, list]] = {}
 
-    def _maps(self, indices: Sequence[int]) -> tuple[list[torch.Tensor], list]:
+    def maps(self, indices: Sequence[int]) -> tuple[list[torch.Tensor], list]:
+        """Every layer's and head's maps of these examples, (L, H, N, S) each, and their gold."""
         new = [i for i in dict.fromkeys(indices) if i not in self.seen]
         maps = attention_maps(self.model, self.task, [self.examples[i] for i in new])
         for i, m in zip(new, maps, strict=True):
@@ -239,12 +239,8 @@ class _HitRates:
         return [self.seen[i][0] for i in indices], [self.seen[i][1] for i in indices]
 
     def __call__(self, indices: Sequence[int]) -> float:
-        maps, gold = self._maps(indices)
+        maps, gold = self.maps(indices)
         return alignment_hit_rate([m.mean((0, 1)) for m in maps], gold)
-
-    def heads(self, indices: Sequence[int]) -> torch.Tensor:
-        """(L, H): each head's own hit rate."""
-        return head_hit_rates(*self._maps(indices))
 
 
 def draw_example(model, task: AppTask, example, folder: Path, name: str,
@@ -288,8 +284,8 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     hit_rate = _HitRates(model, task, test)  # the overall and per-kind sets overlap
     hit = hit_rate(range(min(300, len(test))))
     valid = splits["valid"]
-    heads = alignment_heads(_HitRates(model, task, valid).heads(range(min(300, len(valid)))),
-                            hit_rate.heads(range(min(300, len(test)))))  # fmt: skip
+    heads = alignment_heads(_HitRates(model, task, valid).maps(range(min(300, len(valid)))),
+                            hit_rate.maps(range(min(300, len(test)))))  # fmt: skip
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
@@ -297,7 +293,7 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
         f"WER {scores['wer']:.1%}, CER {scores['cer']:.1%}")  # fmt: skip
     out(f"Cross-attention peak on the input that produced the word: {hit:.1%} of words "
         f"(mean of the layers and heads)")  # fmt: skip
-    out(describe_alignment_head(heads))
+    out(describe_alignment_heads(heads))
     kinds = sorted({k for k in map(task.kind, test) if k is not None})
     if kinds:
         for k in kinds:

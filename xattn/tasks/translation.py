@@ -20,8 +20,7 @@ from ..training import TrainConfig, evaluate, train, translate
 from ..training.metrics import (
     alignment_heads,
     alignment_hit_rate,
-    describe_alignment_head,
-    head_hit_rates,
+    describe_alignment_heads,
 )
 from ..utils import pad_batch
 
@@ -210,9 +209,8 @@ def demo(
     maps, gold = _alignment_maps(model, tokenizer, splits["test"][:300])  # teacher-forced
     hit = alignment_hit_rate([m.mean((0, 1)) for m in maps], gold)
     heads = alignment_heads(
-        head_hit_rates(*_alignment_maps(model, tokenizer, splits["valid"][:300])),
-        head_hit_rates(maps, gold),
-    )  # the head is chosen on the validation sentences, reported on the test ones
+        _alignment_maps(model, tokenizer, splits["valid"][:300]), (maps, gold)
+    )  # chosen on the validation sentences, reported on test
     from ..viz import plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
@@ -220,7 +218,7 @@ def demo(
         f"BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")  # fmt: skip
     out(f"Cross-attention peak on the gold-aligned English word: {hit:.1%} of Spanish words "
         f"(mean of the layers and heads)")  # fmt: skip
-    out(describe_alignment_head(heads))
+    out(describe_alignment_heads(heads))
     out("\nHeld-out translations:")
     sample = splits["test"][:6]
     for e, hyp in zip(sample, translate(model, tokenizer, [e.source for e in sample]),
