@@ -20,7 +20,7 @@ from xattn.tasks.common import (
 )
 from xattn.training import TrainConfig, evaluate
 from xattn.training.batching import pad_sources
-from xattn.training.metrics import alignment_hit_rate
+from xattn.training.metrics import alignment_hit_rate, head_hit_rates
 
 TINY = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, eval_size=4,
                    checkpoint_every=3, max_new_tokens=5)  # fmt: skip
@@ -77,8 +77,11 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
         attention_maps(model, task, test, texts=["one"])
     if name == "speech":  # utterances of different lengths: the padding was exercised
         assert len({m.shape[-1] for m in batched}) > 1
-    # every head on its own, from the same maps
-    table = rates.heads(range(len(test)))
+    # every head on its own, from the same maps (every layer's and head's, with the gold)
+    maps, gold = rates.maps(range(len(test)))
+    assert gold == [task.gold(e) for e in test]
+    torch.testing.assert_close(maps[0], torch.stack(app_attention(model, task, test[0])[1]))
+    table = head_hit_rates(maps, gold)
     assert table.shape == (model.config.decoder_layers, model.config.num_heads)
     last = [app_attention(model, task, e)[1][-1][-1] for e in test]  # last layer, last head
     assert table[-1, -1] == alignment_hit_rate(last, [task.gold(e) for e in test])
