@@ -2,6 +2,7 @@
 files, and every bad-input path (one line on stderr, exit code 2, nothing overwritten)."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -176,6 +177,8 @@ def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
     assert summary["alignment_heads"]  # chosen on the validation split, reported on test
     assert 0.0 <= summary["alignment_heads_hit_rate"] <= 1.0
     assert f"{summary['alignment_heads_hit_rate']:.1%} of test words" in out
+    saved = EncoderDecoder.load(run / "model").generation_config.alignment_heads
+    assert [[a + 1, b + 1] for a, b in saved] == summary["alignment_heads"]  # drawn from them
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "loss.png").is_file() and (run / "attention" / "index.html").is_file()
     assert len(list((run / "attention").glob("example-*-grid.png"))) == 12
@@ -187,6 +190,7 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
     assert main(["attention", "--model", model, "the red car", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "hard alignment" in out
+    assert "(the mean attention of every layer and head)" in out  # no alignment heads yet
     for name in ("attention.png", "attention-grid.png", "attention.html"):
         assert (tmp_path / name).stat().st_size > 0
     source, target = (trained / "corpus.tsv").read_text().splitlines()[-1].split("\t")
@@ -197,6 +201,21 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
     assert words == [*target.split(), "</s>"]  # teacher-forced on the given target
     assert main(["attention", "--model", model, " ", "--out", str(tmp_path)]) == 2
     assert "the source sentence is empty" in capsys.readouterr().err
+    # alignment heads in generation_config.json (Whisper's field): drawn, and checked
+    copy = tmp_path / "heads"
+    shutil.copytree(model, copy)
+    settings = json.loads((copy / "generation_config.json").read_text())
+    (copy / "generation_config.json").write_text(
+        json.dumps({**settings, "alignment_heads": [[0, 1]]})
+    )
+    assert main(["attention", "--model", str(copy), "the red car", "--out", str(tmp_path)]) == 0
+    assert "(the mean attention of the alignment heads layer 1 head 2)" in capsys.readouterr().out
+    (copy / "generation_config.json").write_text(
+        json.dumps({**settings, "alignment_heads": [[0, 9]]})
+    )
+    assert main(["attention", "--model", str(copy), "the red car", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "generation_config.json: alignment_heads [[0, 9]]: expected (layer, head) pairs" in err
 
 
 def test_train_on_the_bible_corpus(tmp_path, capsys):

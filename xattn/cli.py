@@ -352,8 +352,15 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_peaks(words, mean, labels, width: int) -> None:
-    """Each output word, the input position its attention (row of mean (T, S)) peaks on."""
+def _print_peaks(words, mean, labels, width: int, model) -> None:
+    """Each output word, the input position its attention (row of mean (T, S)) peaks on;
+    the mean is over the model's alignment heads when it has them."""
+    from .training.metrics import head_names
+
+    heads = model.generation_config.alignment_heads
+    which = ("every layer and head" if heads is None else
+             f"the alignment heads {head_names([(a + 1, b + 1) for a, b in heads])}")  # fmt: skip
+    print(f"  (the mean attention of {which})")
     for word, row in zip(words, mean, strict=True):
         print(f"  {word:>{width}}  <-  {labels[int(row.argmax())]}  ({float(row.max()):.0%})")
 
@@ -379,7 +386,7 @@ def cmd_attention_task(args: argparse.Namespace, model) -> int:
     page = attention_html([(labels, words, mean)], out / "attention.html")
     print(f"input: {task.describe(example)}\noutput: {drawn['hypothesis']}")
     print("where each output word's attention peaks:")
-    _print_peaks(words, mean, labels, 10)
+    _print_peaks(words, mean, labels, 10, model)
     print(f"pictures: {drawn['picture']}, {drawn['grid']}; page: {page}")
     return 0
 
@@ -410,7 +417,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     src, tgt, mean = drawn["tokens"]
     page = attention_html([(src, tgt, mean)], out / "attention.html")
     print("hard alignment (each target word: the source word its attention peaks on):")
-    _print_peaks(tgt, mean, src, 14)
+    _print_peaks(tgt, mean, src, 14, model)
     print(f"pictures: {drawn['mean']}, {drawn['grid']}; page: {page}")
     return 0
 

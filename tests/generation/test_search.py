@@ -196,3 +196,25 @@ def test_generation_config_validates_and_reads_transformers_json(tmp_path):
     assert config.eos_token_id == (0, 1) and config.max_length == 512
     config.save(tmp_path / "again.json")
     assert GenerationConfig.load(tmp_path / "again.json") == config
+    # alignment heads (Whisper's generation-config field): (layer, head) pairs from 0
+    assert GenerationConfig(alignment_heads=[[0, 1], [2, 3]]).alignment_heads == ((0, 1), (2, 3))
+    for bad in ([], [[0]], [[0, -1]], [[1, 0.5]]):
+        with pytest.raises(ValueError, match="alignment_heads=.*: expected a non-empty list of"):
+            GenerationConfig(alignment_heads=bad)
+    path.write_text('{"alignment_heads": [[0, 1, 2]]}')
+    with pytest.raises(ValueError, match=r"generation_config.json: GenerationConfig.alignment_"):
+        GenerationConfig.load(path)  # the file is named
+
+
+def test_generation_config_save_is_whole_or_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "generation_config.json"
+    GenerationConfig(num_beams=4).save(path)
+    before = path.read_text()
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr("os.replace", broken)
+    with pytest.raises(OSError, match="disk full"):
+        GenerationConfig(num_beams=2).save(path)
+    assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [path.name]

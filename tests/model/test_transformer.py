@@ -199,12 +199,14 @@ def test_output_layout_starts_with_start_token_and_pads_after_end():
 def test_save_load_round_trip(name, tmp_path):
     model = make(name)
     model.generation_config = model.generation_config.replace(num_beams=3, length_penalty=0.7)
+    model.set_alignment_heads([[0, 1], [1, 3]])  # Whisper's field: kept with the model
     model.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
         "config.json", "generation_config.json", "model.safetensors"]  # fmt: skip
     loaded = EncoderDecoder.load(tmp_path / "m")
     assert loaded.config == model.config and not loaded.training
     assert loaded.generation_config == model.generation_config
+    assert loaded.generation_config.alignment_heads == ((0, 1), (1, 3))
     src, mask = source()
     tgt = torch.randint(3, 40, (3, 4))
     with torch.no_grad():
@@ -245,6 +247,14 @@ def test_load_errors_say_what_is_wrong(tmp_path):
     )
     with pytest.raises(ValueError, match="does not match"):
         EncoderDecoder.load(tmp_path / "m")
+    settings = tmp_path / "other" / "generation_config.json"
+    settings.write_text(json.dumps({"alignment_heads": [[0, 0], [2, 0]]}))  # 2 decoder layers
+    with pytest.raises(ValueError, match=r"other/generation_config.json: alignment_heads "
+                       r"\[\[0, 0\], \[2, 0\]\]: .* decoder's 2 layers x 4 heads"):  # fmt: skip
+        EncoderDecoder.load(tmp_path / "other")
+    settings.write_text(json.dumps({"alignment_heads": [[0, -1]]}))
+    with pytest.raises(ValueError, match=r"generation_config.json: GenerationConfig.alignment_he"):
+        EncoderDecoder.load(tmp_path / "other")
     (tmp_path / "m" / "config.json").write_text(json.dumps({"xattn": {"d_model": 30}}))
     with pytest.raises(ValueError, match=r"ModelConfig\.d_model=30: not divisible by num_heads=4"):
         EncoderDecoder.load(tmp_path / "m")

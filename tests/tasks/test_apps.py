@@ -92,6 +92,15 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
     given = draw_example(model, task, example, tmp_path, "given", reference)
     assert given["hypothesis"] == reference
     assert given["tokens"][1] == [*reference.split(), "</s>"]
+    # the picture is the mean of every head, or of the model's alignment heads once it has them
+    layers = torch.stack(app_attention(model, task, example, reference)[1])  # (L, H, T, S')
+    torch.testing.assert_close(given["tokens"][2], layers.mean((0, 1)))
+    model.set_alignment_heads([(0, 1), (1, 0)])
+    aligned = draw_example(model, task, example, tmp_path, "aligned", reference)
+    torch.testing.assert_close(aligned["tokens"][2], (layers[0, 1] + layers[1, 0]) / 2)
+    n, h = model.config.decoder_layers, model.config.num_heads
+    with pytest.raises(ValueError, match=rf"heads \[\[{n}, 0\]\]: .* {n} layers x {h} heads"):
+        model.set_alignment_heads([(n, 0)])  # one layer too far
     hyps: list[str] = []
     scores = evaluate(model, task.tokenizer, splits["test"], TINY, task=task, hypotheses=hyps)
     assert 0.0 <= scores["exact"] <= 1.0 and len(hyps) == len(splits["test"])
@@ -146,6 +155,9 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     out = capsys.readouterr().out
     assert "Cross-attention peak on the input that produced the word" in out
     assert f"{summary['alignment_heads_hit_rate']:.1%} of test words" in out
+    # kept with the model as Whisper keeps them (generation_config.json, counting from 0)
+    saved = json.loads((run / "model" / "generation_config.json").read_text())
+    assert saved["alignment_heads"] == [[layer - 1, head - 1] for layer, head in chosen]
     if name == "qa":  # per kind of question: exact match and hit rate
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
         assert kinds and all(0 <= summary[f"alignment_hit_rate_{k}"] <= 1 for k in kinds)
@@ -154,7 +166,10 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
                  "--out", str(tmp_path / "att")])  # fmt: skip
     assert code == 0
     assert (tmp_path / "att" / "attention.png").is_file()
-    assert "where each output word's attention peaks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "where each output word's attention peaks" in out
+    names = " + ".join(f"layer {layer} head {head}" for layer, head in chosen)
+    assert f"(the mean attention of the alignment heads {names})" in out
     code = main(["attention", "--model", str(run / "model"), "--task", "translate"])
     assert code == 2
     assert f"is a {name} model, not translate" in capsys.readouterr().err

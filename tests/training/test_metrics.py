@@ -9,6 +9,8 @@ from xattn.training.metrics import (
     choose_alignment_heads,
     describe_alignment_heads,
     head_hit_rates,
+    head_mean,
+    head_names,
     heads_hit_rate,
 )
 
@@ -104,3 +106,15 @@ def test_alignment_heads_are_chosen_on_validation_and_reported_on_test():
     assert "all of them" in describe_alignment_heads(every)
     with pytest.raises(ValueError, match=r"different layers x heads: \[\(1, 2\), \(2, 2\)\]"):
         alignment_heads((valid, gold), ([test[0][:1]], gold))
+
+
+def test_head_mean_of_chosen_or_all_heads():
+    maps, _ = complementary_heads()
+    layers = list(maps[0])  # two (H, N, S) maps, as the decoder returns them
+    torch.testing.assert_close(head_mean(layers), maps[0].mean((0, 1)))
+    torch.testing.assert_close(head_mean(maps[0], [(1, 1)]), maps[0][1, 1])
+    torch.testing.assert_close(head_mean(layers, [(0, 0), (1, 0)]),
+                               (maps[0][0, 0] + maps[0][1, 0]) / 2)  # fmt: skip
+    with pytest.raises(ValueError, match=r"\[\[0, 2\]\]: .* within 2 layers x 2 heads"):
+        head_mean(layers, [(0, 2)])
+    assert head_names([(1, 1), (2, 3)]) == "layer 1 head 1 + layer 2 head 3"

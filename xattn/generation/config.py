@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,9 @@ class GenerationConfig:
     output row; `max_new_tokens`, when set, wins over it (max_length = 1 + max_new_tokens).
     `early_stopping`: True stops a source when num_beams hypotheses are finished; False
     uses transformers' heuristic; "never" runs the canonical beam search.
+    `alignment_heads` (Whisper's generation-config field): the cross-attention heads, as
+    (layer, head) pairs counting from 0, whose mean attention aligns the output with the
+    input; search does not use it, attention pictures do (None: the mean of all heads).
     """
 
     max_length: int = 20
@@ -46,6 +50,7 @@ class GenerationConfig:
     decoder_start_token_id: int | None = None
     forced_bos_token_id: int | None = None
     forced_eos_token_id: tuple[int, ...] | None = None
+    alignment_heads: tuple[tuple[int, int], ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalize transformers' int-or-list fields to tuples.
@@ -55,8 +60,9 @@ class GenerationConfig:
                 object.__setattr__(self, name, (value,))
             elif isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if isinstance(self.bad_words_ids, list):
-            object.__setattr__(self, "bad_words_ids", tuple(tuple(w) for w in self.bad_words_ids))
+        for name in ("bad_words_ids", "alignment_heads"):
+            if isinstance(getattr(self, name), list):
+                object.__setattr__(self, name, tuple(tuple(w) for w in getattr(self, name)))
 
         def fail(name: str, why: str) -> None:
             raise ValueError(f"GenerationConfig.{name}={getattr(self, name)!r}: {why}")
@@ -97,6 +103,14 @@ class GenerationConfig:
             not self.bad_words_ids or any(not w for w in self.bad_words_ids)
         ):
             fail("bad_words_ids", "expected a non-empty list of non-empty token id lists")
+        if self.alignment_heads is not None and (
+            not self.alignment_heads
+            or any(
+                len(pair) != 2 or any(not isinstance(i, int) or i < 0 for i in pair)
+                for pair in self.alignment_heads
+            )
+        ):
+            fail("alignment_heads", "expected a non-empty list of [layer, head] pairs (from 0)")
 
     def replace(self, **changes: Any) -> GenerationConfig:
         return dataclasses.replace(self, **changes)
@@ -127,7 +141,17 @@ class GenerationConfig:
     def load(cls, path: str | Path) -> GenerationConfig:
         from ..utils import read_json
 
-        return cls.from_dict(read_json(Path(path)))
+        try:
+            return cls.from_dict(read_json(Path(path)))
+        except (TypeError, ValueError) as err:  # a bad value: say which file holds it
+            raise ValueError(err if str(path) in str(err) else f"{path}: {err}") from err
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the JSON file whole or not at all (a temporary file renamed into place)."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -444,11 +445,22 @@ class EncoderDecoder(nn.Module):
             )
         if (path / GENERATION_FILE).is_file():
             model.generation_config = GenerationConfig.load(path / GENERATION_FILE)
+            heads = model.generation_config.alignment_heads
+            if heads is not None:
+                _check_heads(heads, config, f"{path / GENERATION_FILE}: alignment_heads")
         from ..data.tokenizers import load_tokenizer
 
         model.tokenizer = load_tokenizer(path)
         _check_tokenizer(model.tokenizer, config, path)
         return model.eval()  # like transformers' from_pretrained: ready for inference
+
+    def set_alignment_heads(self, heads: Sequence[Sequence[int]]) -> None:
+        """Record the cross-attention heads whose mean attention aligns output with input,
+        as (layer, head) pairs counting from 0 (Whisper's set_alignment_heads); they go into
+        generation_config.json with the model, and attention pictures draw their mean."""
+        heads = tuple(tuple(h) for h in heads)
+        _check_heads(heads, self.config, "alignment heads")
+        self.generation_config = self.generation_config.replace(alignment_heads=heads)
 
     @classmethod
     def from_hf(cls, path: str | Path) -> EncoderDecoder:
@@ -456,6 +468,18 @@ class EncoderDecoder(nn.Module):
         from ..hf import load_hf
 
         return load_hf(cls, path)
+
+
+def _check_heads(heads, config: ModelConfig, where: str) -> None:
+    """(layer, head) pairs counting from 0 within the decoder's layers and heads."""
+    layers, per_layer = config.decoder_layers, config.num_heads
+    if not heads or any(
+        len(h) != 2 or not (0 <= h[0] < layers and 0 <= h[1] < per_layer) for h in heads
+    ):
+        raise ValueError(
+            f"{where} {[list(h) for h in heads]}: expected (layer, head) pairs within the "
+            f"decoder's {layers} layers x {per_layer} heads, counting from 0"
+        )
 
 
 def _check_tokenizer(tokenizer, config: ModelConfig, path: Path) -> None:

@@ -22,12 +22,14 @@ import torch
 
 from ..data.text_tokenizer import TranslationTokenizer
 from ..model import EncoderDecoder, ModelConfig
+from ..model.transformer import GENERATION_FILE
 from ..training import TrainConfig, evaluate, train
 from ..training.batching import Item, pad_sources
 from ..training.metrics import (
     alignment_heads,
     alignment_hit_rate,
     describe_alignment_heads,
+    head_mean,
 )
 from ..training.task import Task, predict
 from ..utils import pad_batch
@@ -246,12 +248,13 @@ class _HitRates:
 def draw_example(model, task: AppTask, example, folder: Path, name: str,
                  hypothesis: str | None = None) -> dict:  # fmt: skip
     """The task's picture of the model's own output (decoded here unless `hypothesis` gives
-    it), and the layers x heads grid."""
+    it): the mean attention of the model's alignment heads (of every head when it has
+    none); and the layers x heads grid."""
     from ..viz import plot_attention_grid
 
     hyp = predict(model, task, [example])[0] if hypothesis is None else hypothesis
     words, layers, length = app_attention(model, task, example, hyp)
-    mean = torch.stack(layers).mean((0, 1))  # (T, S')
+    mean = head_mean(layers, model.generation_config.alignment_heads)  # (T, S')
     labels = task.source_labels(example, length)
     ok = "ok" if hyp == task.reference(example) else f"reference: {task.reference(example)}"
     picture = task.draw(example, words, mean, folder / f"{name}.png", f"{hyp}   ({ok})")
@@ -286,6 +289,8 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     valid = splits["valid"]
     heads = alignment_heads(_HitRates(model, task, valid).maps(range(min(300, len(valid)))),
                             hit_rate.maps(range(min(300, len(test)))))  # fmt: skip
+    model.set_alignment_heads([(layer - 1, head - 1) for layer, head in heads["alignment_heads"]])
+    model.generation_config.save(run_dir / "model" / GENERATION_FILE)  # pictures draw them
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")

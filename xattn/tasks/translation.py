@@ -16,11 +16,13 @@ import torch
 from ..data.en_es import Example, split_corpus
 from ..data.text_tokenizer import TranslationTokenizer
 from ..model import EncoderDecoder, ModelConfig
+from ..model.transformer import GENERATION_FILE
 from ..training import TrainConfig, evaluate, train, translate
 from ..training.metrics import (
     alignment_heads,
     alignment_hit_rate,
     describe_alignment_heads,
+    head_mean,
 )
 from ..utils import pad_batch
 
@@ -211,6 +213,8 @@ def demo(
     heads = alignment_heads(
         _alignment_maps(model, tokenizer, splits["valid"][:300]), (maps, gold)
     )  # chosen on the validation sentences, reported on test
+    model.set_alignment_heads([(layer - 1, head - 1) for layer, head in heads["alignment_heads"]])
+    model.generation_config.save(run_dir / "model" / GENERATION_FILE)  # pictures draw them
     from ..viz import plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
@@ -281,12 +285,13 @@ def attention_maps(model, tokenizer, source: str, target: str | None = None):
 
 def draw_attention(model, tokenizer, source: str, folder: Path, name: str,
                    target: str | None = None) -> dict[str, Path]:  # fmt: skip
-    """PNG pictures of one pair: the layer-and-head mean with the hard alignment, and the
-    grid of layers x heads."""
+    """PNG pictures of one pair: the mean attention of the model's alignment heads (of every
+    layer and head when it has none) with the hard alignment, and the grid of layers x
+    heads."""
     from ..viz import plot_attention, plot_attention_grid
 
     src_tokens, tgt_tokens, maps = attention_maps(model, tokenizer, source, target)
-    mean = torch.stack(maps).mean((0, 1))  # (T, S)
+    mean = head_mean(maps, model.generation_config.alignment_heads)  # (T, S)
     return {
         "mean": plot_attention(mean, src_tokens, tgt_tokens, folder / f"{name}.png",
                                title=f"{source}\n-> {' '.join(tgt_tokens[:-1])}"),

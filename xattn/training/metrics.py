@@ -14,6 +14,8 @@ __all__ = [
     "corpus_scores",
     "describe_alignment_heads",
     "head_hit_rates",
+    "head_mean",
+    "head_names",
     "heads_hit_rate",
 ]
 
@@ -61,6 +63,30 @@ def head_hit_rates(
                         dtype=torch.float64)  # fmt: skip
 
 
+def head_mean(
+    layers: torch.Tensor | Sequence[torch.Tensor], heads: Sequence[Sequence[int]] | None = None
+) -> torch.Tensor:
+    """(T, S) mean attention of `heads` ((layer, head) pairs counting from 0; None: every
+    layer and head) from one (L, H, T, S) tensor or a list of L (H, T, S) maps."""
+    maps = layers if isinstance(layers, torch.Tensor) else torch.stack(list(layers))
+    if heads is None:
+        return maps.mean((0, 1))
+    count, per_layer = maps.shape[:2]
+    outside = [list(h) for h in heads if not (0 <= h[0] < count and 0 <= h[1] < per_layer)]
+    if not heads or outside:
+        raise ValueError(
+            f"alignment heads {[list(h) for h in heads]}: expected (layer, head) pairs within "
+            f"{count} layers x {per_layer} heads, counting from 0"
+        )
+    rows = torch.tensor([layer for layer, _ in heads])
+    return maps[rows, torch.tensor([head for _, head in heads])].mean(0)
+
+
+def head_names(heads: Sequence[Sequence[int]]) -> str:
+    """'layer 1 head 1 + layer 2 head 3' for (layer, head) pairs counting from 1."""
+    return " + ".join(f"layer {layer} head {head}" for layer, head in heads)
+
+
 def heads_hit_rate(
     maps: Sequence[torch.Tensor],
     gold: Sequence[Sequence[Sequence[int]]],
@@ -70,9 +96,7 @@ def heads_hit_rate(
     0); maps[i]: (L, H, N, S)."""
     if not heads:
         raise ValueError("no heads to average")
-    layers = torch.tensor([layer for layer, _ in heads])
-    chosen = torch.tensor([head for _, head in heads])
-    return alignment_hit_rate([m[layers, chosen].mean(0) for m in maps], gold)
+    return alignment_hit_rate([head_mean(m, heads) for m in maps], gold)
 
 
 def choose_alignment_heads(
@@ -128,7 +152,7 @@ def describe_alignment_heads(heads: dict) -> str:
     if len(chosen) == every:
         which = "all of them (no subset does better there)"
     else:
-        which = " + ".join(f"layer {layer} head {head}" for layer, head in chosen)
+        which = head_names(chosen)
     return (
         f"  alignment heads chosen on the validation split: {which}: "
         f"{heads['alignment_heads_hit_rate']:.1%} of test words; every head: summary.json"
