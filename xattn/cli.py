@@ -183,7 +183,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
     """`xattn train --task caption|qa|speech`: generated data, the task's front end."""
     from .tasks import TASKS
-    from .tasks.common import train_app
+    from .tasks.common import choose_and_keep_alignment_heads, train_app
+    from .training.distributed import rank
 
     task_cls = TASKS[args.task]
     sizes = dict(task_cls.demo_sizes)
@@ -192,9 +193,18 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
     splits = task_cls.generate(**sizes, seed=args.seed)
     config = _train_config(task_cls.demo_train, args)
     overrides = {} if args.dropout is None else {"dropout": args.dropout}
-    _, _, result = train_app(task_cls, splits, out, config, resume=args.resume,
-                             progress=not args.no_progress, model_overrides=overrides)  # fmt: skip
+    model, task, result = train_app(
+        task_cls, splits, out, config, resume=args.resume, progress=not args.no_progress,
+        model_overrides=overrides,
+    )  # fmt: skip
     _report_training(out, f"exact {result.get('exact', 0):.1%}, WER {result.get('wer', 0):.1%}")
+    if rank() == 0:  # the generator knows the alignment: choose the heads that follow it
+        from .training.metrics import head_names
+
+        heads = choose_and_keep_alignment_heads(model, task, splits["valid"], out / "model")
+        names = head_names([(a + 1, b + 1) for a, b in heads])
+        print(f"alignment heads chosen on the validation split (kept in the model's "
+              f"generation_config.json): {names}")  # fmt: skip
     return 0
 
 

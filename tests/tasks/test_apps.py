@@ -9,6 +9,7 @@ import torch
 
 from xattn.cli import main
 from xattn.data.speech import Utterance
+from xattn.model import EncoderDecoder
 from xattn.tasks import TASKS, common
 from xattn.tasks.common import (
     _HitRates,
@@ -177,6 +178,10 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
                  str(tmp_path / "train"), "--no-progress", "--eval-every", "2"])  # fmt: skip
     assert code == 0
     assert (tmp_path / "train" / "model" / "config.json").is_file()
+    kept = EncoderDecoder.load(tmp_path / "train" / "model").generation_config.alignment_heads
+    names = " + ".join(f"layer {a + 1} head {b + 1}" for a, b in kept)
+    out = capsys.readouterr().out
+    assert f"(kept in the model's generation_config.json): {names}" in out
 
 
 def test_cli_task_errors(tmp_path, capsys):

@@ -28,6 +28,7 @@ from ..training.batching import Item, pad_sources
 from ..training.metrics import (
     alignment_heads,
     alignment_hit_rate,
+    choose_alignment_heads,
     describe_alignment_heads,
     head_mean,
 )
@@ -245,6 +246,23 @@ class _HitRates:
         return alignment_hit_rate([m.mean((0, 1)) for m in maps], gold)
 
 
+def keep_alignment_heads(model, heads: Sequence[Sequence[int]], folder: Path) -> None:
+    """Record alignment heads ((layer, head) pairs counting from 0) with the model and in
+    the generation_config.json of its saved folder, where `xattn attention` finds them."""
+    model.set_alignment_heads(heads)
+    model.generation_config.save(Path(folder) / GENERATION_FILE)
+
+
+def choose_and_keep_alignment_heads(model, task: AppTask, examples: Sequence,
+                                    folder: Path) -> list[tuple[int, int]]:  # fmt: skip
+    """choose_alignment_heads on (up to 300 of) these validation examples, then
+    keep_alignment_heads."""
+    maps = _HitRates(model, task, examples).maps(range(min(300, len(examples))))
+    heads = choose_alignment_heads(*maps)
+    keep_alignment_heads(model, heads, folder)
+    return heads
+
+
 def draw_example(model, task: AppTask, example, folder: Path, name: str,
                  hypothesis: str | None = None) -> dict:  # fmt: skip
     """The task's picture of the model's own output (decoded here unless `hypothesis` gives
@@ -289,8 +307,8 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     valid = splits["valid"]
     heads = alignment_heads(_HitRates(model, task, valid).maps(range(min(300, len(valid)))),
                             hit_rate.maps(range(min(300, len(test)))))  # fmt: skip
-    model.set_alignment_heads([(layer - 1, head - 1) for layer, head in heads["alignment_heads"]])
-    model.generation_config.save(run_dir / "model" / GENERATION_FILE)  # pictures draw them
+    keep_alignment_heads(model, [(a - 1, b - 1) for a, b in heads["alignment_heads"]],
+                         run_dir / "model")  # the pictures draw them  # fmt: skip
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")

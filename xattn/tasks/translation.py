@@ -16,7 +16,6 @@ import torch
 from ..data.en_es import Example, split_corpus
 from ..data.text_tokenizer import TranslationTokenizer
 from ..model import EncoderDecoder, ModelConfig
-from ..model.transformer import GENERATION_FILE
 from ..training import TrainConfig, evaluate, train, translate
 from ..training.metrics import (
     alignment_heads,
@@ -25,6 +24,7 @@ from ..training.metrics import (
     head_mean,
 )
 from ..utils import pad_batch
+from .common import keep_alignment_heads
 
 __all__ = [
     "DataError",
@@ -213,8 +213,8 @@ def demo(
     heads = alignment_heads(
         _alignment_maps(model, tokenizer, splits["valid"][:300]), (maps, gold)
     )  # chosen on the validation sentences, reported on test
-    model.set_alignment_heads([(layer - 1, head - 1) for layer, head in heads["alignment_heads"]])
-    model.generation_config.save(run_dir / "model" / GENERATION_FILE)  # pictures draw them
+    keep_alignment_heads(model, [(a - 1, b - 1) for a, b in heads["alignment_heads"]],
+                         run_dir / "model")  # the pictures draw them  # fmt: skip
     from ..viz import plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
