@@ -202,9 +202,8 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
         from .training.metrics import head_names
 
         heads = choose_and_keep_alignment_heads(model, task, splits["valid"], out / "model")
-        names = head_names([(a + 1, b + 1) for a, b in heads])
         print(f"alignment heads chosen on the validation split (kept in the model's "
-              f"generation_config.json): {names}")  # fmt: skip
+              f"generation_config.json): {head_names(heads)}")  # fmt: skip
     return 0
 
 
@@ -368,8 +367,7 @@ def _print_peaks(words, mean, labels, width: int, model) -> None:
     from .training.metrics import head_names
 
     heads = model.generation_config.alignment_heads
-    which = ("every layer and head" if heads is None else
-             f"the alignment heads {head_names([(a + 1, b + 1) for a, b in heads])}")  # fmt: skip
+    which = "every layer and head" if heads is None else f"the alignment heads {head_names(heads)}"
     print(f"  (the mean attention of {which})")
     for word, row in zip(words, mean, strict=True):
         print(f"  {word:>{width}}  <-  {labels[int(row.argmax())]}  ({float(row.max()):.0%})")

@@ -148,9 +148,9 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == name and "alignment_hit_rate" in summary
     chosen, per_head = summary["alignment_heads"], summary["alignment_hit_rate_per_head"]
-    assert chosen and all(1 <= h <= len(per_head[layer - 1]) for layer, h in chosen)
+    assert chosen and all(0 <= a < len(per_head) and 0 <= b < len(per_head[a]) for a, b in chosen)
     if len(chosen) == 1:  # chosen on the validation split, reported on test
-        assert summary["alignment_heads_hit_rate"] == per_head[chosen[0][0] - 1][chosen[0][1] - 1]
+        assert summary["alignment_heads_hit_rate"] == per_head[chosen[0][0]][chosen[0][1]]
     assert (run / "attention" / "index.html").is_file()
     assert (run / "attention" / "example-01.png").is_file()
     out = capsys.readouterr().out
@@ -158,7 +158,7 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     assert f"{summary['alignment_heads_hit_rate']:.1%} of test words" in out
     # kept with the model as Whisper keeps them (generation_config.json, counting from 0)
     saved = json.loads((run / "model" / "generation_config.json").read_text())
-    assert saved["alignment_heads"] == [[layer - 1, head - 1] for layer, head in chosen]
+    assert saved["alignment_heads"] == chosen  # the same pairs, counting from 0
     if name == "qa":  # per kind of question: exact match and hit rate
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
         assert kinds and all(0 <= summary[f"alignment_hit_rate_{k}"] <= 1 for k in kinds)
@@ -169,7 +169,7 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     assert (tmp_path / "att" / "attention.png").is_file()
     out = capsys.readouterr().out
     assert "where each output word's attention peaks" in out
-    names = " + ".join(f"layer {layer} head {head}" for layer, head in chosen)
+    names = " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in chosen)
     assert f"(the mean attention of the alignment heads {names})" in out
     code = main(["attention", "--model", str(run / "model"), "--task", "translate"])
     assert code == 2

@@ -80,7 +80,7 @@ def test_alignment_heads_are_grown_greedily_from_the_best_head():
     assert choose_alignment_heads(maps, gold) == [(0, 0), (0, 1)]
     # a head joins only if it adds at least min_gain: here the pair's 2/3 is not enough
     assert choose_alignment_heads(maps, gold, min_gain=0.7) == [(0, 0)]
-    with pytest.raises(ValueError, match="no heads"):
+    with pytest.raises(ValueError, match=r"alignment heads \[\]: expected \(layer, head\) pairs"):
         heads_hit_rate(maps, gold, [])
     with pytest.raises(ValueError, match="no attention maps"):
         choose_alignment_heads([], [])
@@ -96,13 +96,13 @@ def test_alignment_heads_are_chosen_on_validation_and_reported_on_test():
     valid, gold = complementary_heads()
     test = [valid[0].flip(0)]  # on the test maps the chosen heads miss everything
     heads = alignment_heads((valid, gold), (test, gold))
-    assert heads["alignment_heads"] == [[1, 1], [1, 2]]  # layers and heads counting from 1
+    assert heads["alignment_heads"] == [[0, 0], [0, 1]]  # counting from 0, like the config
     assert heads["alignment_heads_valid_hit_rate"] == 1.0
     assert heads["alignment_heads_hit_rate"] == 0.0
     assert heads["alignment_hit_rate_per_head"] == [[0.0, 0.0], [1 / 3, 1 / 3]]
     line = describe_alignment_heads(heads)
     assert "validation split: layer 1 head 1 + layer 1 head 2: 0.0% of test words" in line
-    every = dict(heads, alignment_heads=[[1, 1], [1, 2], [2, 1], [2, 2]])
+    every = dict(heads, alignment_heads=[[0, 0], [0, 1], [1, 0], [1, 1]])
     assert "all of them" in describe_alignment_heads(every)
     with pytest.raises(ValueError, match=r"different layers x heads: \[\(1, 2\), \(2, 2\)\]"):
         alignment_heads((valid, gold), ([test[0][:1]], gold))
@@ -117,4 +117,4 @@ def test_head_mean_of_chosen_or_all_heads():
                                (maps[0][0, 0] + maps[0][1, 0]) / 2)  # fmt: skip
     with pytest.raises(ValueError, match=r"\[\[0, 2\]\]: .* within 2 layers x 2 heads"):
         head_mean(layers, [(0, 2)])
-    assert head_names([(1, 1), (2, 3)]) == "layer 1 head 1 + layer 2 head 3"
+    assert head_names([(0, 0), (1, 2)]) == "layer 1 head 1 + layer 2 head 3"  # from 0 to 1

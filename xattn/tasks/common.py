@@ -307,8 +307,7 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
     valid = splits["valid"]
     heads = alignment_heads(_HitRates(model, task, valid).maps(range(min(300, len(valid)))),
                             hit_rate.maps(range(min(300, len(test)))))  # fmt: skip
-    keep_alignment_heads(model, [(a - 1, b - 1) for a, b in heads["alignment_heads"]],
-                         run_dir / "model")  # the pictures draw them  # fmt: skip
+    keep_alignment_heads(model, heads["alignment_heads"], run_dir / "model")  # pictures use them
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")

@@ -213,8 +213,7 @@ def demo(
     heads = alignment_heads(
         _alignment_maps(model, tokenizer, splits["valid"][:300]), (maps, gold)
     )  # chosen on the validation sentences, reported on test
-    keep_alignment_heads(model, [(a - 1, b - 1) for a, b in heads["alignment_heads"]],
-                         run_dir / "model")  # the pictures draw them  # fmt: skip
+    keep_alignment_heads(model, heads["alignment_heads"], run_dir / "model")  # pictures use them
     from ..viz import plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")

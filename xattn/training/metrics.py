@@ -83,8 +83,9 @@ def head_mean(
 
 
 def head_names(heads: Sequence[Sequence[int]]) -> str:
-    """'layer 1 head 1 + layer 2 head 3' for (layer, head) pairs counting from 1."""
-    return " + ".join(f"layer {layer} head {head}" for layer, head in heads)
+    """'layer 1 head 1 + layer 2 head 3' for (layer, head) pairs counting from 0 (the names
+    count from 1)."""
+    return " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in heads)
 
 
 def heads_hit_rate(
@@ -94,8 +95,6 @@ def heads_hit_rate(
 ) -> float:
     """alignment_hit_rate of the mean attention of `heads` ((layer, head) pairs counting from
     0); maps[i]: (L, H, N, S)."""
-    if not heads:
-        raise ValueError("no heads to average")
     return alignment_hit_rate([head_mean(m, heads) for m in maps], gold)
 
 
@@ -134,12 +133,13 @@ def choose_alignment_heads(
 def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequence]) -> dict:
     """Alignment heads chosen on the validation split (choose_alignment_heads) and their hit
     rate on the test split, with every head's own test rate; valid and test are (maps,
-    gold) with maps[i] (L, H, N, S). Layers and heads count from 1 in the result."""
+    gold) with maps[i] (L, H, N, S). (layer, head) pairs count from 0, as in
+    generation_config.json."""
     shapes = {tuple(m.shape[:2]) for m in (*valid[0], *test[0])}
     if len(shapes) != 1:
         raise ValueError(f"maps with different layers x heads: {sorted(shapes)}")
     heads = choose_alignment_heads(*valid)
-    return {"alignment_heads": [[layer + 1, head + 1] for layer, head in heads],
+    return {"alignment_heads": [list(h) for h in heads],
             "alignment_heads_hit_rate": heads_hit_rate(*test, heads),
             "alignment_heads_valid_hit_rate": heads_hit_rate(*valid, heads),
             "alignment_hit_rate_per_head": head_hit_rates(*test).tolist()}  # fmt: skip
