@@ -173,8 +173,9 @@ def bench_section(section, shapes, budget_s, big, speedup, memory=True):
         with torch.no_grad():
             ms = time_interleaved(
                 {n: f for n, f in candidates.items() if n not in skipped},
-                budget_s, 3 if large else 200,  # seconds per call at the largest shapes
-            )  # fmt: skip
+                budget_s,
+                3 if large else 200,  # seconds per call at the largest shapes
+            )
         base = next(iter(ms.values()))
         for name in candidates:
             if name in skipped:
@@ -205,8 +206,10 @@ def main(argv=None) -> int:
     shapes = SHAPES[:1] if args.quick else SHAPES
     weights_shape = (2, 4, 32, 256) if args.quick else (4, 8, 256, 2048)
     budget = 0.2 if args.quick else args.budget
-    print(f"xattn {xattn.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs seen, "
-          f"{torch.get_num_threads()} threads")  # fmt: skip
+    print(
+        f"xattn {xattn.__version__}, torch {torch.__version__}, {os.cpu_count()} CPUs seen, "
+        f"{torch.get_num_threads()} threads"
+    )
     print(xattn.explain_backend(*(torch.randn(1, 8, 4, 64) for _ in range(3))))
     print_table(
         f"1. attention(): float32, Dh = {HEAD_DIM}; time and extra peak memory of one call",

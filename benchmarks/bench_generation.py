@@ -38,12 +38,21 @@ def build_models():
     import transformers
 
     config = transformers.MarianConfig(
-        vocab_size=VOCAB, d_model=D, encoder_layers=LAYERS, decoder_layers=LAYERS,
-        encoder_attention_heads=HEADS, decoder_attention_heads=HEADS, encoder_ffn_dim=FFN,
-        decoder_ffn_dim=FFN, max_position_embeddings=512, pad_token_id=VOCAB - 1,
-        eos_token_id=0, decoder_start_token_id=VOCAB - 1, activation_function="swish",
+        vocab_size=VOCAB,
+        d_model=D,
+        encoder_layers=LAYERS,
+        decoder_layers=LAYERS,
+        encoder_attention_heads=HEADS,
+        decoder_attention_heads=HEADS,
+        encoder_ffn_dim=FFN,
+        decoder_ffn_dim=FFN,
+        max_position_embeddings=512,
+        pad_token_id=VOCAB - 1,
+        eos_token_id=0,
+        decoder_start_token_id=VOCAB - 1,
+        activation_function="swish",
         scale_embedding=True,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     hf = transformers.MarianMTModel(config).eval()
     folder = tempfile.mkdtemp()
@@ -60,9 +69,15 @@ class RerunTransformer(nn.Module):
         self.embed = nn.Embedding(VOCAB, D)
         self.positions = nn.Embedding(512, D)
         self.transformer = nn.Transformer(
-            D, HEADS, LAYERS, LAYERS, FFN, dropout=0.1, batch_first=True,
+            D,
+            HEADS,
+            LAYERS,
+            LAYERS,
+            FFN,
+            dropout=0.1,
+            batch_first=True,
             activation=nn.functional.silu,
-        )  # fmt: skip
+        )
         self.out = nn.Linear(D, VOCAB)
 
     def embed_at(self, ids):
@@ -70,8 +85,9 @@ class RerunTransformer(nn.Module):
 
     def forward(self, src, tgt):
         mask = self.transformer.generate_square_subsequent_mask(tgt.shape[1])
-        h = self.transformer(self.embed_at(src), self.embed_at(tgt), tgt_mask=mask,
-                             tgt_is_causal=True)  # fmt: skip
+        h = self.transformer(
+            self.embed_at(src), self.embed_at(tgt), tgt_mask=mask, tgt_is_causal=True
+        )
         return self.out(h)
 
     @torch.no_grad()
@@ -80,8 +96,9 @@ class RerunTransformer(nn.Module):
         ids = torch.full((src.shape[0], 1), start)
         for _ in range(new_tokens):
             mask = self.transformer.generate_square_subsequent_mask(ids.shape[1])
-            h = self.transformer.decoder(self.embed_at(ids), memory, tgt_mask=mask,
-                                         tgt_is_causal=True)  # fmt: skip
+            h = self.transformer.decoder(
+                self.embed_at(ids), memory, tgt_mask=mask, tgt_is_causal=True
+            )
             ids = torch.cat([ids, self.out(h[:, -1]).argmax(-1, keepdim=True)], 1)
         return ids
 
@@ -125,10 +142,12 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
         same = torch.equal(got, expected)
         candidates = {
             "transformers generate (cache)": lambda src=src, mask=mask, kw=kw: hf.generate(
-                src, attention_mask=mask.long(), do_sample=False, **kw),
+                src, attention_mask=mask.long(), do_sample=False, **kw
+            ),
             "xattn generate": lambda src=src, mask=mask, kw=kw: ours.generate(
-                src, src_mask=mask, **kw),
-        }  # fmt: skip
+                src, src_mask=mask, **kw
+            ),
+        }
         if beams == 1:
             candidates["nn.Transformer re-run loop"] = lambda src=src: rerun.generate(
                 src, new_tokens, start
@@ -151,10 +170,15 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
     print_table(
         f"Generation: {SRC} source tokens, {new_tokens} new tokens, d_model {D}, "
         f"{LAYERS}+{LAYERS} layers, vocab {VOCAB}, {torch.get_num_threads()} threads",
-        ["case", "implementation", "new tokens/s", "speed-up vs transformers",
-         "same tokens as transformers"],
+        [
+            "case",
+            "implementation",
+            "new tokens/s",
+            "speed-up vs transformers",
+            "same tokens as transformers",
+        ],
         rows,
-    )  # fmt: skip
+    )
 
 
 def cross_kv_memory(hf, ours, B=8, beams=4):
@@ -177,9 +201,11 @@ def cross_kv_memory(hf, ours, B=8, beams=4):
     print_table(
         f"Cross-attention K/V held per source, beam search with {beams} beams, S = {SRC}",
         ["implementation", "bytes per source", "ratio"],
-        [["transformers", f"{theirs_bytes:,.0f}", "1.00"],
-         ["xattn", f"{ours_bytes:,.0f}", f"{ours_bytes / theirs_bytes:.2f}"]],
-    )  # fmt: skip
+        [
+            ["transformers", f"{theirs_bytes:,.0f}", "1.00"],
+            ["xattn", f"{ours_bytes:,.0f}", f"{ours_bytes / theirs_bytes:.2f}"],
+        ],
+    )
 
 
 def bench_training(ours_config, repeats, B=32, T=32):

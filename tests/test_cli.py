@@ -28,8 +28,11 @@ def test_tour_runs_and_shows_the_contract(capsys):
 def test_python_dash_m_works_the_same():
     result = subprocess.run(
         [sys.executable, "-m", "xattn", "tour", "--length", "16", "--steps", "4"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert "Exact attention at T = S = 16" in result.stdout
 
@@ -81,8 +84,11 @@ def test_unknown_command_exits_2():
 def test_bench_quick_runs_side_by_side():
     result = subprocess.run(
         [sys.executable, "-m", "xattn", "bench", "attention", "--quick", "--no-memory"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     assert "| B8 H8 T32 S256 | torch SDPA" in result.stdout
     assert "xattn.CrossAttention" in result.stdout
@@ -93,8 +99,11 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     pytest.importorskip("transformers")
     result = subprocess.run(
         [sys.executable, "-m", "xattn", "bench", "generation", "--quick"],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
     assert len(rows) == 4  # transformers, xattn, nn.Transformer loop, matmul floor
@@ -109,8 +118,21 @@ def test_train_flags_left_out_keep_the_task_recipe():
     recipe = TASKS["caption"].demo_train
     args = build_parser().parse_args(["train", "--task", "caption", "--out", "x"])
     assert _train_config(recipe, args) == recipe
-    args = build_parser().parse_args(["train", "--task", "caption", "--out", "x", "--steps",
-                                      "400", "--lr", "1e-3", "--eval-every", "1000"])  # fmt: skip
+    args = build_parser().parse_args(
+        [
+            "train",
+            "--task",
+            "caption",
+            "--out",
+            "x",
+            "--steps",
+            "400",
+            "--lr",
+            "1e-3",
+            "--eval-every",
+            "1000",
+        ]
+    )
     config = _train_config(recipe, args)
     assert (config.steps, config.warmup_steps, config.schedule) == (400, 120, "cosine")
     assert (config.lr, config.eval_every, config.label_smoothing) == (1e-3, 400, 0.1)

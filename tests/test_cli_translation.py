@@ -23,16 +23,38 @@ def write_tsv(path, n=40):
     return lines
 
 
-TRAIN_ARGS = ["--steps", "30", "--batch-size", "8", "--eval-every", "15",
-              "--checkpoint-every", "15", "--warmup", "3", "--no-progress"]  # fmt: skip
+TRAIN_ARGS = [
+    "--steps",
+    "30",
+    "--batch-size",
+    "8",
+    "--eval-every",
+    "15",
+    "--checkpoint-every",
+    "15",
+    "--warmup",
+    "3",
+    "--no-progress",
+]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     folder = tmp_path_factory.mktemp("run")
     write_tsv(folder / "corpus.tsv")
-    assert main(["train", "--data", str(folder / "corpus.tsv"), "--out", str(folder / "out"),
-                 *TRAIN_ARGS]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(folder / "corpus.tsv"),
+                "--out",
+                str(folder / "out"),
+                *TRAIN_ARGS,
+            ]
+        )
+        == 0
+    )
     return folder
 
 
@@ -43,19 +65,21 @@ def test_train_writes_a_run_folder(trained):
     assert (out / "best" / "config.json").is_file()
     assert (out / "loss.png").stat().st_size > 0
     assert [p.name for p in sorted((out / "checkpoints").iterdir())] == [
-        "step-0000015", "step-0000030"]  # fmt: skip
+        "step-0000015",
+        "step-0000030",
+    ]
     records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in records} == {"train", "valid"}
 
 
 def test_train_resume_continues_and_refuses_to_overwrite(trained, capsys):
     out = str(trained / "out")
-    assert main(["train", "--data", str(trained / "corpus.tsv"), "--out", out,
-                 *TRAIN_ARGS]) == 2  # fmt: skip
+    assert main(["train", "--data", str(trained / "corpus.tsv"), "--out", out, *TRAIN_ARGS]) == 2
     assert "exists and is not empty; pass --resume" in capsys.readouterr().err
     args = [a if a != "30" else "45" for a in TRAIN_ARGS]
-    assert main(["train", "--data", str(trained / "corpus.tsv"), "--out", out, "--resume",
-                 *args]) == 0  # fmt: skip
+    assert (
+        main(["train", "--data", str(trained / "corpus.tsv"), "--out", out, "--resume", *args]) == 0
+    )
     assert (trained / "out" / "checkpoints" / "step-0000045").is_dir()
 
 
@@ -64,9 +88,14 @@ def test_translate_arguments_and_stdin(trained, capsys):
     assert main(["translate", "--model", model, "the red car", "a house"]) == 0
     lines = capsys.readouterr().out.split("\n")[:-1]  # one line per input (maybe empty)
     assert len(lines) == 2
-    result = subprocess.run([sys.executable, "-m", "xattn", "translate", "--model", model],
-                            input="the red car\n", capture_output=True, text=True, cwd=ROOT,
-                            timeout=120)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "xattn", "translate", "--model", model],
+        input="the red car\n",
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert result.returncode == 0 and result.stdout == lines[0] + "\n"
 
 
@@ -90,11 +119,19 @@ def test_translate_a_transformers_marian_folder(tmp_path, capsys):
     (hf_tok_dir / "vocab.json").write_text(json.dumps(vocab))
     V = len(vocab)
     config = transformers.MarianConfig(
-        vocab_size=V, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
-        decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
-        max_position_embeddings=32, pad_token_id=V - 1, eos_token_id=0,
+        vocab_size=V,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        max_position_embeddings=32,
+        pad_token_id=V - 1,
+        eos_token_id=0,
         decoder_start_token_id=V - 1,
-    )  # fmt: skip
+    )
     transformers.MarianMTModel(config).save_pretrained(hf_tok_dir)
     assert main(["translate", "--model", str(hf_tok_dir), TEXTS[0]]) == 0
     assert capsys.readouterr().out.endswith("\n")
@@ -103,18 +140,30 @@ def test_translate_a_transformers_marian_folder(tmp_path, capsys):
 @pytest.mark.parametrize(
     "content,flags,message",
     [
-        (b"the cat\tel gato\nno tab here\n", [], "corpus.tsv:2: expected source<TAB>target, "
-                                                "found 0 tabs"),
+        (
+            b"the cat\tel gato\nno tab here\n",
+            [],
+            "corpus.tsv:2: expected source<TAB>target, found 0 tabs",
+        ),
         (b"the cat\tel gato\n\tel perro\n", [], "corpus.tsv:2: empty source side"),
         (b"the cat\tel gato\nthe \xff dog\tel perro\n", [], "corpus.tsv:2: not valid UTF-8"),
         (b"a\tb\tc\n", [], "corpus.tsv:1: expected source<TAB>target, found 2 tabs"),
         (b"", [], "corpus.tsv: no usable sentence pairs"),
     ],
-)  # fmt: skip
+)
 def test_bad_corpus_lines_exit_2_naming_file_and_line(tmp_path, capsys, content, flags, message):
     (tmp_path / "corpus.tsv").write_bytes(content)
-    code = main(["train", "--data", str(tmp_path / "corpus.tsv"), "--out",
-                 str(tmp_path / "out"), *TRAIN_ARGS, *flags])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "corpus.tsv"),
+            "--out",
+            str(tmp_path / "out"),
+            *TRAIN_ARGS,
+            *flags,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "model").exists()
@@ -125,8 +174,20 @@ def test_skip_bad_lines_counts_them(tmp_path, capsys):
     with (tmp_path / "corpus.tsv").open("ab") as f:
         f.write(b"broken line\nthe \xff\tx\n")
     args = [a if a != "30" else "2" for a in TRAIN_ARGS]
-    assert main(["train", "--data", str(tmp_path / "corpus.tsv"), "--out",
-                 str(tmp_path / "out"), "--skip-bad-lines", *args]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "corpus.tsv"),
+                "--out",
+                str(tmp_path / "out"),
+                "--skip-bad-lines",
+                *args,
+            ]
+        )
+        == 0
+    )
     assert "skipped 2 bad lines" in capsys.readouterr().err
     assert len(lines) == 30
 
@@ -164,8 +225,10 @@ def test_translate_bad_inputs(trained, tmp_path, capsys):
 
 def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
     run = tmp_path / "demo"
-    assert main(["demo", "--steps", "8", "--test-size", "50", "--run-dir", str(run),
-                 "--no-progress"]) == 0  # fmt: skip
+    assert (
+        main(["demo", "--steps", "8", "--test-size", "50", "--run-dir", str(run), "--no-progress"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "Test set (50 held-out sentences): exact match" in out
     assert "Cross-attention peak on the gold-aligned English word" in out
@@ -194,8 +257,10 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
     for name in ("attention.png", "attention-grid.png", "attention.html"):
         assert (tmp_path / name).stat().st_size > 0
     source, target = (trained / "corpus.tsv").read_text().splitlines()[-1].split("\t")
-    assert main(["attention", "--model", model, source, target, "--out",
-                 str(tmp_path / "forced")]) == 0  # fmt: skip
+    assert (
+        main(["attention", "--model", model, source, target, "--out", str(tmp_path / "forced")])
+        == 0
+    )
     out = capsys.readouterr().out
     words = [line.split()[0] for line in out.splitlines()[1:] if "<-" in line]
     assert words == [*target.split(), "</s>"]  # teacher-forced on the given target
@@ -223,9 +288,29 @@ def test_train_on_the_bible_corpus(tmp_path, capsys):
 
     make_bible(tmp_path / "bible.db")
     args = [a if a != "30" else "3" for a in TRAIN_ARGS]
-    assert main(["train", "--corpus", "bible", "--src", "en", "--tgt", "es", "--bible-db",
-                 str(tmp_path / "bible.db"), "--tokenizer", "bpe", "--vocab-size", "120",
-                 "--out", str(tmp_path / "out"), *args]) == 0  # fmt: skip
+    assert (
+        main(
+            [
+                "train",
+                "--corpus",
+                "bible",
+                "--src",
+                "en",
+                "--tgt",
+                "es",
+                "--bible-db",
+                str(tmp_path / "bible.db"),
+                "--tokenizer",
+                "bpe",
+                "--vocab-size",
+                "120",
+                "--out",
+                str(tmp_path / "out"),
+                *args,
+            ]
+        )
+        == 0
+    )
     assert "Bible en->es:" in capsys.readouterr().err
     assert (tmp_path / "out" / "model" / "source_tokenizer.json").is_file()
     assert (
@@ -252,8 +337,7 @@ def test_tokenizer_that_does_not_match_the_model_is_refused(trained, tmp_path, c
     other = tmp_path / "other"
     write_tsv(tmp_path / "small.tsv", 10)
     args = [a if a != "30" else "2" for a in TRAIN_ARGS]
-    assert main(["train", "--data", str(tmp_path / "small.tsv"), "--out", str(other),
-                 *args]) == 0  # fmt: skip
+    assert main(["train", "--data", str(tmp_path / "small.tsv"), "--out", str(other), *args]) == 0
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     for f in (trained / "out" / "model").iterdir():

@@ -18,22 +18,38 @@ VOCAB = 96
 
 def marian_config(**kw):
     base = dict(
-        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=2,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64,
-        decoder_ffn_dim=64, max_position_embeddings=64, pad_token_id=VOCAB - 1, eos_token_id=0,
-        decoder_start_token_id=VOCAB - 1, forced_eos_token_id=0, activation_function="swish",
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        max_position_embeddings=64,
+        pad_token_id=VOCAB - 1,
+        eos_token_id=0,
+        decoder_start_token_id=VOCAB - 1,
+        forced_eos_token_id=0,
+        activation_function="swish",
         scale_embedding=True,
-    )  # fmt: skip
+    )
     base.update(kw)
     return transformers.MarianConfig(**base)
 
 
 def bart_config(**kw):
     base = dict(
-        vocab_size=VOCAB, d_model=32, encoder_layers=2, decoder_layers=3,
-        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=48,
-        decoder_ffn_dim=48, max_position_embeddings=64,
-    )  # fmt: skip
+        vocab_size=VOCAB,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=3,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=48,
+        decoder_ffn_dim=48,
+        max_position_embeddings=64,
+    )
     base.update(kw)
     return transformers.BartConfig(**base)
 
@@ -105,14 +121,16 @@ SETTINGS = [
 ]
 
 
-@pytest.mark.parametrize("settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in
-                                                                         s.items()))  # fmt: skip
+@pytest.mark.parametrize(
+    "settings", SETTINGS, ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items())
+)
 def test_same_greedy_and_beam_outputs(pair, settings):
     hf, ours, _ = pair
     src, mask = batch(hf)
     with torch.no_grad():
-        expected = hf.generate(src, attention_mask=mask.long(), max_new_tokens=12,
-                               do_sample=False, **settings)  # fmt: skip
+        expected = hf.generate(
+            src, attention_mask=mask.long(), max_new_tokens=12, do_sample=False, **settings
+        )
     got = ours.generate(src, src_mask=mask, max_new_tokens=12, **settings)
     assert got.shape == expected.shape
     assert torch.equal(got, expected)
@@ -127,8 +145,9 @@ def test_same_sampling_draws(pair, settings):
     src, mask = batch(hf)
     torch.manual_seed(5)
     with torch.no_grad():
-        expected = hf.generate(src, attention_mask=mask.long(), max_new_tokens=10,
-                               do_sample=True, **settings)  # fmt: skip
+        expected = hf.generate(
+            src, attention_mask=mask.long(), max_new_tokens=10, do_sample=True, **settings
+        )
     torch.manual_seed(5)
     got = ours.generate(src, src_mask=mask, max_new_tokens=10, do_sample=True, **settings)
     assert torch.equal(got, expected)
@@ -194,9 +213,13 @@ def train_spm(path):
     spm = pytest.importorskip("sentencepiece")
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(TEXTS), model_writer=buffer, vocab_size=48,
-        character_coverage=1.0, model_type="unigram", minloglevel=2,
-    )  # fmt: skip
+        sentence_iterator=iter(TEXTS),
+        model_writer=buffer,
+        vocab_size=48,
+        character_coverage=1.0,
+        model_type="unigram",
+        minloglevel=2,
+    )
     path.write_bytes(buffer.getvalue())
 
 
@@ -216,9 +239,10 @@ def marian_folder(tmp_path_factory):
     vocab["<pad>"] = len(vocab)
     (folder / "vocab.json").write_text(json.dumps(vocab))
     hf_tok = transformers.MarianTokenizer(
-        source_spm=str(folder / "source.spm"), target_spm=str(folder / "target.spm"),
+        source_spm=str(folder / "source.spm"),
+        target_spm=str(folder / "target.spm"),
         vocab=str(folder / "vocab.json"),
-    )  # fmt: skip
+    )
     hf_tok.save_pretrained(folder)
     torch.manual_seed(0)
     V = len(vocab)

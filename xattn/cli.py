@@ -85,19 +85,27 @@ def cmd_tour(args: argparse.Namespace) -> int:
     mha = nn.MultiheadAttention(dim, heads, batch_first=True)
     all_padding = torch.zeros(1, S, dtype=torch.bool)  # nothing real to attend to
     with torch.no_grad():
-        y_mha, _ = mha(x[:1], x[:1].new_zeros(1, S, dim), x[:1].new_zeros(1, S, dim),
-                       key_padding_mask=~all_padding)  # fmt: skip
+        y_mha, _ = mha(
+            x[:1],
+            x[:1].new_zeros(1, S, dim),
+            x[:1].new_zeros(1, S, dim),
+            key_padding_mask=~all_padding,
+        )
         y_ours = attn(x[:1], context[:1], context_mask=all_padding)
     print(f"   nn.MultiheadAttention: NaN in output = {bool(torch.isnan(y_mha).any())}")
-    print(f"   xattn.CrossAttention:  NaN in output = {bool(torch.isnan(y_ours).any())} "
-          f"(attention part is exact zeros; y is the output projection's bias)\n")  # fmt: skip
+    print(
+        f"   xattn.CrossAttention:  NaN in output = {bool(torch.isnan(y_ours).any())} "
+        f"(attention part is exact zeros; y is the output projection's bias)\n"
+    )
 
     # 4. Exact attention without the T x S matrix.
     n = args.length
     q, k, v = (torch.randn(1, 8, n, 64) for _ in range(3))
     naive_gb = 8 * n * n * 4 / 1e9
-    print(f"4. Exact attention at T = S = {n}, H = 8, Dh = 64 "
-          f"(the naive formula holds {naive_gb:.2f} GB of scores):")  # fmt: skip
+    print(
+        f"4. Exact attention at T = S = {n}, H = 8, Dh = 64 "
+        f"(the naive formula holds {naive_gb:.2f} GB of scores):"
+    )
     for name in ("auto", "chunked"):
         start = time.perf_counter()
         with torch.no_grad():
@@ -169,14 +177,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         if args.train_size is not None:
             raise UsageError("--train-size applies to --task caption, qa and speech")
-        demo(run_dir, steps=args.steps, test_size=args.test_size or 1000,
-             progress=not args.no_progress)  # fmt: skip
+        demo(
+            run_dir,
+            steps=args.steps,
+            test_size=args.test_size or 1000,
+            progress=not args.no_progress,
+        )
     else:
         from .tasks import TASKS
         from .tasks.common import app_demo
 
-        app_demo(TASKS[args.task], run_dir, steps=args.steps, test_size=args.test_size,
-                 train_size=args.train_size, progress=not args.no_progress)  # fmt: skip
+        app_demo(
+            TASKS[args.task],
+            run_dir,
+            steps=args.steps,
+            test_size=args.test_size,
+            train_size=args.train_size,
+            progress=not args.no_progress,
+        )
     return 0
 
 
@@ -194,26 +212,34 @@ def cmd_train_task(args: argparse.Namespace, out: Path) -> int:
     config = _train_config(task_cls.demo_train, args)
     overrides = {} if args.dropout is None else {"dropout": args.dropout}
     model, task, result = train_app(
-        task_cls, splits, out, config, resume=args.resume, progress=not args.no_progress,
+        task_cls,
+        splits,
+        out,
+        config,
+        resume=args.resume,
+        progress=not args.no_progress,
         model_overrides=overrides,
-    )  # fmt: skip
+    )
     _report_training(out, f"exact {result.get('exact', 0):.1%}, WER {result.get('wer', 0):.1%}")
     if rank() == 0:  # the generator knows the alignment: choose the heads that follow it
         from .training.metrics import head_names
 
         heads = choose_and_keep_alignment_heads(model, task, splits["valid"], out / "model")
-        print(f"alignment heads chosen on the validation split (kept in the model's "
-              f"generation_config.json): {head_names(heads)}")  # fmt: skip
+        print(
+            f"alignment heads chosen on the validation split (kept in the model's "
+            f"generation_config.json): {head_names(heads)}"
+        )
     return 0
 
 
-def _check_flags(args: argparse.Namespace, *, positive=(), at_least_zero=(),
-                 below_one=()) -> None:  # fmt: skip
+def _check_flags(args: argparse.Namespace, *, positive=(), at_least_zero=(), below_one=()) -> None:
     """UsageError naming the first flag (by its argparse dest) whose value is out of range;
     flags left out (None) are not checked."""
-    rules = [(positive, lambda v: v > 0, "expected a positive number"),
-             (at_least_zero, lambda v: v >= 0, "expected a number >= 0"),
-             (below_one, lambda v: 0 <= v < 1, "expected 0 <= value < 1")]  # fmt: skip
+    rules = [
+        (positive, lambda v: v > 0, "expected a positive number"),
+        (at_least_zero, lambda v: v >= 0, "expected a number >= 0"),
+        (below_one, lambda v: 0 <= v < 1, "expected 0 <= value < 1"),
+    ]
     for dests, ok, why in rules:
         for dest in dests:
             value = getattr(args, dest)
@@ -227,19 +253,28 @@ def _train_config(base, args: argparse.Namespace, **extra):
     import dataclasses
 
     config = base.for_steps(args.steps)
-    given = {field: getattr(args, flag) for flag, field in _TRAIN_FLAGS.items()
-             if getattr(args, flag) is not None}  # fmt: skip
+    given = {
+        field: getattr(args, flag)
+        for flag, field in _TRAIN_FLAGS.items()
+        if getattr(args, flag) is not None
+    }
     for field in ("warmup_steps", "eval_every", "checkpoint_every"):
         if field in given:
             given[field] = min(given[field], config.steps)
-    return dataclasses.replace(config, seed=args.seed, accumulation=args.accumulation,
-                               **given, **extra)  # fmt: skip
+    return dataclasses.replace(
+        config, seed=args.seed, accumulation=args.accumulation, **given, **extra
+    )
 
 
 # command line flag -> TrainConfig field, for the flags whose default is the task's recipe
-_TRAIN_FLAGS = {"batch_size": "batch_size", "lr": "lr", "warmup": "warmup_steps",
-                "label_smoothing": "label_smoothing", "eval_every": "eval_every",
-                "checkpoint_every": "checkpoint_every"}  # fmt: skip
+_TRAIN_FLAGS = {
+    "batch_size": "batch_size",
+    "lr": "lr",
+    "warmup": "warmup_steps",
+    "label_smoothing": "label_smoothing",
+    "eval_every": "eval_every",
+    "checkpoint_every": "checkpoint_every",
+}
 
 
 def _report_training(out: Path, scores: str) -> None:
@@ -258,17 +293,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .data.en_es import split_corpus
     from .tasks.translation import DEMO_TRAIN, read_parallel, train_translation
 
-    _check_flags(args, positive=("steps", "batch_size", "lr", "accumulation", "eval_every",
-                                 "checkpoint_every", "max_new_tokens", "vocab_size",
-                                 "train_size"),
-                 at_least_zero=("warmup",), below_one=("label_smoothing", "dropout"))  # fmt: skip
+    _check_flags(
+        args,
+        positive=(
+            "steps",
+            "batch_size",
+            "lr",
+            "accumulation",
+            "eval_every",
+            "checkpoint_every",
+            "max_new_tokens",
+            "vocab_size",
+            "train_size",
+        ),
+        at_least_zero=("warmup",),
+        below_one=("label_smoothing", "dropout"),
+    )
     out = Path(args.out)
     if not args.resume and out.exists() and any(out.iterdir()):
         raise UsageError(f"{out} exists and is not empty; pass --resume or another --out")
     if args.task != "translate":
         if args.data is not None or args.target_file is not None or args.corpus != "default":
-            raise UsageError(f"--task {args.task} trains on generated data; --data, "
-                             f"--target-file and --corpus are for translation")  # fmt: skip
+            raise UsageError(
+                f"--task {args.task} trains on generated data; --data, "
+                f"--target-file and --corpus are for translation"
+            )
         return cmd_train_task(args, out)
     if args.corpus == "bible":
         from .tasks.translation import read_bible
@@ -293,11 +342,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         valid, pairs = pairs[:n_valid], pairs[n_valid:] or pairs
     config = _train_config(DEMO_TRAIN, args, max_new_tokens=args.max_new_tokens)
     _, result = train_translation(
-        pairs, valid, out, config, tokenizer_kind=args.tokenizer, vocab_size=args.vocab_size,
+        pairs,
+        valid,
+        out,
+        config,
+        tokenizer_kind=args.tokenizer,
+        vocab_size=args.vocab_size,
         model_overrides={"dropout": 0.1 if args.dropout is None else args.dropout},
         resume=args.resume,
         progress=not args.no_progress,
-    )  # fmt: skip
+    )
     bleu, chrf = result.get("bleu", 0), result.get("chrf", 0)
     _report_training(out, f"exact {result.get('exact', 0):.1%}, BLEU {bleu:.1f}, chrF {chrf:.1f}")
     return 0
@@ -382,8 +436,10 @@ def cmd_attention_task(args: argparse.Namespace, model) -> int:
     if args.task not in (None, task.name):
         raise UsageError(f"{args.model} is a {task.name} model, not {args.task}")
     if args.source is not None:
-        raise UsageError(f"--task {task.name} draws a generated held-out example: give "
-                         f"--example N instead of a sentence")  # fmt: skip
+        raise UsageError(
+            f"--task {task.name} draws a generated held-out example: give "
+            f"--example N instead of a sentence"
+        )
     if args.example < 0:
         raise UsageError(f"--example={args.example}; expected a number >= 0")
     example = type(task).held_out(args.example + 1, seed=args.seed)[args.example]
@@ -407,8 +463,10 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
     model = load_any_model(Path(args.model))
     if not isinstance(model.tokenizer, TranslationTokenizer):
-        raise UsageError(f"{args.model}: `xattn attention` needs a model trained with xattn "
-                         f"(source_tokenizer.json and target_tokenizer.json)")  # fmt: skip
+        raise UsageError(
+            f"{args.model}: `xattn attention` needs a model trained with xattn "
+            f"(source_tokenizer.json and target_tokenizer.json)"
+        )
     if model.config.front_end is not None:
         return cmd_attention_task(args, model)
     if args.task not in (None, "translate"):
@@ -458,39 +516,59 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser(
-        "demo", help="the main job: train and show an English-to-Spanish translator (or "
+        "demo",
+        help="the main job: train and show an English-to-Spanish translator (or "
         "--task caption|qa|speech)",
-    )  # fmt: skip
-    demo.add_argument("--task", choices=TASK_NAMES, default="translate",
-                      help="which application (default translate)")  # fmt: skip
-    demo.add_argument("--train-size", type=int, default=None,
-                      help="generated training examples (caption, qa, speech)")  # fmt: skip
+    )
+    demo.add_argument(
+        "--task",
+        choices=TASK_NAMES,
+        default="translate",
+        help="which application (default translate)",
+    )
+    demo.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="generated training examples (caption, qa, speech)",
+    )
     demo.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
     demo.add_argument("--run-dir", default=None, help="output folder (default runs/demo-TIME)")
-    demo.add_argument("--test-size", type=int, default=None,
-                      help="held-out examples to evaluate (default 1000; qa 2000)")  # fmt: skip
+    demo.add_argument(
+        "--test-size",
+        type=int,
+        default=None,
+        help="held-out examples to evaluate (default 1000; qa 2000)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bar")
     demo.set_defaults(func=cmd_demo)
 
     tour = sub.add_parser("tour", help="a half-minute tour of the attention core")
     tour.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     tour.add_argument(
-        "--length", type=int, default=4096,
+        "--length",
+        type=int,
+        default=4096,
         help="T = S for the memory-lean exact attention step (default 4096)",
-    )  # fmt: skip
+    )
     tour.add_argument(
         "--steps", type=int, default=300, help="training steps of the reverse task (default 300)"
     )
     tour.set_defaults(func=cmd_tour)
 
     tr = sub.add_parser("train", help="train a translator on a parallel corpus (or --task)")
-    tr.add_argument("--task", choices=TASK_NAMES, default="translate",
-                    help="caption, qa and speech train on their generated data")  # fmt: skip
     tr.add_argument(
-        "--data", default=None,
+        "--task",
+        choices=TASK_NAMES,
+        default="translate",
+        help="caption, qa and speech train on their generated data",
+    )
+    tr.add_argument(
+        "--data",
+        default=None,
         help="TSV file (source<TAB>target), a source file with --target-file, or 'default' "
         "for the generated English-Spanish corpus (default)",
-    )  # fmt: skip
+    )
     tr.add_argument("--target-file", default=None, help="line-aligned target file")
     tr.add_argument(
         "--corpus",
@@ -514,8 +592,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=None, help="peak learning rate" + recipe)
     tr.add_argument("--warmup", type=int, default=None, help="warmup steps" + recipe)
     tr.add_argument("--label-smoothing", type=float, default=None, help=recipe.strip())
-    tr.add_argument("--dropout", type=float, default=None,
-                    help="model dropout (default 0.1; 0 for caption, qa, speech)")  # fmt: skip
+    tr.add_argument(
+        "--dropout",
+        type=float,
+        default=None,
+        help="model dropout (default 0.1; 0 for caption, qa, speech)",
+    )
     tr.add_argument("--accumulation", type=int, default=1)
     tr.add_argument("--eval-every", type=int, default=None, help=recipe.strip())
     tr.add_argument(
@@ -527,8 +609,12 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int, default=None, help=recipe.strip())
     tr.add_argument("--tokenizer", choices=("word", "bpe"), default="word")
     tr.add_argument("--vocab-size", type=int, default=8000)
-    tr.add_argument("--train-size", type=int, default=None,
-                    help="generated training examples (default corpus 20000)")  # fmt: skip
+    tr.add_argument(
+        "--train-size",
+        type=int,
+        default=None,
+        help="generated training examples (default corpus 20000)",
+    )
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--no-progress", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
@@ -543,14 +629,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     at = sub.add_parser("attention", help="draw the cross-attention of one example")
     at.add_argument("--model", required=True, help="a model folder written by xattn")
-    at.add_argument("--task", choices=TASK_NAMES, default=None,
-                    help="check the model's task (default: whatever it is)")  # fmt: skip
-    at.add_argument("--example", type=int, default=0,
-                    help="caption, qa, speech: which generated test example")  # fmt: skip
+    at.add_argument(
+        "--task",
+        choices=TASK_NAMES,
+        default=None,
+        help="check the model's task (default: whatever it is)",
+    )
+    at.add_argument(
+        "--example", type=int, default=0, help="caption, qa, speech: which generated test example"
+    )
     at.add_argument("--seed", type=int, default=0, help="seed of the generated examples")
     at.add_argument("source", nargs="?", default=None, help="the source sentence (translate)")
-    at.add_argument("target", nargs="?", default=None,
-                    help="the target sentence (default: the model's own translation)")  # fmt: skip
+    at.add_argument(
+        "target",
+        nargs="?",
+        default=None,
+        help="the target sentence (default: the model's own translation)",
+    )
     at.add_argument("--out", default="attention", help="output folder (default ./attention)")
     at.set_defaults(func=cmd_attention)
 

@@ -28,10 +28,18 @@ _ACTIVATIONS = {
 }
 # Generation settings transformers reads from config.json when generation_config.json is absent.
 _GENERATION_KEYS = (
-    "max_length", "min_length", "num_beams", "length_penalty", "early_stopping",
-    "no_repeat_ngram_size", "bad_words_ids", "forced_bos_token_id", "forced_eos_token_id",
-    "repetition_penalty", "num_return_sequences",
-)  # fmt: skip
+    "max_length",
+    "min_length",
+    "num_beams",
+    "length_penalty",
+    "early_stopping",
+    "no_repeat_ngram_size",
+    "bad_words_ids",
+    "forced_bos_token_id",
+    "forced_eos_token_id",
+    "repetition_penalty",
+    "num_return_sequences",
+)
 
 
 def _same(cfg: dict, a: str, b: str, path: Path) -> Any:
@@ -96,8 +104,11 @@ def _weight_map(config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
     """(our name, transformers names in order of preference) for every tensor we load."""
     pairs: list[tuple[str, tuple[str, ...]]] = []
     if config.share_embeddings:
-        names = ("model.shared.weight", "model.encoder.embed_tokens.weight",
-                 "model.decoder.embed_tokens.weight")  # fmt: skip
+        names = (
+            "model.shared.weight",
+            "model.encoder.embed_tokens.weight",
+            "model.decoder.embed_tokens.weight",
+        )
         pairs.append(("src_embed.weight", names))
     else:
         pairs.append(("src_embed.weight", ("model.encoder.embed_tokens.weight",)))
@@ -113,24 +124,41 @@ def _weight_map(config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
             for p in ("weight", "bias"):
                 pairs.append((f"{side}_embed_norm.{p}", (f"model.{side}.layernorm_embedding.{p}",)))
     blocks = {
-        "encoder": {"self_attn": "self_attn", "self_attn_layer_norm": "self_attn_block.norm",
-                    "fc1": "ffn.fc1", "fc2": "ffn.fc2", "final_layer_norm": "ffn_block.norm"},
-        "decoder": {"self_attn": "self_attn", "self_attn_layer_norm": "self_attn_block.norm",
-                    "encoder_attn": "cross_attn",
-                    "encoder_attn_layer_norm": "cross_attn_block.norm",
-                    "fc1": "ffn.fc1", "fc2": "ffn.fc2", "final_layer_norm": "ffn_block.norm"},
-    }  # fmt: skip
+        "encoder": {
+            "self_attn": "self_attn",
+            "self_attn_layer_norm": "self_attn_block.norm",
+            "fc1": "ffn.fc1",
+            "fc2": "ffn.fc2",
+            "final_layer_norm": "ffn_block.norm",
+        },
+        "decoder": {
+            "self_attn": "self_attn",
+            "self_attn_layer_norm": "self_attn_block.norm",
+            "encoder_attn": "cross_attn",
+            "encoder_attn_layer_norm": "cross_attn_block.norm",
+            "fc1": "ffn.fc1",
+            "fc2": "ffn.fc2",
+            "final_layer_norm": "ffn_block.norm",
+        },
+    }
     for side, count in (("encoder", config.encoder_layers), ("decoder", config.decoder_layers)):
         for i in range(count):
             for theirs, ours in blocks[side].items():
                 if theirs.endswith("attn"):
-                    leaves = [f"{proj}.{p}" for proj in ("q_proj", "k_proj", "v_proj", "out_proj")
-                              for p in ("weight", "bias")]  # fmt: skip
+                    leaves = [
+                        f"{proj}.{p}"
+                        for proj in ("q_proj", "k_proj", "v_proj", "out_proj")
+                        for p in ("weight", "bias")
+                    ]
                 else:
                     leaves = ["weight", "bias"]
                 for leaf in leaves:
-                    pairs.append((f"{side}_layers.{i}.{ours}.{leaf}",
-                                  (f"model.{side}.layers.{i}.{theirs}.{leaf}",)))  # fmt: skip
+                    pairs.append(
+                        (
+                            f"{side}_layers.{i}.{ours}.{leaf}",
+                            (f"model.{side}.layers.{i}.{theirs}.{leaf}",),
+                        )
+                    )
     return pairs
 
 

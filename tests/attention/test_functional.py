@@ -188,11 +188,15 @@ def empty_row_cases():
     bias = torch.zeros(2, 4, 6, 3)
     bias[0, 2, 5] = -math.inf
     return [
-        ("causal T>S", {"causal": True}, shape, [(b, h, t) for b in range(2) for h in range(4)
-                                                  for t in range(3)]),
+        (
+            "causal T>S",
+            {"causal": True},
+            shape,
+            [(b, h, t) for b in range(2) for h in range(4) for t in range(3)],
+        ),
         ("mask row", {"mask": mask}, shape, [(1, h, 4) for h in range(4)]),
         ("-inf bias row", {"bias": bias}, shape, [(0, 2, 5)]),
-    ]  # fmt: skip
+    ]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -51,8 +51,9 @@ def test_cross_attention_matches_multihead_attention(backend, B, T, S, dim, cont
     torch.testing.assert_close(y, expected, atol=1e-5, rtol=1e-5)
     if backend in ("auto", "math", "chunked"):
         with torch.no_grad():
-            y2, w = ours(x, context, context_mask=context_mask, return_weights="mean",
-                         backend=backend)  # fmt: skip
+            y2, w = ours(
+                x, context, context_mask=context_mask, return_weights="mean", backend=backend
+            )
             _, w_full = ours(x, context, context_mask=context_mask, return_weights=True)
         torch.testing.assert_close(y2, expected, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(w, expected_w, atol=1e-6, rtol=1e-5)
@@ -136,8 +137,9 @@ def test_beams_share_one_memory_without_copies(return_weights):
     with torch.no_grad():
         shared = attn(x, memory=memory, return_weights=return_weights)
         copied = attn(x, memory=replicated, return_weights=return_weights)
-    for a, b in zip(shared if return_weights else [shared], copied if return_weights else [copied],
-                    strict=True):  # fmt: skip
+    for a, b in zip(
+        shared if return_weights else [shared], copied if return_weights else [copied], strict=True
+    ):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-6)
 
 

@@ -80,9 +80,13 @@ def test_permuting_context_with_its_mask_changes_nothing(problem, backend, seed)
     if backend in WEIGHT_BACKENDS:
         _, w = attention(q, k, v, mask=mask, return_weights="mean", backend=backend)
         _, w2 = attention(
-            q, k[:, :, perm], v[:, :, perm], mask=mask[..., perm], return_weights="mean",
+            q,
+            k[:, :, perm],
+            v[:, :, perm],
+            mask=mask[..., perm],
+            return_weights="mean",
             backend=backend,
-        )  # fmt: skip
+        )
         torch.testing.assert_close(w2, w[..., perm], atol=ATOL, rtol=ATOL)
 
 

@@ -58,8 +58,9 @@ def test_strip_spans_hold_the_named_digit():
             assert x1 - x0 == GLYPH and 0 <= x0 and x1 <= WIDTH
             assert labels[k] == digit
             window = strip.image[:, x0:x1]  # without noise: the glyph sits in its columns
-            assert any(np.array_equal(window[y : y + GLYPH], images[k])
-                       for y in range(HEIGHT - GLYPH + 1))  # fmt: skip
+            assert any(
+                np.array_equal(window[y : y + GLYPH], images[k]) for y in range(HEIGHT - GLYPH + 1)
+            )
         ink = np.flatnonzero(strip.image.sum(0) > 0)
         covered = {x for x0, x1 in strip.spans for x in range(x0, x1)}
         assert set(ink.tolist()) <= covered
@@ -77,15 +78,19 @@ def test_warps_change_training_glyphs_only():
     plain = make_strips(100, 50, 50, seed=2, noise=0.0, warp=False)
     bent = make_strips(100, 50, 50, seed=2, noise=0.0)
     for name in ("valid", "test"):  # held-out handwriting is never warped
-        assert all(np.array_equal(a.image, b.image) and a.spans == b.spans
-                   for a, b in zip(plain[name], bent[name], strict=True))  # fmt: skip
+        assert all(
+            np.array_equal(a.image, b.image) and a.spans == b.spans
+            for a, b in zip(plain[name], bent[name], strict=True)
+        )
     differ = 0
     for strip in bent["train"]:
         covered = {x for x0, x1 in strip.spans for x in range(x0, x1)}
         assert set(np.flatnonzero(strip.image.sum(0) > 0).tolist()) <= covered
-        differ += not any(np.array_equal(strip.image[y : y + GLYPH, x0:x1], images[k])
-                          for (x0, x1), k in zip(strip.spans, strip.sources, strict=True)
-                          for y in range(HEIGHT - GLYPH + 1))  # fmt: skip
+        differ += not any(
+            np.array_equal(strip.image[y : y + GLYPH, x0:x1], images[k])
+            for (x0, x1), k in zip(strip.spans, strip.sources, strict=True)
+            for y in range(HEIGHT - GLYPH + 1)
+        )
     assert differ == len(bent["train"])  # no training glyph is pasted unchanged
 
 

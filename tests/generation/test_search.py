@@ -41,8 +41,9 @@ DEFAULT = [0.5, 0.25, 0.25, 0.0]
 
 
 def run_beams(num_beams=2, batch=1, **kw):
-    config = GenerationConfig(num_beams=num_beams, max_new_tokens=4, eos_token_id=EOS,
-                              pad_token_id=PAD, **kw)  # fmt: skip
+    config = GenerationConfig(
+        num_beams=num_beams, max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD, **kw
+    )
     stepper = TableStepper(TABLE, batch * num_beams, DEFAULT)
     start = torch.full((batch * num_beams, 1), START)
     return beam_search(stepper, start, config, batch_size=batch), stepper
@@ -109,8 +110,7 @@ def test_one_beam_equals_greedy_on_random_tables(seed):
 
     class Lazy(TableStepper):
         def step(self, tokens):
-            self.prefixes = [(*p, int(t)) for p, t in zip(self.prefixes, tokens[:, 0],
-                                                           strict=True)]  # fmt: skip
+            self.prefixes = [(*p, int(t)) for p, t in zip(self.prefixes, tokens[:, 0], strict=True)]
             return torch.tensor([dist(p) for p in self.prefixes]).log(), None
 
     config = GenerationConfig(max_new_tokens=6, eos_token_id=0, pad_token_id=5)
@@ -122,15 +122,17 @@ def test_one_beam_equals_greedy_on_random_tables(seed):
 
 def test_greedy_pads_finished_rows_and_forces_the_end():
     table = {(3,): [0.9, 0.1, 0.0, 0.0]}
-    config = GenerationConfig(max_new_tokens=3, eos_token_id=EOS, pad_token_id=PAD,
-                              forced_eos_token_id=EOS)  # fmt: skip
+    config = GenerationConfig(
+        max_new_tokens=3, eos_token_id=EOS, pad_token_id=PAD, forced_eos_token_id=EOS
+    )
     stepper = TableStepper(table, 2, [0.1, 0.5, 0.4, 0.0])
     stepper.table[(3,)] = [0.9, 0.1, 0.0, 0.0]
     out = greedy_search(stepper, torch.full((2, 1), START), config).sequences
     assert out.tolist() == [[3, 0], [3, 0]]
     config = config.replace(min_new_tokens=1)
-    out = greedy_search(TableStepper(table, 1, [0.1, 0.5, 0.4, 0.0]), torch.tensor([[3]]),
-                        config).sequences  # fmt: skip
+    out = greedy_search(
+        TableStepper(table, 1, [0.1, 0.5, 0.4, 0.0]), torch.tensor([[3]]), config
+    ).sequences
     assert out.tolist() == [[3, 1, 1, 0]]  # the end is forced at the last position
 
 
@@ -151,11 +153,15 @@ def random_case(seed, N=6, L=7, V=11):
         (lambda: P.repetition_penalty(1.7), lambda: lp.RepetitionPenaltyLogitsProcessor(1.7)),
         (lambda: P.no_repeat_ngram(2), lambda: lp.NoRepeatNGramLogitsProcessor(2)),
         (lambda: P.no_repeat_ngram(3), lambda: lp.NoRepeatNGramLogitsProcessor(3)),
-        (lambda: P.bad_words([[4], [1, 2], [5, 6, 7], [0]], [0]),
-         lambda: lp.NoBadWordsLogitsProcessor([[4], [1, 2], [5, 6, 7], [0]], 0)),
+        (
+            lambda: P.bad_words([[4], [1, 2], [5, 6, 7], [0]], [0]),
+            lambda: lp.NoBadWordsLogitsProcessor([[4], [1, 2], [5, 6, 7], [0]], 0),
+        ),
         (lambda: P.min_length(9, [0, 3]), lambda: lp.MinLengthLogitsProcessor(9, [0, 3])),
-        (lambda: P.min_length(2, [0], skip=1),
-         lambda: lp.MinNewTokensLengthLogitsProcessor(1, 2, [0])),
+        (
+            lambda: P.min_length(2, [0], skip=1),
+            lambda: lp.MinNewTokensLengthLogitsProcessor(1, 2, [0]),
+        ),
         (lambda: P.forced_eos(8, [2]), lambda: lp.ForcedEOSTokenLogitsProcessor(8, 2)),
         (lambda: P.temperature(0.6), lambda: lp.TemperatureLogitsWarper(0.6)),
         (lambda: P.top_k(4), lambda: lp.TopKLogitsWarper(4)),
@@ -163,7 +169,7 @@ def random_case(seed, N=6, L=7, V=11):
         (lambda: P.top_p(0.8), lambda: lp.TopPLogitsWarper(0.8)),
         (lambda: P.top_p(0.3, min_keep=3), lambda: lp.TopPLogitsWarper(0.3, min_tokens_to_keep=3)),
     ],
-)  # fmt: skip
+)
 def test_processor_matches_transformers(seed, ours, theirs):
     ids, scores = random_case(seed)
     expected = theirs()(ids, scores.clone())
@@ -189,8 +195,10 @@ def test_generation_config_validates_and_reads_transformers_json(tmp_path):
     with pytest.raises(ValueError, match="top_p=1.5"):
         GenerationConfig(top_p=1.5)
     path = tmp_path / "generation_config.json"
-    path.write_text('{"num_beams": 4, "bad_words_ids": [[7]], "eos_token_id": [0, 1], '
-                    '"transformers_version": "5.0", "max_length": 512}')  # fmt: skip
+    path.write_text(
+        '{"num_beams": 4, "bad_words_ids": [[7]], "eos_token_id": [0, 1], '
+        '"transformers_version": "5.0", "max_length": 512}'
+    )
     config = GenerationConfig.load(path)
     assert config.num_beams == 4 and config.bad_words_ids == ((7,),)
     assert config.eos_token_id == (0, 1) and config.max_length == 512

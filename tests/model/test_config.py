@@ -33,14 +33,17 @@ def test_preset_overrides_and_unknown_preset():
         ({"positions": "rotary"}, "ModelConfig.positions='rotary': expected one of"),
         ({"dropout": 1.0}, "ModelConfig.dropout=1.0: expected 0 <= value < 1"),
         ({"encoder_layers": -1}, "ModelConfig.encoder_layers=-1: expected an int >= 0"),
-        ({"target_vocab_size": 50}, "ModelConfig.share_embeddings=True: one shared matrix "
-                                    "needs vocab_size == target_vocab_size, got 64 and 50"),
+        (
+            {"target_vocab_size": 50},
+            "ModelConfig.share_embeddings=True: one shared matrix "
+            "needs vocab_size == target_vocab_size, got 64 and 50",
+        ),
         ({"pad_token_id": 64}, "ModelConfig.pad_token_id=64: expected a token id in [0, 64)"),
         ({"bos_token_id": -1}, "ModelConfig.bos_token_id=-1: expected None or a token id"),
         ({"norm_eps": 0}, "ModelConfig.norm_eps=0: expected a positive number"),
         ({"source_features": 8}, "a feature front end has no source embedding to share"),
     ],
-)  # fmt: skip
+)
 def test_bad_values_name_the_field_and_why(changes, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(")", r"\)")):
         ModelConfig.preset("tiny", **changes)

@@ -77,8 +77,10 @@ def test_image_token_sees_seventeen_pixel_columns():
 def test_sentence_front_end_one_slot_per_sentence():
     torch.manual_seed(0)
     fe = SentenceFrontEnd(20, 16, max_words=6, max_sentences=10).eval()
-    passages = [torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]]),
-                torch.tensor([[3, 4, 5, 9], [8, 0, 0, 0], [6, 7, 0, 0]])]  # fmt: skip
+    passages = [
+        torch.tensor([[3, 4, 5, 0], [6, 7, 0, 0]]),
+        torch.tensor([[3, 4, 5, 9], [8, 0, 0, 0], [6, 7, 0, 0]]),
+    ]
     src, mask = pad_sources(passages, 0)
     assert src.shape == (2, 3, 4) and mask.tolist() == [[True, True, False], [True] * 3]
     x, out_mask = fe(src, mask)
@@ -102,15 +104,22 @@ def test_sentence_front_end_one_slot_per_sentence():
 
 @pytest.mark.parametrize(
     ("kind", "features", "source"),
-    [("image", 12, lambda: torch.rand(2, 24, 12)),
-     ("audio", 20, lambda: torch.randn(2, 30, 20)),
-     ("sentences", 5, lambda: torch.randint(1, 30, (2, 4, 5)))],
-)  # fmt: skip
+    [
+        ("image", 12, lambda: torch.rand(2, 24, 12)),
+        ("audio", 20, lambda: torch.randn(2, 30, 20)),
+        ("sentences", 5, lambda: torch.randint(1, 30, (2, 4, 5))),
+    ],
+)
 def test_models_with_front_ends_train_save_and_load(tmp_path, kind, features, source):
     torch.manual_seed(0)
-    config = ModelConfig.preset("tiny", vocab_size=30, target_vocab_size=16,
-                                share_embeddings=False, front_end=kind,
-                                source_features=features)  # fmt: skip
+    config = ModelConfig.preset(
+        "tiny",
+        vocab_size=30,
+        target_vocab_size=16,
+        share_embeddings=False,
+        front_end=kind,
+        source_features=features,
+    )
     model = EncoderDecoder(config)
     src = source()
     mask = torch.ones(src.shape[:2], dtype=torch.bool)
@@ -134,14 +143,16 @@ def test_front_end_config_and_input_errors():
         ModelConfig.preset("tiny", front_end="video", source_features=3, share_embeddings=False)
     with pytest.raises(ValueError, match=r"needs source_features"):
         ModelConfig.preset("tiny", front_end="audio", share_embeddings=False)
-    model = EncoderDecoder(ModelConfig.preset("tiny", front_end="audio", source_features=8,
-                                              share_embeddings=False))  # fmt: skip
+    model = EncoderDecoder(
+        ModelConfig.preset("tiny", front_end="audio", source_features=8, share_embeddings=False)
+    )
     with pytest.raises(ValueError, match=r"src has shape \(2, 10, 7\); expected log-mel frames"):
         model.encode(torch.randn(2, 10, 7))
     with pytest.raises(ValueError, match=r"reads float features"):
         model.encode(torch.zeros(2, 10, dtype=torch.long))
-    qa = EncoderDecoder(ModelConfig.preset("tiny", front_end="sentences", source_features=4,
-                                           share_embeddings=False))  # fmt: skip
+    qa = EncoderDecoder(
+        ModelConfig.preset("tiny", front_end="sentences", source_features=4, share_embeddings=False)
+    )
     with pytest.raises(ValueError, match=r"src is a float tensor .* reads token ids"):
         qa.encode(torch.randn(2, 3, 4))
     with pytest.raises(ValueError, match=r"word ids outside \[0, 64\)"):

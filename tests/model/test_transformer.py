@@ -45,14 +45,16 @@ def test_cached_decoding_equals_full_forward(name, chunk):
     src, mask = source()
     tgt = torch.randint(3, 40, (3, 8))
     with torch.no_grad():
-        full, full_maps = model.decode(tgt, model.encode(src, mask), src_mask=mask,
-                                       return_attention="mean")  # fmt: skip
+        full, full_maps = model.decode(
+            tgt, model.encode(src, mask), src_mask=mask, return_attention="mean"
+        )
         memory = model.encode(src, mask)
         state = model.start_decoding(memory, mask, max_length=8)
         pieces, maps = [], []
         for t0 in range(0, 8, chunk):
-            logits, state, m = model.decode_step(tgt[:, t0 : t0 + chunk], state,
-                                                 return_attention="mean")  # fmt: skip
+            logits, state, m = model.decode_step(
+                tgt[:, t0 : t0 + chunk], state, return_attention="mean"
+            )
             pieces.append(logits)
             maps.append(m)
     torch.testing.assert_close(torch.cat(pieces, 1), full, atol=1e-5, rtol=1e-5)
@@ -156,15 +158,17 @@ def test_shared_cross_kv_gives_the_same_beams_as_replicated_kv():
 def test_generate_returns_cross_attention_of_generated_tokens(num_beams):
     model = make("pre-norm")
     src, mask = source()
-    out = model.generate(src, src_mask=mask, max_new_tokens=8, num_beams=num_beams,
-                         return_attention=True)  # fmt: skip
+    out = model.generate(
+        src, src_mask=mask, max_new_tokens=8, num_beams=num_beams, return_attention=True
+    )
     seqs = out.sequences
     N = seqs.shape[1] - 1
     assert len(out.cross_attention) == 2 and out.cross_attention[0].shape == (3, N, 7)
     # the maps collected during search equal a teacher-forced pass over the output
     with torch.no_grad():
-        _, maps = model.decode(seqs[:, :-1], model.encode(src, mask), src_mask=mask,
-                               return_attention="mean")  # fmt: skip
+        _, maps = model.decode(
+            seqs[:, :-1], model.encode(src, mask), src_mask=mask, return_attention="mean"
+        )
     pad = model.generation_config.pad_token_id
     eos = model.generation_config.eos_token_id[0]
     for b in range(3):
@@ -172,12 +176,14 @@ def test_generate_returns_cross_attention_of_generated_tokens(num_beams):
         ended = (row == eos).nonzero()
         n = int(ended[0]) + 1 if len(ended) else N  # tokens up to and with the end token
         for layer in range(2):
-            torch.testing.assert_close(out.cross_attention[layer][b, :n], maps[layer][b, :n],
-                                       atol=1e-5, rtol=1e-4)  # fmt: skip
+            torch.testing.assert_close(
+                out.cross_attention[layer][b, :n], maps[layer][b, :n], atol=1e-5, rtol=1e-4
+            )
             assert (out.cross_attention[layer][b, n:] == 0).all()
         assert (row[n:] == pad).all()
-    heads = model.generate(src, src_mask=mask, max_new_tokens=3, return_attention=True,
-                           attention_heads="all")  # fmt: skip
+    heads = model.generate(
+        src, src_mask=mask, max_new_tokens=3, return_attention=True, attention_heads="all"
+    )
     assert heads.cross_attention[0].shape == (3, 3, 4, 7)  # (B, N, H, S)
 
 
@@ -202,7 +208,10 @@ def test_save_load_round_trip(name, tmp_path):
     model.set_alignment_heads([[0, 1], [1, 3]])  # Whisper's field: kept with the model
     model.save(tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [
-        "config.json", "generation_config.json", "model.safetensors"]  # fmt: skip
+        "config.json",
+        "generation_config.json",
+        "model.safetensors",
+    ]
     loaded = EncoderDecoder.load(tmp_path / "m")
     assert loaded.config == model.config and not loaded.training
     assert loaded.generation_config == model.generation_config
@@ -249,8 +258,11 @@ def test_load_errors_say_what_is_wrong(tmp_path):
         EncoderDecoder.load(tmp_path / "m")
     settings = tmp_path / "other" / "generation_config.json"
     settings.write_text(json.dumps({"alignment_heads": [[0, 0], [2, 0]]}))  # 2 decoder layers
-    with pytest.raises(ValueError, match=r"other/generation_config.json: alignment_heads "
-                       r"\[\[0, 0\], \[2, 0\]\]: .* decoder's 2 layers x 4 heads"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"other/generation_config.json: alignment_heads "
+        r"\[\[0, 0\], \[2, 0\]\]: .* decoder's 2 layers x 4 heads",
+    ):
         EncoderDecoder.load(tmp_path / "other")
     settings.write_text(json.dumps({"alignment_heads": [[0, -1]]}))
     with pytest.raises(ValueError, match=r"generation_config.json: GenerationConfig.alignment_he"):

@@ -23,8 +23,15 @@ from xattn.training import TrainConfig, evaluate
 from xattn.training.batching import pad_sources
 from xattn.training.metrics import alignment_hit_rate, head_hit_rates
 
-TINY = TrainConfig(steps=3, batch_size=8, warmup_steps=1, eval_every=3, eval_size=4,
-                   checkpoint_every=3, max_new_tokens=5)  # fmt: skip
+TINY = TrainConfig(
+    steps=3,
+    batch_size=8,
+    warmup_steps=1,
+    eval_every=3,
+    eval_size=4,
+    checkpoint_every=3,
+    max_new_tokens=5,
+)
 SIZES = {"train": 24, "valid": 4, "test": 4}
 
 
@@ -32,8 +39,14 @@ SIZES = {"train": 24, "valid": 4, "test": 4}
 def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
     task_cls = TASKS[name]
     splits = task_cls.generate(**SIZES, seed=0)
-    model, task, result = train_app(task_cls, splits, tmp_path / "run", TINY, progress=False,
-                                    model_overrides={"d_model": 32, "ffn_dim": 64})  # fmt: skip
+    model, task, result = train_app(
+        task_cls,
+        splits,
+        tmp_path / "run",
+        TINY,
+        progress=False,
+        model_overrides={"d_model": 32, "ffn_dim": 64},
+    )
     assert {"loss", "exact", "wer", "cer"} <= set(result)
     assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
@@ -55,8 +68,11 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
     assert both == app_hit_rate(model, task, test)
     other = app_hit_rate(model, task, [test[1], test[3]])
     looked = []
-    monkeypatch.setattr(common, "attention_maps", lambda m, t, examples: looked.extend(
-        examples) or attention_maps(m, t, examples))  # fmt: skip
+    monkeypatch.setattr(
+        common,
+        "attention_maps",
+        lambda m, t, examples: looked.extend(examples) or attention_maps(m, t, examples),
+    )
     assert rates([1, 3]) == other and rates(range(len(test))) == both
     assert looked == []  # every map was already there
     _HitRates(model, task, test)([1, 3, 1])
@@ -70,8 +86,9 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
         ids, prompt = task.target_ids(e)
         src, mask = pad_sources([task.source(e)], task.tokenizer.pad_token_id)
         memory, memory_mask = model.encode(src, mask, return_mask=True)
-        _, layers = model.decode(torch.tensor([ids[:-1]]), memory, src_mask=memory_mask,
-                                 return_attention="all")  # fmt: skip
+        _, layers = model.decode(
+            torch.tensor([ids[:-1]]), memory, src_mask=memory_mask, return_attention="all"
+        )
         direct = torch.stack([a[0, :, prompt - 1 : len(ids) - 1] for a in layers])
         torch.testing.assert_close(m, direct, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="1 texts for 4 examples"):
@@ -142,8 +159,22 @@ def test_qa_answers_write_the_hop_out():
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
 def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     run = tmp_path / "demo"
-    code = main(["demo", "--task", name, "--steps", "2", "--train-size", "16", "--test-size",
-                 "3", "--run-dir", str(run), "--no-progress"])  # fmt: skip
+    code = main(
+        [
+            "demo",
+            "--task",
+            name,
+            "--steps",
+            "2",
+            "--train-size",
+            "16",
+            "--test-size",
+            "3",
+            "--run-dir",
+            str(run),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == name and "alignment_hit_rate" in summary
@@ -163,8 +194,19 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
         assert kinds and all(0 <= summary[f"alignment_hit_rate_{k}"] <= 1 for k in kinds)
         assert all(f"{k} questions (" in out for k in kinds)
-    code = main(["attention", "--model", str(run / "model"), "--task", name, "--example", "1",
-                 "--out", str(tmp_path / "att")])  # fmt: skip
+    code = main(
+        [
+            "attention",
+            "--model",
+            str(run / "model"),
+            "--task",
+            name,
+            "--example",
+            "1",
+            "--out",
+            str(tmp_path / "att"),
+        ]
+    )
     assert code == 0
     assert (tmp_path / "att" / "attention.png").is_file()
     out = capsys.readouterr().out
@@ -174,8 +216,22 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     code = main(["attention", "--model", str(run / "model"), "--task", "translate"])
     assert code == 2
     assert f"is a {name} model, not translate" in capsys.readouterr().err
-    code = main(["train", "--task", name, "--steps", "2", "--train-size", "16", "--out",
-                 str(tmp_path / "train"), "--no-progress", "--eval-every", "2"])  # fmt: skip
+    code = main(
+        [
+            "train",
+            "--task",
+            name,
+            "--steps",
+            "2",
+            "--train-size",
+            "16",
+            "--out",
+            str(tmp_path / "train"),
+            "--no-progress",
+            "--eval-every",
+            "2",
+        ]
+    )
     assert code == 0
     assert (tmp_path / "train" / "model" / "config.json").is_file()
     kept = EncoderDecoder.load(tmp_path / "train" / "model").generation_config.alignment_heads

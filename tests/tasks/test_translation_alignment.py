@@ -11,9 +11,13 @@ from xattn.tasks.translation import _alignment_maps
 def test_batched_maps_equal_one_sentence_at_a_time():
     examples = generate_corpus(20, seed=3)
     tokenizer = TranslationTokenizer.train([(e.source, e.target) for e in examples])
-    config = ModelConfig.preset("tiny", vocab_size=tokenizer.source_vocab_size,
-                                target_vocab_size=tokenizer.target_vocab_size,
-                                share_embeddings=False, dropout=0.0)  # fmt: skip
+    config = ModelConfig.preset(
+        "tiny",
+        vocab_size=tokenizer.source_vocab_size,
+        target_vocab_size=tokenizer.target_vocab_size,
+        share_embeddings=False,
+        dropout=0.0,
+    )
     torch.manual_seed(0)
     model = EncoderDecoder(config)  # untrained: attention spread unevenly, fine for equality
     maps, gold = _alignment_maps(model, tokenizer, examples, batch_size=6)

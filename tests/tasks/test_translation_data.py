@@ -38,9 +38,11 @@ def make_bible(path):
     import sqlite3
 
     con = sqlite3.connect(path)
-    con.execute("CREATE TABLE bible (id INTEGER NOT NULL, bbName TEXT NOT NULL, bNumber INTEGER "
-                "NOT NULL, cNumber INTEGER NOT NULL, vNumber INTEGER NOT NULL, vText TEXT NOT "
-                "NULL, PRIMARY KEY (bbName, bNumber, cNumber, vNumber))")  # fmt: skip
+    con.execute(
+        "CREATE TABLE bible (id INTEGER NOT NULL, bbName TEXT NOT NULL, bNumber INTEGER "
+        "NOT NULL, cNumber INTEGER NOT NULL, vNumber INTEGER NOT NULL, vText TEXT NOT "
+        "NULL, PRIMARY KEY (bbName, bNumber, cNumber, vNumber))"
+    )
     rows, n = [], 0
     for b in range(1, 4):
         for c in range(1, 11):

@@ -12,8 +12,21 @@ import torch.distributed as dist
 from tests.test_cli_translation import write_tsv
 
 ROOT = Path(__file__).resolve().parents[2]
-ARGS = ["--steps", "10", "--batch-size", "16", "--eval-every", "10", "--checkpoint-every",
-        "10", "--warmup", "2", "--dropout", "0", "--no-progress"]  # fmt: skip
+ARGS = [
+    "--steps",
+    "10",
+    "--batch-size",
+    "16",
+    "--eval-every",
+    "10",
+    "--checkpoint-every",
+    "10",
+    "--warmup",
+    "2",
+    "--dropout",
+    "0",
+    "--no-progress",
+]
 
 
 def losses(run: Path) -> list[float]:
@@ -26,14 +39,35 @@ def test_two_processes_match_one(tmp_path):
     write_tsv(tmp_path / "corpus.tsv", 80)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     common = ["--data", str(tmp_path / "corpus.tsv"), *ARGS]
-    single = subprocess.run([sys.executable, "-m", "xattn", "train", *common, "--out",
-                             str(tmp_path / "single")], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "xattn", "train", *common, "--out", str(tmp_path / "single")],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert single.returncode == 0, single.stderr
-    multi = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                            "--nproc_per_node=2", "-m", "xattn", "train", *common, "--out",
-                            str(tmp_path / "multi")], env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    multi = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "xattn",
+            "train",
+            *common,
+            "--out",
+            str(tmp_path / "multi"),
+        ],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert multi.returncode == 0, multi.stderr[-3000:]
     one, two = losses(tmp_path / "single"), losses(tmp_path / "multi")
     assert len(one) == len(two) == 10

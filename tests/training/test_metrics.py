@@ -38,8 +38,9 @@ def test_every_head_is_scored_on_its_own():
     for i, n in enumerate(words):
         right = [g[0] for g in gold[i]]
         heads = [[right, [0] * n], [[min(3, p + 1) for p in right], right if i == 0 else [3] * n]]
-        maps.append(torch.stack([torch.stack([one_hot_rows(p, 4) for p in layer])
-                                 for layer in heads]))  # fmt: skip
+        maps.append(
+            torch.stack([torch.stack([one_hot_rows(p, 4) for p in layer]) for layer in heads])
+        )
     assert maps[0].shape == (2, 2, 3, 4)
     table = head_hit_rates(maps, gold)
     assert table.shape == (2, 2)
@@ -113,8 +114,9 @@ def test_head_mean_of_chosen_or_all_heads():
     layers = list(maps[0])  # two (H, N, S) maps, as the decoder returns them
     torch.testing.assert_close(head_mean(layers), maps[0].mean((0, 1)))
     torch.testing.assert_close(head_mean(maps[0], [(1, 1)]), maps[0][1, 1])
-    torch.testing.assert_close(head_mean(layers, [(0, 0), (1, 0)]),
-                               (maps[0][0, 0] + maps[0][1, 0]) / 2)  # fmt: skip
+    torch.testing.assert_close(
+        head_mean(layers, [(0, 0), (1, 0)]), (maps[0][0, 0] + maps[0][1, 0]) / 2
+    )
     with pytest.raises(ValueError, match=r"\[\[0, 2\]\]: .* within 2 layers x 2 heads"):
         head_mean(layers, [(0, 2)])
     assert head_names([(0, 0), (1, 2)]) == "layer 1 head 1 + layer 2 head 3"  # from 0 to 1

@@ -57,8 +57,9 @@ def test_schedule_warms_up_then_decays():
 
 
 def test_a_recipe_over_other_steps_keeps_its_share_of_warmup():
-    recipe = TrainConfig(steps=800, warmup_steps=240, schedule="cosine", eval_every=200,
-                         checkpoint_every=400)  # fmt: skip
+    recipe = TrainConfig(
+        steps=800, warmup_steps=240, schedule="cosine", eval_every=200, checkpoint_every=400
+    )
     assert recipe.for_steps(None) is recipe
     longer = recipe.for_steps(1400)
     assert (longer.steps, longer.warmup_steps, longer.schedule) == (1400, 420, "cosine")
@@ -75,10 +76,14 @@ def tiny_setup(n=64, seed=0):
     pairs = [(e.source, e.target) for e in generate_corpus(n, seed=seed)]
     tokenizer = TranslationTokenizer.train(pairs)
     config = ModelConfig.preset(
-        "tiny", vocab_size=tokenizer.source_vocab_size,
-        target_vocab_size=tokenizer.target_vocab_size, share_embeddings=False, d_model=64,
-        ffn_dim=128, dropout=0.1,
-    )  # fmt: skip
+        "tiny",
+        vocab_size=tokenizer.source_vocab_size,
+        target_vocab_size=tokenizer.target_vocab_size,
+        share_embeddings=False,
+        d_model=64,
+        ffn_dim=128,
+        dropout=0.1,
+    )
     return pairs, tokenizer, config
 
 
@@ -87,11 +92,23 @@ def test_a_tiny_model_overfits_the_default_corpus(tmp_path):
     torch.manual_seed(0)
     model = EncoderDecoder(config.replace(dropout=0.0))
     result = train(
-        model, tokenizer, pairs, pairs,
-        TrainConfig(steps=300, batch_size=16, lr=5e-3, warmup_steps=20, label_smoothing=0.0,
-                    eval_every=150, checkpoint_every=150, eval_size=48),
-        tmp_path, progress=False,
-    )  # fmt: skip
+        model,
+        tokenizer,
+        pairs,
+        pairs,
+        TrainConfig(
+            steps=300,
+            batch_size=16,
+            lr=5e-3,
+            warmup_steps=20,
+            label_smoothing=0.0,
+            eval_every=150,
+            checkpoint_every=150,
+            eval_size=48,
+        ),
+        tmp_path,
+        progress=False,
+    )
     assert result["exact"] == 1.0
     assert translate(model, tokenizer, [pairs[0][0]]) == [pairs[0][1]]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -100,7 +117,9 @@ def test_a_tiny_model_overfits_the_default_corpus(tmp_path):
     best = EncoderDecoder.load(tmp_path / "best")  # the best model, with its tokenizer
     assert translate(best, best.tokenizer, [pairs[1][0]]) == [pairs[1][1]]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
-        "step-0000150", "step-0000300"]  # fmt: skip
+        "step-0000150",
+        "step-0000300",
+    ]
 
 
 def test_the_fused_optimizer_takes_the_reference_steps(tmp_path, monkeypatch):
@@ -124,15 +143,29 @@ def test_the_fused_optimizer_takes_the_reference_steps(tmp_path, monkeypatch):
         torch.manual_seed(0)
         model = EncoderDecoder(config)
         start = {k: v.clone() for k, v in model.state_dict().items()}
-        train(model, tokenizer, pairs, pairs[:8],
-              TrainConfig(steps=1, batch_size=8, lr=5e-3, warmup_steps=0, eval_every=1,
-                          checkpoint_every=1, eval_size=8),
-              tmp_path / run, progress=False)  # fmt: skip
+        train(
+            model,
+            tokenizer,
+            pairs,
+            pairs[:8],
+            TrainConfig(
+                steps=1,
+                batch_size=8,
+                lr=5e-3,
+                warmup_steps=0,
+                eval_every=1,
+                checkpoint_every=1,
+                eval_size=8,
+            ),
+            tmp_path / run,
+            progress=False,
+        )
         weights.append(model.state_dict())
     assert flags == [True, None]  # fused in the loop; the reference really was per-tensor
     fused, per_tensor = weights
-    assert not torch.allclose(fused["decoder_layers.0.ffn.fc1.weight"],
-                              start["decoder_layers.0.ffn.fc1.weight"])  # fmt: skip
+    assert not torch.allclose(
+        fused["decoder_layers.0.ffn.fc1.weight"], start["decoder_layers.0.ffn.fc1.weight"]
+    )
     for k in fused:
         torch.testing.assert_close(fused[k], per_tensor[k], atol=1e-6, rtol=1e-5)
 
@@ -145,8 +178,9 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     save_checkpoint(tmp_path / "step-0000010", model, opt, None, {"step": 10})
     import safetensors.torch
 
-    monkeypatch.setattr(safetensors.torch, "save_file",
-                        lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))  # fmt: skip
+    monkeypatch.setattr(
+        safetensors.torch, "save_file", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full"))
+    )
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "step-0000020", model, opt, None, {"step": 20})
     assert latest_checkpoint(tmp_path).name == "step-0000010"
@@ -181,8 +215,15 @@ TRAIN_SCRIPT = textwrap.dedent(
 
 
 def run_training(run_dir, steps, resume=False, slow=False, wait=True):
-    cmd = [sys.executable, "-c", TRAIN_SCRIPT, str(run_dir), str(steps),
-           "resume" if resume else "fresh", "slow" if slow else "fast"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-c",
+        TRAIN_SCRIPT,
+        str(run_dir),
+        str(steps),
+        "resume" if resume else "fresh",
+        "slow" if slow else "fast",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE)
     if wait:

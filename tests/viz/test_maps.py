@@ -25,8 +25,11 @@ def test_heatmap_and_grid_are_pngs(tmp_path):
 
 
 def test_shape_errors_name_the_shapes(tmp_path):
-    with pytest.raises(ValueError, match=r"weights have shape \(3, 4\); expected \(T, S\) = "
-                                         r"\(4, 4\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"weights have shape \(3, 4\); expected \(T, S\) = "
+        r"\(4, 4\)",
+    ):
         plot_attention(weights(3, 4), SRC, TGT, tmp_path / "a.png")
     with pytest.raises(ValueError, match=r"a layer map has shape \(4, 4, 3\)"):
         plot_attention_grid([torch.rand(4, 4, 3)], SRC, TGT, tmp_path / "g.png")
@@ -34,8 +37,9 @@ def test_shape_errors_name_the_shapes(tmp_path):
 
 def test_html_page_is_self_contained_and_holds_the_weights(tmp_path):
     w = weights()
-    page = attention_html([(SRC, TGT, w), (["a", "<b>"], ["x"], torch.tensor([[0.25, 0.75]]))],
-                          tmp_path / "p.html")  # fmt: skip
+    page = attention_html(
+        [(SRC, TGT, w), (["a", "<b>"], ["x"], torch.tensor([[0.25, 0.75]]))], tmp_path / "p.html"
+    )
     text = page.read_text()
     assert text.count('class="pair"') == 2
     assert "&lt;b&gt;" in text and "<b>" not in text.split("<body>")[1].split("<script>")[0]
@@ -58,8 +62,9 @@ def test_passage_picture_takes_one_row_per_answer_word(tmp_path):
 
     sentences = ["mary took the apple .", "john went to the park .", "mary went to the hall ."]
     two = torch.tensor([[0.9, 0.05, 0.05], [0.1, 0.1, 0.8]])  # "mary", then "hall"
-    path = plot_passage_attention(sentences, two, "where is the apple ?", ["mary", "hall"],
-                                  tmp_path / "p.png")  # fmt: skip
+    path = plot_passage_attention(
+        sentences, two, "where is the apple ?", ["mary", "hall"], tmp_path / "p.png"
+    )
     assert path.read_bytes().startswith(PNG)
     one = plot_passage_attention(sentences, two[1], "where is mary ?", "hall", tmp_path / "o.png")
     assert one.read_bytes().startswith(PNG)
@@ -81,8 +86,9 @@ def drawn(monkeypatch):
 
 
 def test_heatmap_draws_the_weights_and_marks_each_rows_peak(tmp_path, drawn):
-    w = torch.tensor([[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6], [0.2, 0.5, 0.2, 0.1],
-                      [0.25, 0.25, 0.25, 0.25]])  # fmt: skip
+    w = torch.tensor(
+        [[0.7, 0.1, 0.1, 0.1], [0.1, 0.1, 0.2, 0.6], [0.2, 0.5, 0.2, 0.1], [0.25, 0.25, 0.25, 0.25]]
+    )
     plot_attention(w, SRC, TGT, tmp_path / "a.png")
     (ax,) = drawn[0].axes
     image = ax.images[0]
@@ -135,8 +141,9 @@ def test_passage_picture_shades_each_sentence_by_the_word_that_reads_it(tmp_path
 
     sentences = ["mary took the apple .", "john went to the park .", "mary went to the hall ."]
     two = torch.tensor([[0.8, 0.15, 0.05], [0.1, 0.3, 0.6]])  # "mary", then "hall"
-    plot_passage_attention(sentences, two, "where is the apple ?", ["mary", "hall"],
-                           tmp_path / "p.png")  # fmt: skip
+    plot_passage_attention(
+        sentences, two, "where is the apple ?", ["mary", "hall"], tmp_path / "p.png"
+    )
     texts = {t.get_text(): t for t in drawn[0].axes[0].texts}
     colours = [tuple(c[:3]) for c in matplotlib.colormaps["tab10"].colors]
     # sentence 0: word 0 at its peak; sentence 1: word 1 at half its peak; sentence 2: word 1
@@ -152,10 +159,15 @@ def test_spectrogram_picture_puts_each_words_attention_under_its_time_span(tmp_p
     from xattn.viz import plot_spectrogram_attention
 
     mel = torch.randn(40, 16)  # 40 frames of 10 ms: 0.4 s
-    w = torch.tensor([[0.6, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
-                      [0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.2, 0.2, 0.4, 0.1]])  # fmt: skip
-    plot_spectrogram_attention(mel, w, ["two", "five"], tmp_path / "s.png",
-                               spans=[(0, 12), (20, 40)])  # fmt: skip
+    w = torch.tensor(
+        [
+            [0.6, 0.3, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+            [0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 0.2, 0.2, 0.4, 0.1],
+        ]
+    )
+    plot_spectrogram_attention(
+        mel, w, ["two", "five"], tmp_path / "s.png", spans=[(0, 12), (20, 40)]
+    )
     top, bottom = drawn[0].axes
     assert torch.equal(torch.as_tensor(top.images[0].get_array().data), mel.T)
     shown = torch.as_tensor(bottom.images[0].get_array().data)
@@ -164,6 +176,9 @@ def test_spectrogram_picture_puts_each_words_attention_under_its_time_span(tmp_p
     assert [t.get_text() for t in bottom.get_yticklabels()] == ["two", "five"]
     spans = [line.get_xdata().tolist() for line in bottom.lines]
     assert spans == [[0, pytest.approx(0.12)], [pytest.approx(0.2), pytest.approx(0.4)]]
-    with pytest.raises(ValueError, match=r"weights \(3, 10\) do not fit: expected mel "
-                                         r"\(frames, F\) and weights \(T=2, S\)"):  # fmt: skip
+    with pytest.raises(
+        ValueError,
+        match=r"weights \(3, 10\) do not fit: expected mel "
+        r"\(frames, F\) and weights \(T=2, S\)",
+    ):
         plot_spectrogram_attention(mel, torch.rand(3, 10), ["two", "five"], tmp_path / "x.png")

@@ -173,10 +173,22 @@ def _validate(
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; expected one of {', '.join(map(repr, BACKENDS))}")
     return _Call(
-        B=B, H=H, Hkv=Hkv, T=T, S=S, Dh=Dh, Dv=Dv, scale=float(scale), dtype=query.dtype,
-        device=query.device, has_mask=mask is not None, has_bias=bias is not None,
-        causal=causal, dropout_p=float(dropout_p), return_weights=return_weights,
-    )  # fmt: skip
+        B=B,
+        H=H,
+        Hkv=Hkv,
+        T=T,
+        S=S,
+        Dh=Dh,
+        Dv=Dv,
+        scale=float(scale),
+        dtype=query.dtype,
+        device=query.device,
+        has_mask=mask is not None,
+        has_bias=bias is not None,
+        causal=causal,
+        dropout_p=float(dropout_p),
+        return_weights=return_weights,
+    )
 
 
 # --------------------------------------------------------------------------------------
@@ -272,9 +284,14 @@ def _sdpa_attention(query, key, value, mask, bias, causal, scale, dropout_p, ret
             )
         if T > S:  # the first T - S queries see nothing: zeros, the rest is square
             tail = F.scaled_dot_product_attention(
-                query[:, :, T - S :], key, value, dropout_p=dropout_p, is_causal=True,
-                scale=scale, **gqa,
-            )  # fmt: skip
+                query[:, :, T - S :],
+                key,
+                value,
+                dropout_p=dropout_p,
+                is_causal=True,
+                scale=scale,
+                **gqa,
+            )
             head = tail.new_zeros(B, H, T - S, tail.shape[-1])
             return torch.cat([head, tail], dim=2)  # (B, H, T, Dv)
 
@@ -319,9 +336,13 @@ def _flash_attention(query, key, value, mask, bias, causal, scale, dropout_p, re
     # flash-attn works on (B, T, H, Dh), handles Hkv < H itself, and aligns causal masks
     # bottom-right (flash-attn >= 2.1), giving zeros for rows with no key.
     out = flash_attn_func(
-        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2),
-        dropout_p=dropout_p, softmax_scale=scale, causal=causal,
-    )  # fmt: skip
+        query.transpose(1, 2),
+        key.transpose(1, 2),
+        value.transpose(1, 2),
+        dropout_p=dropout_p,
+        softmax_scale=scale,
+        causal=causal,
+    )
     return out.transpose(1, 2)  # (B, H, T, Dv)
 
 

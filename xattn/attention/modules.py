@@ -98,10 +98,15 @@ class _MultiHeadProjections(nn.Module):
     def _attend(self, q, k, v, mask, causal, return_weights, backend):
         """attention() with the module's dropout; returns (out (B, H, T, Dh), weights|None)."""
         result = attention(
-            q, k, v, mask=mask, causal=causal,
+            q,
+            k,
+            v,
+            mask=mask,
+            causal=causal,
             dropout_p=self.dropout if self.training else 0.0,
-            return_weights=return_weights, backend=backend,
-        )  # fmt: skip
+            return_weights=return_weights,
+            backend=backend,
+        )
         return result if return_weights is not False else (result, None)
 
     def _merge(self, out: Tensor) -> Tensor:
@@ -252,9 +257,13 @@ class SelfAttention(_MultiHeadProjections):
         """An empty KVCache for `batch_size` rows of up to `max_length` positions."""
         weight = self.k_proj.weight
         return KVCache.empty(
-            batch_size, self.num_kv_heads, max_length, self.head_dim,
-            dtype=dtype or weight.dtype, device=device or weight.device,
-        )  # fmt: skip
+            batch_size,
+            self.num_kv_heads,
+            max_length,
+            self.head_dim,
+            dtype=dtype or weight.dtype,
+            device=device or weight.device,
+        )
 
     def forward(
         self,

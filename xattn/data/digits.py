@@ -64,8 +64,14 @@ def _split_images(labels: np.ndarray, seed: int) -> dict[str, np.ndarray]:
     return {k: np.array(sorted(v)) for k, v in parts.items()}
 
 
-def warp_glyphs(glyphs: np.ndarray, rng: np.random.Generator, *, rotation: float = 12.0,
-                scale: float = 0.12, shear: float = 0.15) -> np.ndarray:  # fmt: skip
+def warp_glyphs(
+    glyphs: np.ndarray,
+    rng: np.random.Generator,
+    *,
+    rotation: float = 12.0,
+    scale: float = 0.12,
+    shear: float = 0.15,
+) -> np.ndarray:
     """Each glyph (n, 8, 8) through its own random affine map about the glyph's center:
     a rotation of up to `rotation` degrees, a scale of exp(+-scale) per axis and a shear of
     up to `shear`, sampled bilinearly (ink pushed past the edge is cut off). All zero: the
@@ -76,8 +82,13 @@ def warp_glyphs(glyphs: np.ndarray, rng: np.random.Generator, *, rotation: float
     k = rng.uniform(-shear, shear, n)
     cos, sin = np.cos(angle), np.sin(angle)
     # forward map A = rotation @ shear @ diag(sx, sy) in (x, y); the grid samples A^-1
-    forward = np.stack([np.stack([cos * sx, (cos * k - sin) * sy], -1),
-                        np.stack([sin * sx, (sin * k + cos) * sy], -1)], 1)  # fmt: skip
+    forward = np.stack(
+        [
+            np.stack([cos * sx, (cos * k - sin) * sy], -1),
+            np.stack([sin * sx, (sin * k + cos) * sy], -1),
+        ],
+        1,
+    )
     theta = np.concatenate([np.linalg.inv(forward), np.zeros((n, 2, 1))], 2)
     theta = torch.from_numpy(theta).float()
     x = torch.from_numpy(np.ascontiguousarray(glyphs, dtype=np.float32))[:, None]
@@ -101,17 +112,28 @@ def _paint(layout, glyphs, labels, rng, noise: float) -> Strip:
     chosen, xs, ys = layout
     canvas = np.zeros((HEIGHT, WIDTH), np.float32)
     for glyph, x, y in zip(glyphs, xs, ys, strict=True):
-        canvas[y : y + GLYPH, x : x + GLYPH] = np.maximum(canvas[y : y + GLYPH, x : x + GLYPH],
-                                                          glyph)  # fmt: skip
+        canvas[y : y + GLYPH, x : x + GLYPH] = np.maximum(
+            canvas[y : y + GLYPH, x : x + GLYPH], glyph
+        )
     canvas = np.clip(canvas + rng.normal(0, noise, canvas.shape).astype(np.float32), 0, 1)
-    return Strip(canvas, tuple(int(labels[k]) for k in chosen),
-                 tuple((x, x + GLYPH) for x in xs), tuple(int(k) for k in chosen))  # fmt: skip
+    return Strip(
+        canvas,
+        tuple(int(labels[k]) for k in chosen),
+        tuple((x, x + GLYPH) for x in xs),
+        tuple(int(k) for k in chosen),
+    )
 
 
 def make_strips(
-    train: int = 20000, valid: int = 500, test: int = 1000, *, seed: int = 0,
-    max_digits: int = 4, noise: float = 0.05, warp: bool = True,
-) -> dict[str, list[Strip]]:  # fmt: skip
+    train: int = 20000,
+    valid: int = 500,
+    test: int = 1000,
+    *,
+    seed: int = 0,
+    max_digits: int = 4,
+    noise: float = 0.05,
+    warp: bool = True,
+) -> dict[str, list[Strip]]:
     """Strips per split, each split drawing its digits from its own images; `warp`: the
     training glyphs go through random affine warps (valid and test glyphs never do)."""
     if not 1 <= max_digits <= WIDTH // GLYPH:
@@ -127,10 +149,13 @@ def make_strips(
             ids = np.concatenate([chosen for chosen, _, _ in layouts])
             glyphs = warp_glyphs(images[ids], rng)  # all at once: one grid_sample call
             per_strip = np.split(glyphs, np.cumsum([len(c) for c, _, _ in layouts])[:-1])
-            out[name] = [_paint(layout, mine, labels, rng, noise)
-                         for layout, mine in zip(layouts, per_strip, strict=True)]  # fmt: skip
+            out[name] = [
+                _paint(layout, mine, labels, rng, noise)
+                for layout, mine in zip(layouts, per_strip, strict=True)
+            ]
         else:  # layout then paint, strip by strip: the held-out strips never change
             layouts = (_layout(pools[name], rng, max_digits) for _ in range(size))
-            out[name] = [_paint(layout, images[layout[0]], labels, rng, noise)
-                         for layout in layouts]  # fmt: skip
+            out[name] = [
+                _paint(layout, images[layout[0]], labels, rng, noise) for layout in layouts
+            ]
     return out

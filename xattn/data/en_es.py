@@ -43,8 +43,9 @@ class Noun:
 
 
 def _noun(en, es, gender, kinds, en_plural=None, es_plural=None) -> Noun:
-    return Noun(en, en_plural or en + "s", es, es_plural or es + "s", gender,
-                frozenset(kinds.split()))  # fmt: skip
+    return Noun(
+        en, en_plural or en + "s", es, es_plural or es + "s", gender, frozenset(kinds.split())
+    )
 
 
 # fmt: off
@@ -161,8 +162,9 @@ class Verb:
 
 
 def _verb(en, en_3sg, es, objects, animal_subject=False, personal_a=True) -> Verb:
-    return Verb(en, en_3sg, tuple(es.split()), frozenset(objects.split()), animal_subject,
-                personal_a)  # fmt: skip
+    return Verb(
+        en, en_3sg, tuple(es.split()), frozenset(objects.split()), animal_subject, personal_a
+    )
 
 
 # fmt: off
@@ -197,8 +199,14 @@ PREPOSITIONS = [
 # fmt: on
 
 # person: 0 yo, 1 tú, 2 él/ella, 3 nosotros, 4 ellos
-PRONOUNS = [("i", "yo", 0), ("you", "tú", 1), ("he", "él", 2), ("she", "ella", 2),
-            ("we", "nosotros", 3), ("they", "ellos", 4)]  # fmt: skip
+PRONOUNS = [
+    ("i", "yo", 0),
+    ("you", "tú", 1),
+    ("he", "él", 2),
+    ("she", "ella", 2),
+    ("we", "nosotros", 3),
+    ("they", "ellos", 4),
+]
 BE_EN = ("am", "are", "is", "are", "are")
 ESTAR = ("estoy", "estás", "está", "estamos", "están")
 SER = ("soy", "eres", "es", "somos", "son")
@@ -267,8 +275,9 @@ def noun_phrase(noun: Noun, *, det: str, count: int = 1, adj: Adjective | None =
     plural = count > 1 or det == "some"
     p = Phrase()
     if det in ("the", "the+num"):
-        article = {("m", False): "el", ("f", False): "la", ("m", True): "los",
-                   ("f", True): "las"}[(noun.gender, plural)]  # fmt: skip
+        article = {("m", False): "el", ("f", False): "la", ("m", True): "los", ("f", True): "las"}[
+            (noun.gender, plural)
+        ]
         p.add(["the"], [article])
     elif det == "a":
         first = (adj.en if adj else noun.en)[0]

@@ -53,10 +53,34 @@ WINDOW = 551  # 25 ms
 N_FFT = 1024
 N_MELS = 40
 
-ACCENTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-029", "en-us-nyc",
-           "en-gb-x-gbclan", "en-gb-x-gbcwmd")  # fmt: skip
-VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "f1", "f4", "Annie", "belinda", "steph",
-            "klatt", "klatt2", "klatt3", "croak")  # fmt: skip
+ACCENTS = (
+    "en",
+    "en-us",
+    "en-gb-scotland",
+    "en-gb-x-rp",
+    "en-029",
+    "en-us-nyc",
+    "en-gb-x-gbclan",
+    "en-gb-x-gbcwmd",
+)
+VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "f1",
+    "f4",
+    "Annie",
+    "belinda",
+    "steph",
+    "klatt",
+    "klatt2",
+    "klatt3",
+    "croak",
+)
 
 
 class SpeechUnavailable(OSError):
@@ -103,8 +127,9 @@ class Synthesizer:
         if rate != SAMPLE_RATE:
             raise RuntimeError(f"eSpeak NG initialization returned {rate}")
         self._chunks: list[np.ndarray] = []
-        callback_type = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short),
-                                         ctypes.c_int, ctypes.c_void_p)  # fmt: skip
+        callback_type = ctypes.CFUNCTYPE(
+            ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p
+        )
 
         def collect(wav, count, _events):
             if wav and count > 0:
@@ -113,9 +138,16 @@ class Synthesizer:
 
         self._callback = callback_type(collect)  # kept alive as long as the library
         lib.espeak_SetSynthCallback(self._callback)
-        lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint,
-                                     ctypes.c_int, ctypes.c_uint, ctypes.c_uint,
-                                     ctypes.c_void_p, ctypes.c_void_p]  # fmt: skip
+        lib.espeak_Synth.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_uint,
+            ctypes.c_int,
+            ctypes.c_uint,
+            ctypes.c_uint,
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+        ]
         self._lib = lib
 
     @property
@@ -139,8 +171,11 @@ class Synthesizer:
         return np.concatenate(self._chunks) if self._chunks else np.zeros(0, np.int16)
 
     def _run_program(self, text: str, voice: str, rate: int, pitch: int) -> np.ndarray:
-        done = subprocess.run([self._program, "--stdout", "-v", voice, "-s", str(rate), "-p",
-                               str(pitch), text], capture_output=True, check=True)  # fmt: skip
+        done = subprocess.run(
+            [self._program, "--stdout", "-v", voice, "-s", str(rate), "-p", str(pitch), text],
+            capture_output=True,
+            check=True,
+        )
         with wave.open(io.BytesIO(done.stdout)) as w:
             if w.getframerate() != SAMPLE_RATE:
                 raise RuntimeError(f"espeak-ng wrote {w.getframerate()} Hz audio")
@@ -204,15 +239,21 @@ class Utterance:
 
 def _clip_settings(voice_names: list[str], rng: np.random.Generator) -> tuple:
     """((voice, ((rate, pitch), ...)), ...): three ways each voice speaks its clips."""
-    return tuple((voice, tuple((int(rng.integers(130, 230)), int(rng.integers(25, 75)))
-                               for _ in range(3))) for voice in voice_names)  # fmt: skip
+    return tuple(
+        (voice, tuple((int(rng.integers(130, 230)), int(rng.integers(25, 75))) for _ in range(3)))
+        for voice in voice_names
+    )
 
 
 def _clip_bank(synth: Synthesizer, settings: tuple) -> dict[str, dict[str, list[np.ndarray]]]:
     """voice -> word -> list of float clips (one per rate and pitch of the voice)."""
-    return {voice: {word: [_trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0
-                           for r, p in ways] for word in DIGIT_WORDS}
-            for voice, ways in settings}  # fmt: skip
+    return {
+        voice: {
+            word: [_trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0 for r, p in ways]
+            for word in DIGIT_WORDS
+        }
+        for voice, ways in settings
+    }
 
 
 @lru_cache(maxsize=1)
@@ -242,29 +283,38 @@ def _utterance(bank, voice: str, rng: np.random.Generator, max_words: int) -> Ut
     audio = audio + noise.normal(0, rng.uniform(0.001, 0.02), audio.shape).astype(np.float32)
     features = log_mel(audio)
     frames = features.shape[0]
-    spans = tuple((min(frames - 1, s // HOP), min(frames, -(-(s + n_) // HOP)))
-                  for s, n_ in starts)  # fmt: skip
+    spans = tuple((min(frames - 1, s // HOP), min(frames, -(-(s + n_) // HOP))) for s, n_ in starts)
     return Utterance(features, tuple(words), spans, voice)
 
 
 def make_utterances(
-    train: int = 12000, valid: int = 300, test: int = 1000, *, seed: int = 0,
-    max_words: int = 4, test_voices: float = 0.15, synthesizer: Synthesizer | None = None,
-) -> dict[str, list[Utterance]]:  # fmt: skip
+    train: int = 12000,
+    valid: int = 300,
+    test: int = 1000,
+    *,
+    seed: int = 0,
+    max_words: int = 4,
+    test_voices: float = 0.15,
+    synthesizer: Synthesizer | None = None,
+) -> dict[str, list[Utterance]]:
     """Utterances per split; the valid and test voices are never heard in training."""
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
     held = max(2, round(test_voices * len(names)))
     held_out = [names[i] for i in order[:held]]
-    split_voices = {"train": [names[i] for i in order[held:]],
-                    "valid": held_out[: held // 2], "test": held_out[held // 2 :]}  # fmt: skip
+    split_voices = {
+        "train": [names[i] for i in order[held:]],
+        "valid": held_out[: held // 2],
+        "test": held_out[held // 2 :],
+    }
     settings = _clip_settings(names, rng)
     bank = _default_bank(settings) if synthesizer is None else _clip_bank(synthesizer, settings)
     out = {}
     for index, (name, size) in enumerate((("train", train), ("valid", valid), ("test", test))):
         r = np.random.default_rng([seed, index + 1])
         pool = split_voices[name]
-        out[name] = [_utterance(bank, pool[int(r.integers(0, len(pool)))], r, max_words)
-                     for _ in range(size)]  # fmt: skip
+        out[name] = [
+            _utterance(bank, pool[int(r.integers(0, len(pool)))], r, max_words) for _ in range(size)
+        ]
     return out

@@ -53,8 +53,7 @@ class Story:
         return f"{self.holder} {self.answer}" if self.holder else self.answer
 
 
-def _story(rng: random.Random, length: int, objects: bool,
-           object_share: float) -> Story | None:  # fmt: skip
+def _story(rng: random.Random, length: int, objects: bool, object_share: float) -> Story | None:
     people = rng.sample(PEOPLE, rng.randint(2, 4))
     things = rng.sample(OBJECTS, rng.randint(1, 3)) if objects else []
     where: dict[str, tuple[str, int]] = {}  # person -> (place, sentence index)
@@ -65,8 +64,12 @@ def _story(rng: random.Random, length: int, objects: bool,
         i = len(sentences)
         person = rng.choice(people)
         held = [t for t, (p, _) in holder.items() if p == person]
-        free = [t for t in things if t not in holder and (t not in lying or
-                (person in where and lying[t][1] == where[person][0]))]  # fmt: skip
+        free = [
+            t
+            for t in things
+            if t not in holder
+            and (t not in lying or (person in where and lying[t][1] == where[person][0]))
+        ]
         roll = rng.random()
         if objects and person in where and free and roll < 0.25:
             thing = rng.choice(free)
@@ -91,22 +94,36 @@ def _story(rng: random.Random, length: int, objects: bool,
             place, moved = where[person]
         else:
             person, place, moved, gave = lying[thing]
-        return Story(tuple(sentences), f"where is the {thing} ?", place,
-                     tuple(sorted({gave, moved})), "object", person, (gave, moved))  # fmt: skip
+        return Story(
+            tuple(sentences),
+            f"where is the {thing} ?",
+            place,
+            tuple(sorted({gave, moved})),
+            "object",
+            person,
+            (gave, moved),
+        )
     known = [p for p in people if p in where]
     if not known:
         return None
     person = rng.choice(known)
     place, moved = where[person]
-    return Story(tuple(sentences), f"where is {person} ?", place, (moved,), "person",
-                 chain=(moved,))  # fmt: skip
+    return Story(
+        tuple(sentences), f"where is {person} ?", place, (moved,), "person", chain=(moved,)
+    )
 
 
 def make_stories(
-    train: int = 20000, valid: int = 500, test: int = 1000, *, seed: int = 0,
-    objects: bool = True, min_sentences: int = 2, max_sentences: int = 10,
+    train: int = 20000,
+    valid: int = 500,
+    test: int = 1000,
+    *,
+    seed: int = 0,
+    objects: bool = True,
+    min_sentences: int = 2,
+    max_sentences: int = 10,
     object_share: float = 0.8,
-) -> dict[str, list[Story]]:  # fmt: skip
+) -> dict[str, list[Story]]:
     """Stories per split; a story (sentences and question) never appears in two splits.
 
     object_share: the chance that a story with an object someone has held asks where that

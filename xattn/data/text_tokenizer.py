@@ -59,8 +59,11 @@ class TranslationTokenizer:
         vocab_size: int = 8000,
     ) -> TranslationTokenizer:
         pairs = list(pairs)
-        return cls(_train((s for s, _ in pairs), kind, vocab_size),
-                   _train((t for _, t in pairs), kind, vocab_size), kind)  # fmt: skip
+        return cls(
+            _train((s for s, _ in pairs), kind, vocab_size),
+            _train((t for _, t in pairs), kind, vocab_size),
+            kind,
+        )
 
     @property
     def source_vocab_size(self) -> int:

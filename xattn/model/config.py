@@ -89,8 +89,10 @@ class ModelConfig:
             if self.front_end not in FRONT_END_NAMES:
                 fail("front_end", f"expected None or one of {', '.join(FRONT_END_NAMES)}")
             if self.source_features is None:
-                fail("front_end", "needs source_features (image height, mel bins or words "
-                                  "per sentence)")  # fmt: skip
+                fail(
+                    "front_end",
+                    "needs source_features (image height, mel bins or words per sentence)",
+                )
             if self.front_end == "image" and self.d_model % 4:
                 fail("d_model", "the image front end needs a width divisible by 4")
         if self.d_model % self.num_heads:
@@ -185,24 +187,54 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     # Unit tests: a model that runs in milliseconds.
     "tiny": ModelConfig(
-        vocab_size=64, d_model=32, encoder_layers=2, decoder_layers=2, num_heads=4,
-        ffn_dim=64, max_positions=128, dropout=0.0,
+        vocab_size=64,
+        d_model=32,
+        encoder_layers=2,
+        decoder_layers=2,
+        num_heads=4,
+        ffn_dim=64,
+        max_positions=128,
+        dropout=0.0,
     ),
     # The default for our own small tasks: pre-norm, 2 + 2 layers, width 128.
     "small": ModelConfig(
-        vocab_size=1000, d_model=128, encoder_layers=2, decoder_layers=2, num_heads=4,
-        ffn_dim=512, max_positions=256, dropout=0.1,
+        vocab_size=1000,
+        d_model=128,
+        encoder_layers=2,
+        decoder_layers=2,
+        num_heads=4,
+        ffn_dim=512,
+        max_positions=256,
+        dropout=0.1,
     ),
     # Marian-sized (the benchmark model): d_model 256, 3 + 3 layers, 4 heads, ffn 1024.
     "base": ModelConfig(
-        vocab_size=8000, d_model=256, encoder_layers=3, decoder_layers=3, num_heads=4,
-        ffn_dim=1024, max_positions=512, dropout=0.1,
+        vocab_size=8000,
+        d_model=256,
+        encoder_layers=3,
+        decoder_layers=3,
+        num_heads=4,
+        ffn_dim=1024,
+        max_positions=512,
+        dropout=0.1,
     ),
     # Marian's conventions at base size: post-norm, SiLU, sqrt(d) embedding scale.
     "marian": ModelConfig(
-        vocab_size=8000, d_model=256, encoder_layers=3, decoder_layers=3, num_heads=4,
-        ffn_dim=1024, max_positions=512, activation="silu", pre_norm=False, embed_scale=True,
-        final_logits_bias=True, dropout=0.1, pad_token_id=0, eos_token_id=2,
-        decoder_start_token_id=0, bos_token_id=None,
+        vocab_size=8000,
+        d_model=256,
+        encoder_layers=3,
+        decoder_layers=3,
+        num_heads=4,
+        ffn_dim=1024,
+        max_positions=512,
+        activation="silu",
+        pre_norm=False,
+        embed_scale=True,
+        final_logits_bias=True,
+        dropout=0.1,
+        pad_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=0,
+        bos_token_id=None,
     ),
-}  # fmt: skip
+}

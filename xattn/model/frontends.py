@@ -85,8 +85,10 @@ class AudioFrontEnd(FrontEnd):
 
     def check(self, src: Tensor) -> None:
         if src.shape[-1] != self.num_features:
-            raise ValueError(f"src has shape {_fmt(src.shape)}; expected log-mel frames "
-                             f"(B, frames, {self.num_features})")  # fmt: skip
+            raise ValueError(
+                f"src has shape {_fmt(src.shape)}; expected log-mel frames "
+                f"(B, frames, {self.num_features})"
+            )
 
     def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         x = self._zero_padding(src, mask).transpose(1, 2)  # (B, F, frames)
@@ -109,8 +111,9 @@ def sinusoids_2d(rows: int, cols: int, dim: int) -> Tensor:
         return torch.cat([angles.sin(), angles.cos()], 1)  # (n, half)
 
     r, c = table(rows), table(cols)
-    grid = torch.cat([r[None, :, :].expand(cols, rows, half),
-                      c[:, None, :].expand(cols, rows, half)], -1)  # fmt: skip
+    grid = torch.cat(
+        [r[None, :, :].expand(cols, rows, half), c[:, None, :].expand(cols, rows, half)], -1
+    )
     return grid.reshape(cols * rows, 2 * half).float()
 
 
@@ -151,8 +154,9 @@ class ImageFrontEnd(FrontEnd):
 
     def check(self, src: Tensor) -> None:
         if src.shape[-1] != self.height:
-            raise ValueError(f"src has shape {_fmt(src.shape)}; expected image columns "
-                             f"(B, W, H={self.height})")  # fmt: skip
+            raise ValueError(
+                f"src has shape {_fmt(src.shape)}; expected image columns (B, W, H={self.height})"
+            )
 
     @staticmethod
     def _batch_norm(norm: nn.BatchNorm2d, x: Tensor, mask: Tensor | None) -> Tensor:
@@ -163,8 +167,16 @@ class ImageFrontEnd(FrontEnd):
         cols = x.permute(0, 3, 2, 1)  # (B, W, H, C)
         real = cols[mask]  # (n, H, C)
         momentum = 0.0 if norm.momentum is None else norm.momentum
-        flat = F.batch_norm(real.reshape(-1, x.shape[1]), norm.running_mean, norm.running_var,
-                            norm.weight, norm.bias, norm.training, momentum, norm.eps)  # fmt: skip
+        flat = F.batch_norm(
+            real.reshape(-1, x.shape[1]),
+            norm.running_mean,
+            norm.running_var,
+            norm.weight,
+            norm.bias,
+            norm.training,
+            momentum,
+            norm.eps,
+        )
         out = cols.new_zeros(cols.shape)
         out[mask] = flat.view_as(real)
         return out.permute(0, 3, 2, 1)
@@ -192,8 +204,9 @@ class SentenceFrontEnd(FrontEnd):
     adds_positions = True
     reads_ids = True
 
-    def __init__(self, vocab_size: int, dim: int, max_words: int, max_sentences: int,
-                 pad_token_id: int = 0) -> None:  # fmt: skip
+    def __init__(
+        self, vocab_size: int, dim: int, max_words: int, max_sentences: int, pad_token_id: int = 0
+    ) -> None:
         super().__init__()
         self.vocab_size, self.pad_token_id = vocab_size, pad_token_id
         self.words = nn.Embedding(vocab_size, dim, padding_idx=pad_token_id)
@@ -203,8 +216,9 @@ class SentenceFrontEnd(FrontEnd):
 
     def check(self, src: Tensor) -> None:
         if src.dim() != 3:
-            raise ValueError(f"src has shape {_fmt(src.shape)}; expected sentences of word "
-                             f"ids (B, N, L)")  # fmt: skip
+            raise ValueError(
+                f"src has shape {_fmt(src.shape)}; expected sentences of word ids (B, N, L)"
+            )
         N, L = src.shape[1:]
         if L > len(self.position_gains) or N > self.recency.num_embeddings:
             raise ValueError(
@@ -235,6 +249,7 @@ def build_front_end(config) -> FrontEnd | None:
     if config.front_end == "audio":
         return AudioFrontEnd(config.source_features, D)
     if config.front_end == "sentences":
-        return SentenceFrontEnd(config.vocab_size, D, config.source_features,
-                                config.max_positions, config.pad_token_id)  # fmt: skip
+        return SentenceFrontEnd(
+            config.vocab_size, D, config.source_features, config.max_positions, config.pad_token_id
+        )
     return None

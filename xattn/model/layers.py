@@ -129,9 +129,12 @@ class EncoderLayer(nn.Module):
         super().__init__()
         D, H = config.d_model, config.num_heads
         self.self_attn = SelfAttention(
-            D, H, num_kv_heads=config.num_kv_heads, bias=config.bias,
+            D,
+            H,
+            num_kv_heads=config.num_kv_heads,
+            bias=config.bias,
             dropout=config.attention_dropout,
-        )  # fmt: skip
+        )
         self.self_attn_block = _Residual(config)
         self.ffn = FeedForward(config)
         self.ffn_block = _Residual(config)

@@ -64,8 +64,9 @@ class DecoderState:
     def reorder(self, indices: Tensor) -> DecoderState:
         """Row i continues row indices[i] (beam search). The memories are shared, untouched:
         indices must keep each row among the rows of its own source."""
-        return DecoderState(self.memories, tuple(c.reorder(indices) for c in self.caches),
-                            self.length)  # fmt: skip
+        return DecoderState(
+            self.memories, tuple(c.reorder(indices) for c in self.caches), self.length
+        )
 
 
 @dataclass(frozen=True)
@@ -134,9 +135,10 @@ class EncoderDecoder(nn.Module):
         else:
             self.final_logits_bias = None
         self.generation_config = GenerationConfig(
-            eos_token_id=c.eos_token_id, pad_token_id=c.pad_token_id,
+            eos_token_id=c.eos_token_id,
+            pad_token_id=c.pad_token_id,
             decoder_start_token_id=c.decoder_start_token_id,
-        )  # fmt: skip
+        )
         self.tokenizer: Any = None  # set by load/from_hf when the folder has tokenizer files
 
     # ---- encoder -------------------------------------------------------------------------
@@ -163,8 +165,10 @@ class EncoderDecoder(nn.Module):
             if src.dtype not in (torch.long, torch.int32, torch.int64) or (
                 self.front_end is None and src.dim() != 2
             ):
-                raise ValueError(f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; "
-                                 f"expected token ids {expected} of torch.long")  # fmt: skip
+                raise ValueError(
+                    f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; "
+                    f"expected token ids {expected} of torch.long"
+                )
             if (
                 self.front_end is None
                 and src.numel()
@@ -177,8 +181,11 @@ class EncoderDecoder(nn.Module):
         if isinstance(self.front_end, FrontEnd):
             self.front_end.check(src)
         B, S = src.shape[:2]
-        if (self.encoder_positions is not None and not isinstance(self.front_end, FrontEnd)
-                and S > self.encoder_positions.max_positions):  # fmt: skip
+        if (
+            self.encoder_positions is not None
+            and not isinstance(self.front_end, FrontEnd)
+            and S > self.encoder_positions.max_positions
+        ):
             raise ValueError(
                 f"src has S={S} positions; this model has max_positions="
                 f"{self.encoder_positions.max_positions}"
@@ -262,8 +269,9 @@ class EncoderDecoder(nn.Module):
         self, memory: Tensor, src_mask: Tensor | None = None
     ) -> tuple[CrossAttentionMemory, ...]:
         """Each decoder layer's cross-attention keys and values of the memory (B, S, D)."""
-        return tuple(layer.cross_attn.project_memory(memory, src_mask) for layer in
-                     self.decoder_layers)  # fmt: skip
+        return tuple(
+            layer.cross_attn.project_memory(memory, src_mask) for layer in self.decoder_layers
+        )
 
     def decode(
         self,
@@ -324,8 +332,9 @@ class EncoderDecoder(nn.Module):
         weights_mode = _weights_mode(return_attention)
         x = self._embed_target(tgt_ids, state.length)
         caches, maps = [], []
-        for layer, mem, cache in zip(self.decoder_layers, state.memories, state.caches,
-                                     strict=True):  # fmt: skip
+        for layer, mem, cache in zip(
+            self.decoder_layers, state.memories, state.caches, strict=True
+        ):
             x, cache, w = layer(x, mem, cache=cache, return_weights=weights_mode)
             caches.append(cache)
             maps.append(w)
@@ -381,11 +390,14 @@ class EncoderDecoder(nn.Module):
         else:
             start = decoder_input_ids.to(memory.device)
             if start.dim() != 2 or start.shape[0] != B or start.is_floating_point():
-                raise ValueError(f"decoder_input_ids has shape {_fmt(start.shape)}; expected "
-                                 f"token ids (B, P) with B = {B}")  # fmt: skip
+                raise ValueError(
+                    f"decoder_input_ids has shape {_fmt(start.shape)}; expected "
+                    f"token ids (B, P) with B = {B}"
+                )
         max_length = config.total_length(start.shape[1])
-        state = self.start_decoding(memory, memory_mask, rows_per_source=rows,
-                                    max_length=max_length)  # fmt: skip
+        state = self.start_decoding(
+            memory, memory_mask, rows_per_source=rows, max_length=max_length
+        )
         start = start.repeat_interleave(rows, dim=0)  # (B * rows, P)
         if start.shape[1] > 1:  # feed the prompt but its last token (the search feeds that)
             _, state, _ = self.decode_step(start[:, :-1], state)
@@ -484,8 +496,10 @@ def _check_heads(heads, config: ModelConfig, where: str) -> None:
 
 def _check_tokenizer(tokenizer, config: ModelConfig, path: Path) -> None:
     """A folder's tokenizer must fit its model: same vocabulary sizes."""
-    sizes = (getattr(tokenizer, "source_vocab_size", None),
-             getattr(tokenizer, "target_vocab_size", None))  # fmt: skip
+    sizes = (
+        getattr(tokenizer, "source_vocab_size", None),
+        getattr(tokenizer, "target_vocab_size", None),
+    )
     if sizes[0] is None:
         return  # a tokenizer without vocabulary sizes (Marian checks its own ids)
     expected = (config.vocab_size, config.target_vocab)

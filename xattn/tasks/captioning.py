@@ -34,10 +34,17 @@ class CaptionTask(AppTask):
     # warmup steps and a linear decay (5 splits x model seeds, README); 800 steps of this
     # schedule got 279 but miss the demo's 3 minutes on a slow day.
     demo_train: ClassVar[TrainConfig] = TrainConfig(
-        steps=700, batch_size=64, lr=2e-3, warmup_steps=210, schedule="cosine",
-        label_smoothing=0.1, eval_every=350, eval_size=300, checkpoint_every=350,
+        steps=700,
+        batch_size=64,
+        lr=2e-3,
+        warmup_steps=210,
+        schedule="cosine",
+        label_smoothing=0.1,
+        eval_every=350,
+        eval_size=300,
+        checkpoint_every=350,
         max_new_tokens=8,
-    )  # fmt: skip
+    )
     demo_sizes: ClassVar[dict[str, int]] = {"train": 20000, "valid": 300, "test": 1000}
     model_overrides: ClassVar[dict] = {"source_features": HEIGHT, "ffn_dim": 256}
 
@@ -53,8 +60,10 @@ class CaptionTask(AppTask):
 
     def gold(self, example: Strip) -> list[list[int]]:
         cols = -(-example.image.shape[1] // STRIDE)
-        return [[c * ROWS + r for c in range(cols) if x0 <= STRIDE * c < x1 for r in range(ROWS)]
-                for x0, x1 in example.spans]  # fmt: skip
+        return [
+            [c * ROWS + r for c in range(cols) if x0 <= STRIDE * c < x1 for r in range(ROWS)]
+            for x0, x1 in example.spans
+        ]
 
     def source_labels(self, example: Strip, length: int) -> list[str]:
         return [f"r{k % ROWS}c{k // ROWS}" for k in range(length)]

@@ -92,8 +92,9 @@ class AppTask(Task):
         """The input, in words, for printed samples."""
         return ""
 
-    def draw(self, example, words: list[str], weights: torch.Tensor, path: Path,
-             title: str) -> Path:  # fmt: skip
+    def draw(
+        self, example, words: list[str], weights: torch.Tensor, path: Path, title: str
+    ) -> Path:
         """The task's picture of weights (T, S') for the target words."""
         raise NotImplementedError
 
@@ -103,17 +104,24 @@ class AppTask(Task):
     def build(cls, examples: Sequence) -> AppTask:
         """A task with a word tokenizer trained on the examples."""
         probe = cls(None)
-        pairs = [(probe.source_text(e), f"{probe.prompt_text(e)} {probe.reference(e)}")
-                 for e in examples]  # fmt: skip
+        pairs = [
+            (probe.source_text(e), f"{probe.prompt_text(e)} {probe.reference(e)}") for e in examples
+        ]
         return cls(TranslationTokenizer.train(pairs, "word"))
 
     def model_config(self, **overrides) -> ModelConfig:
         """The small preset with this task's front end and an output layer of its own."""
         tok = self.tokenizer
-        settings = {"vocab_size": tok.source_vocab_size, "target_vocab_size":
-                    tok.target_vocab_size, "share_embeddings": False, "tie_output": False,
-                    "front_end": self.front_end, "dropout": 0.0,
-                    **self.model_overrides, **overrides}  # fmt: skip
+        settings = {
+            "vocab_size": tok.source_vocab_size,
+            "target_vocab_size": tok.target_vocab_size,
+            "share_embeddings": False,
+            "tie_output": False,
+            "front_end": self.front_end,
+            "dropout": 0.0,
+            **self.model_overrides,
+            **overrides,
+        }
         return ModelConfig.preset("small", **settings)
 
     def target_ids(self, example, text: str | None = None) -> tuple[list[int], int]:
@@ -150,14 +158,22 @@ def task_for(model: EncoderDecoder) -> AppTask:
     for cls in TASKS.values():
         if getattr(cls, "front_end", None) == model.config.front_end and cls.front_end:
             return cls(model.tokenizer)
-    raise ValueError(f"this model has front end {model.config.front_end!r}: not one of the "
-                     f"captioning, QA or speech tasks")  # fmt: skip
+    raise ValueError(
+        f"this model has front end {model.config.front_end!r}: not one of the "
+        f"captioning, QA or speech tasks"
+    )
 
 
 def train_app(
-    task_cls: type[AppTask], splits: dict[str, list], run_dir: Path, config: TrainConfig,
-    *, resume: bool = False, progress: bool = True, model_overrides: dict | None = None,
-) -> tuple[EncoderDecoder, AppTask, dict]:  # fmt: skip
+    task_cls: type[AppTask],
+    splits: dict[str, list],
+    run_dir: Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    model_overrides: dict | None = None,
+) -> tuple[EncoderDecoder, AppTask, dict]:
     """Tokenizer + model + training; the final model is saved to run_dir/model."""
     from ..training.checkpoint import latest_checkpoint
     from ..training.distributed import rank
@@ -173,8 +189,17 @@ def train_app(
         task = task_cls.build(splits["train"])
         torch.manual_seed(config.seed)
         model = EncoderDecoder(task.model_config(**(model_overrides or {})))
-    result = train(model, task.tokenizer, splits["train"], splits["valid"], config, run_dir,
-                   resume=resume, progress=progress, task=task)  # fmt: skip
+    result = train(
+        model,
+        task.tokenizer,
+        splits["train"],
+        splits["valid"],
+        config,
+        run_dir,
+        resume=resume,
+        progress=progress,
+        task=task,
+    )
     if rank() == 0:
         model.save(run_dir / "model")
     return model, task, result
@@ -195,8 +220,9 @@ def app_attention(model, task: AppTask, example, text: str | None = None):
 
 
 @torch.no_grad()
-def attention_maps(model, task: AppTask, examples: Sequence, texts: Sequence | None = None,
-                   batch_size: int = 64) -> list[torch.Tensor]:  # fmt: skip
+def attention_maps(
+    model, task: AppTask, examples: Sequence, texts: Sequence | None = None, batch_size: int = 64
+) -> list[torch.Tensor]:
     """app_attention's maps of many examples over `texts` (default: the references),
     computed in batches: one (L, H, T, S') tensor per example, the rows that predict its
     answer words and </s>, over the positions of its own memory."""
@@ -253,8 +279,9 @@ def keep_alignment_heads(model, heads: Sequence[Sequence[int]], folder: Path) ->
     model.generation_config.save(Path(folder) / GENERATION_FILE)
 
 
-def choose_and_keep_alignment_heads(model, task: AppTask, examples: Sequence,
-                                    folder: Path) -> list[tuple[int, int]]:  # fmt: skip
+def choose_and_keep_alignment_heads(
+    model, task: AppTask, examples: Sequence, folder: Path
+) -> list[tuple[int, int]]:
     """choose_alignment_heads on (up to 300 of) these validation examples, then
     keep_alignment_heads."""
     maps = _HitRates(model, task, examples).maps(range(min(300, len(examples))))
@@ -263,8 +290,9 @@ def choose_and_keep_alignment_heads(model, task: AppTask, examples: Sequence,
     return heads
 
 
-def draw_example(model, task: AppTask, example, folder: Path, name: str,
-                 hypothesis: str | None = None) -> dict:  # fmt: skip
+def draw_example(
+    model, task: AppTask, example, folder: Path, name: str, hypothesis: str | None = None
+) -> dict:
     """The task's picture of the model's own output (decoded here unless `hypothesis` gives
     it): the mean attention of the model's alignment heads (of every head when it has
     none); and the layers x heads grid."""
@@ -277,13 +305,19 @@ def draw_example(model, task: AppTask, example, folder: Path, name: str,
     ok = "ok" if hyp == task.reference(example) else f"reference: {task.reference(example)}"
     picture = task.draw(example, words, mean, folder / f"{name}.png", f"{hyp}   ({ok})")
     grid = plot_attention_grid(layers, labels, words, folder / f"{name}-grid.png", title=hyp)
-    return {"picture": picture, "grid": grid, "hypothesis": hyp,
-            "tokens": (labels, words, mean)}  # fmt: skip
+    return {"picture": picture, "grid": grid, "hypothesis": hyp, "tokens": (labels, words, mean)}
 
 
-def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None,
-             test_size: int | None = None, train_size: int | None = None,
-             progress: bool = True, out=print) -> dict:  # fmt: skip
+def app_demo(
+    task_cls: type[AppTask],
+    run_dir: Path,
+    *,
+    steps: int | None = None,
+    test_size: int | None = None,
+    train_size: int | None = None,
+    progress: bool = True,
+    out=print,
+) -> dict:
     """Generate the data, train, evaluate on the held-out test split, measure the
     alignment hit rate and draw the attention of some test examples."""
     run_dir = Path(run_dir)
@@ -296,25 +330,39 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
         sizes["valid"] = min(sizes["valid"], max(10, train_size // 10))
     splits = task_cls.generate(**sizes, seed=0)
     config = task_cls.demo_train.for_steps(steps)
-    out(f"Training {task_cls.title} on {len(splits['train']):,} generated examples "
-        f"({config.steps} steps) into {run_dir}")  # fmt: skip
+    out(
+        f"Training {task_cls.title} on {len(splits['train']):,} generated examples "
+        f"({config.steps} steps) into {run_dir}"
+    )
     model, task, _ = train_app(task_cls, splits, run_dir, config, progress=progress)
     test, hyps = splits["test"], []
-    scores = evaluate(model, task.tokenizer, test, dataclasses.replace(config, eval_size=len(test)),
-                      task=task, hypotheses=hyps)  # fmt: skip
+    scores = evaluate(
+        model,
+        task.tokenizer,
+        test,
+        dataclasses.replace(config, eval_size=len(test)),
+        task=task,
+        hypotheses=hyps,
+    )
     hit_rate = _HitRates(model, task, test)  # the overall and per-kind sets overlap
     hit = hit_rate(range(min(300, len(test))))
     valid = splits["valid"]
-    heads = alignment_heads(_HitRates(model, task, valid).maps(range(min(300, len(valid)))),
-                            hit_rate.maps(range(min(300, len(test)))))  # fmt: skip
+    heads = alignment_heads(
+        _HitRates(model, task, valid).maps(range(min(300, len(valid)))),
+        hit_rate.maps(range(min(300, len(test)))),
+    )
     keep_alignment_heads(model, heads["alignment_heads"], run_dir / "model")  # pictures use them
     from ..viz import attention_html, plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    out(f"\nTest set ({len(test)} held-out examples): exact match {scores['exact']:.1%}, "
-        f"WER {scores['wer']:.1%}, CER {scores['cer']:.1%}")  # fmt: skip
-    out(f"Cross-attention peak on the input that produced the word: {hit:.1%} of words "
-        f"(mean of the layers and heads)")  # fmt: skip
+    out(
+        f"\nTest set ({len(test)} held-out examples): exact match {scores['exact']:.1%}, "
+        f"WER {scores['wer']:.1%}, CER {scores['cer']:.1%}"
+    )
+    out(
+        f"Cross-attention peak on the input that produced the word: {hit:.1%} of words "
+        f"(mean of the layers and heads)"
+    )
     out(describe_alignment_heads(heads))
     kinds = sorted({k for k in map(task.kind, test) if k is not None})
     if kinds:
@@ -323,8 +371,10 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
             right = sum(hyps[i] == task.reference(test[i]) for i in chosen) / len(chosen)
             k_hit = hit_rate(chosen[:300])
             scores[f"exact_{k}"], scores[f"alignment_hit_rate_{k}"] = right, k_hit
-            out(f"  {k} questions ({len(chosen)}): exact {right:.1%}, attention peak on a "
-                f"supporting input {k_hit:.1%}")  # fmt: skip
+            out(
+                f"  {k} questions ({len(chosen)}): exact {right:.1%}, attention peak on a "
+                f"supporting input {k_hit:.1%}"
+            )
     folder = run_dir / "attention"
     folder.mkdir(parents=True, exist_ok=True)
     out("\nHeld-out examples:")
@@ -335,13 +385,23 @@ def app_demo(task_cls: type[AppTask], run_dir: Path, *, steps: int | None = None
         mark = "ok" if drawn["hypothesis"] == task.reference(e) else "!!"
         out(f"  [{mark}] {task.describe(e)}\n        -> {drawn['hypothesis']}")
     page = attention_html(records, folder / "index.html", title=f"What {task.name} looked at")
-    out(f"\nCross-attention pictures (PNG per example, layers x heads grids) and an HTML "
-        f"page: {page}")  # fmt: skip
+    out(
+        f"\nCross-attention pictures (PNG per example, layers x heads grids) and an HTML "
+        f"page: {page}"
+    )
     took = time.perf_counter() - start
-    summary = {"task": task.name, **scores, "alignment_hit_rate": hit, **heads,
-               "seconds": took, "steps": config.steps}  # fmt: skip
+    summary = {
+        "task": task.name,
+        **scores,
+        "alignment_hit_rate": hit,
+        **heads,
+        "seconds": took,
+        "steps": config.steps,
+    }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    out(f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; metrics: "
+    out(
+        f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; metrics: "
         f"{run_dir / 'metrics.jsonl'} and {run_dir / 'loss.png'}; summary: "
-        f"{run_dir / 'summary.json'}")  # fmt: skip
+        f"{run_dir / 'summary.json'}"
+    )
     return summary

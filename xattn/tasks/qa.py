@@ -37,12 +37,22 @@ class QATask(AppTask):
     title = "a question answerer (stories -> where is ...?)"
     front_end = "sentences"
     demo_train: ClassVar[TrainConfig] = TrainConfig(
-        steps=1200, batch_size=64, lr=2e-3, warmup_steps=60, label_smoothing=0.0,
-        eval_every=300, eval_size=500, checkpoint_every=300, max_new_tokens=4,
-    )  # fmt: skip
+        steps=1200,
+        batch_size=64,
+        lr=2e-3,
+        warmup_steps=60,
+        label_smoothing=0.0,
+        eval_every=300,
+        eval_size=500,
+        checkpoint_every=300,
+        max_new_tokens=4,
+    )
     demo_sizes: ClassVar[dict[str, int]] = {"train": 20000, "valid": 500, "test": 2000}
-    model_overrides: ClassVar[dict] = {"source_features": MAX_WORDS, "encoder_layers": 3,
-                                       "decoder_layers": 3}  # fmt: skip
+    model_overrides: ClassVar[dict] = {
+        "source_features": MAX_WORDS,
+        "encoder_layers": 3,
+        "decoder_layers": 3,
+    }
     name_holder: ClassVar[bool] = True  # object answers: "holder place" (False: the place)
 
     @staticmethod
@@ -56,11 +66,13 @@ class QATask(AppTask):
         return cls.generate(**sizes, seed=seed)["test"][:count]
 
     def source(self, example: Story) -> torch.Tensor:
-        rows = [self.tokenizer.source.encode(s, add_special_tokens=False).ids
-                for s in example.sentences]  # fmt: skip
+        rows = [
+            self.tokenizer.source.encode(s, add_special_tokens=False).ids for s in example.sentences
+        ]
         if max(len(r) for r in rows) > MAX_WORDS:
-            raise ValueError(f"a sentence of the story has more than {MAX_WORDS} words: "
-                             f"{example.sentences}")  # fmt: skip
+            raise ValueError(
+                f"a sentence of the story has more than {MAX_WORDS} words: {example.sentences}"
+            )
         out = torch.zeros(len(rows), MAX_WORDS, dtype=torch.long)
         for i, r in enumerate(rows):
             out[i, : len(r)] = torch.tensor(r)
@@ -90,8 +102,9 @@ class QATask(AppTask):
         from ..viz import plot_passage_attention
 
         answer = words[:-1] or words  # the answer words, without the closing </s>
-        return plot_passage_attention(example.sentences, weights[: len(answer)],
-                                      example.question, answer, path, title=title)  # fmt: skip
+        return plot_passage_attention(
+            example.sentences, weights[: len(answer)], example.question, answer, path, title=title
+        )
 
     def kind(self, example: Story) -> str:
         return example.kind

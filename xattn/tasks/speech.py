@@ -26,9 +26,16 @@ class SpeechTask(AppTask):
     title = "a speech recognizer (spoken digits from eSpeak NG voices -> words)"
     front_end = "audio"
     demo_train: ClassVar[TrainConfig] = TrainConfig(
-        steps=800, batch_size=64, lr=2e-3, warmup_steps=150, label_smoothing=0.0,
-        eval_every=200, eval_size=300, checkpoint_every=200, max_new_tokens=8,
-    )  # fmt: skip
+        steps=800,
+        batch_size=64,
+        lr=2e-3,
+        warmup_steps=150,
+        label_smoothing=0.0,
+        eval_every=200,
+        eval_size=300,
+        checkpoint_every=200,
+        max_new_tokens=8,
+    )
     demo_sizes: ClassVar[dict[str, int]] = {"train": 10000, "valid": 300, "test": 1000}
     model_overrides: ClassVar[dict] = {"source_features": N_MELS}
 
@@ -43,8 +50,9 @@ class SpeechTask(AppTask):
         return example.text
 
     def gold(self, example: Utterance) -> list[list[int]]:
-        return [[k for k in range(-(-a // SUBSAMPLING), -(-b // SUBSAMPLING))]
-                for a, b in example.spans]  # fmt: skip
+        return [
+            [k for k in range(-(-a // SUBSAMPLING), -(-b // SUBSAMPLING))] for a, b in example.spans
+        ]
 
     def source_labels(self, example: Utterance, length: int) -> list[str]:
         return [f"{k * SUBSAMPLING / 100:.2f}s" for k in range(length)]
@@ -56,6 +64,12 @@ class SpeechTask(AppTask):
     def draw(self, example: Utterance, words, weights, path: Path, title: str) -> Path:
         from ..viz import plot_spectrogram_attention
 
-        return plot_spectrogram_attention(example.features, weights, words, path,
-                                          frames_per_position=SUBSAMPLING,
-                                          spans=example.spans, title=title)  # fmt: skip
+        return plot_spectrogram_attention(
+            example.features,
+            weights,
+            words,
+            path,
+            frames_per_position=SUBSAMPLING,
+            spans=example.spans,
+            title=title,
+        )

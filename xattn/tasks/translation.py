@@ -126,10 +126,13 @@ def default_model_config(tokenizer: TranslationTokenizer, **overrides) -> ModelC
     vocabularies, and an output layer of its own (tied to unit-scale embeddings, the first
     logits would have a standard deviation of sqrt(d_model) and a loss near 90)."""
     return ModelConfig.preset(
-        "small", vocab_size=tokenizer.source_vocab_size,
-        target_vocab_size=tokenizer.target_vocab_size, share_embeddings=False,
-        tie_output=False, **overrides,
-    )  # fmt: skip
+        "small",
+        vocab_size=tokenizer.source_vocab_size,
+        target_vocab_size=tokenizer.target_vocab_size,
+        share_embeddings=False,
+        tie_output=False,
+        **overrides,
+    )
 
 
 def train_translation(
@@ -161,16 +164,20 @@ def train_translation(
     limit = model.config.max_positions
 
     def fits(pair: tuple[str, str]) -> bool:
-        return (len(tokenizer.encode(pair[0])) <= limit
-                and len(tokenizer.encode_target(pair[1])) <= limit)  # fmt: skip
+        return (
+            len(tokenizer.encode(pair[0])) <= limit
+            and len(tokenizer.encode_target(pair[1])) <= limit
+        )
 
     kept = [p for p in pairs if fits(p)]
     if len(kept) < len(pairs):
-        log.warning("left out %d pairs longer than the model's %d positions",
-                    len(pairs) - len(kept), limit)  # fmt: skip
+        log.warning(
+            "left out %d pairs longer than the model's %d positions", len(pairs) - len(kept), limit
+        )
     valid = [p for p in valid if fits(p)]
-    result = train(model, tokenizer, kept, valid, train_config, run_dir, resume=resume,
-                   progress=progress)  # fmt: skip
+    result = train(
+        model, tokenizer, kept, valid, train_config, run_dir, resume=resume, progress=progress
+    )
     from ..training.distributed import rank
 
     if rank() == 0:
@@ -179,9 +186,16 @@ def train_translation(
 
 
 DEMO_TRAIN = TrainConfig(
-    steps=1000, batch_size=64, lr=2e-3, warmup_steps=75, label_smoothing=0.0,
-    eval_every=250, eval_size=300, checkpoint_every=250, max_new_tokens=40,
-)  # fmt: skip
+    steps=1000,
+    batch_size=64,
+    lr=2e-3,
+    warmup_steps=75,
+    label_smoothing=0.0,
+    eval_every=250,
+    eval_size=300,
+    checkpoint_every=250,
+    max_new_tokens=40,
+)
 
 
 def demo(
@@ -199,12 +213,18 @@ def demo(
     splits = split_corpus(train=20000, valid=500, test=1000, seed=0)
     splits["test"] = splits["test"][:test_size]
     config = DEMO_TRAIN.for_steps(steps)
-    out(f"Training an English-to-Spanish model on {len(splits['train']):,} generated sentence "
-        f"pairs ({config.steps} steps) into {run_dir}")  # fmt: skip
+    out(
+        f"Training an English-to-Spanish model on {len(splits['train']):,} generated sentence "
+        f"pairs ({config.steps} steps) into {run_dir}"
+    )
     model, _ = train_translation(
-        _pairs(splits["train"]), _pairs(splits["valid"]), run_dir, config,
-        model_overrides={"dropout": 0.0}, progress=progress,
-    )  # fmt: skip
+        _pairs(splits["train"]),
+        _pairs(splits["valid"]),
+        run_dir,
+        config,
+        model_overrides={"dropout": 0.0},
+        progress=progress,
+    )
     tokenizer = model.tokenizer
     test = _pairs(splits["test"])
     scores = evaluate(model, tokenizer, test, dataclasses.replace(config, eval_size=len(test)))
@@ -217,27 +237,33 @@ def demo(
     from ..viz import plot_loss_curve
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
-    out(f"\nTest set ({len(test)} held-out sentences): exact match {scores['exact']:.1%}, "
-        f"BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}")  # fmt: skip
-    out(f"Cross-attention peak on the gold-aligned English word: {hit:.1%} of Spanish words "
-        f"(mean of the layers and heads)")  # fmt: skip
+    out(
+        f"\nTest set ({len(test)} held-out sentences): exact match {scores['exact']:.1%}, "
+        f"BLEU {scores['bleu']:.1f}, chrF {scores['chrf']:.1f}"
+    )
+    out(
+        f"Cross-attention peak on the gold-aligned English word: {hit:.1%} of Spanish words "
+        f"(mean of the layers and heads)"
+    )
     out(describe_alignment_heads(heads))
     out("\nHeld-out translations:")
     sample = splits["test"][:6]
-    for e, hyp in zip(sample, translate(model, tokenizer, [e.source for e in sample]),
-                      strict=True):  # fmt: skip
+    for e, hyp in zip(sample, translate(model, tokenizer, [e.source for e in sample]), strict=True):
         mark = "ok" if hyp == e.target else "!!"
         out(f"  [{mark}] {e.source}\n        -> {hyp}")
     pictures = _demo_pictures(model, tokenizer, splits["test"][:12], run_dir / "attention")
-    out(f"\nCross-attention maps (PNG, one per sentence, and layers x heads grids) and an "
-        f"HTML page: {pictures}")  # fmt: skip
+    out(
+        f"\nCross-attention maps (PNG, one per sentence, and layers x heads grids) and an "
+        f"HTML page: {pictures}"
+    )
     took = time.perf_counter() - start
-    summary = {**scores, "alignment_hit_rate": hit, **heads, "seconds": took,
-               "steps": config.steps}  # fmt: skip
+    summary = {**scores, "alignment_hit_rate": hit, **heads, "seconds": took, "steps": config.steps}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    out(f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; best checkpoint: "
+    out(
+        f"\nDone in {took:.0f} s. Model: {run_dir / 'model'}; best checkpoint: "
         f"{run_dir / 'best'}; metrics: {run_dir / 'metrics.jsonl'} and {run_dir / 'loss.png'}; "
-        f"summary: {run_dir / 'summary.json'}")  # fmt: skip
+        f"summary: {run_dir / 'summary.json'}"
+    )
     return summary
 
 
@@ -250,8 +276,7 @@ def _demo_pictures(model, tokenizer, examples: list[Example], folder: Path) -> P
     for i, e in enumerate(examples):
         drawn = draw_attention(model, tokenizer, e.source, folder, f"example-{i + 1:02d}")
         records.append(drawn["tokens"])
-    return attention_html(records, folder / "index.html",
-                          title="What each Spanish word looked at")  # fmt: skip
+    return attention_html(records, folder / "index.html", title="What each Spanish word looked at")
 
 
 @torch.no_grad()
@@ -267,8 +292,9 @@ def attention_maps(model, tokenizer, source: str, target: str | None = None):
     src_tokens = [*tokenizer.source_tokens(source), "</s>"]
     if target is None:
         longest = min(model.config.max_positions - 1, 2 * src.shape[1] + 10)
-        out = model.generate(src, max_new_tokens=longest, return_attention=True,
-                             attention_heads="all")  # fmt: skip
+        out = model.generate(
+            src, max_new_tokens=longest, return_attention=True, attention_heads="all"
+        )
         ids = out.sequences[0, 1:].tolist()
         n = ids.index(tokenizer.eos_token_id) + 1 if tokenizer.eos_token_id in ids else len(ids)
         maps = [m[0, :n].transpose(0, 1) for m in out.cross_attention]  # (H, T, S)
@@ -282,8 +308,9 @@ def attention_maps(model, tokenizer, source: str, target: str | None = None):
     return src_tokens, tgt_tokens, maps
 
 
-def draw_attention(model, tokenizer, source: str, folder: Path, name: str,
-                   target: str | None = None) -> dict[str, Path]:  # fmt: skip
+def draw_attention(
+    model, tokenizer, source: str, folder: Path, name: str, target: str | None = None
+) -> dict[str, Path]:
     """PNG pictures of one pair: the mean attention of the model's alignment heads (of every
     layer and head when it has none) with the hard alignment, and the grid of layers x
     heads."""
@@ -292,17 +319,24 @@ def draw_attention(model, tokenizer, source: str, folder: Path, name: str,
     src_tokens, tgt_tokens, maps = attention_maps(model, tokenizer, source, target)
     mean = head_mean(maps, model.generation_config.alignment_heads)  # (T, S)
     return {
-        "mean": plot_attention(mean, src_tokens, tgt_tokens, folder / f"{name}.png",
-                               title=f"{source}\n-> {' '.join(tgt_tokens[:-1])}"),
-        "grid": plot_attention_grid(maps, src_tokens, tgt_tokens, folder / f"{name}-grid.png",
-                                    title=source),
+        "mean": plot_attention(
+            mean,
+            src_tokens,
+            tgt_tokens,
+            folder / f"{name}.png",
+            title=f"{source}\n-> {' '.join(tgt_tokens[:-1])}",
+        ),
+        "grid": plot_attention_grid(
+            maps, src_tokens, tgt_tokens, folder / f"{name}-grid.png", title=source
+        ),
         "tokens": (src_tokens, tgt_tokens, mean),
-    }  # fmt: skip
+    }
 
 
 @torch.no_grad()
-def _alignment_maps(model, tokenizer, examples: list[Example],
-                    batch_size: int = 64) -> tuple[list[torch.Tensor], list]:  # fmt: skip
+def _alignment_maps(
+    model, tokenizer, examples: list[Example], batch_size: int = 64
+) -> tuple[list[torch.Tensor], list]:
     """Teacher-forced cross-attention over the gold translations, (L, H, T, S) per sentence
     (row t predicts target word t), and the gold alignments."""
     model.eval()
@@ -315,11 +349,14 @@ def _alignment_maps(model, tokenizer, examples: list[Example],
         src, src_mask = pad_batch([tokenizer.encode(e.source) for e in chunk], pad)
         targets = [tokenizer.encode_target(e.target)[:-1] for e in chunk]  # <s> + words
         tgt, _ = pad_batch(targets, pad)  # causal: the padding comes after every real row
-        _, layers = model.decode(tgt, model.encode(src, src_mask), src_mask=src_mask,
-                                 return_attention="all")  # fmt: skip
+        _, layers = model.decode(
+            tgt, model.encode(src, src_mask), src_mask=src_mask, return_attention="all"
+        )
         stacked = torch.stack(layers, 1)  # (B, L, H, T, S)
-        maps += [stacked[i, :, :, : len(t), : len(e.source_tokens)]
-                 for i, (e, t) in enumerate(zip(chunk, targets, strict=True))]  # fmt: skip
+        maps += [
+            stacked[i, :, :, : len(t), : len(e.source_tokens)]
+            for i, (e, t) in enumerate(zip(chunk, targets, strict=True))
+        ]
     return maps, [e.alignment for e in kept]
 
 
@@ -369,8 +406,10 @@ def read_bible(
             for lang, code in zip((src, tgt), codes, strict=True):
                 if code not in known:
                     names = ", ".join(f"{k} ({v[1]})" for k, v in BIBLE_TRANSLATIONS.items())
-                    raise DataError(f"unknown Bible language {lang!r}; known: {names}, or one "
-                                    f"of the database codes {sorted(known)}")  # fmt: skip
+                    raise DataError(
+                        f"unknown Bible language {lang!r}; known: {names}, or one "
+                        f"of the database codes {sorted(known)}"
+                    )
             rows = con.execute(
                 "SELECT a.bNumber, a.cNumber, a.vText, b.vText FROM bible a JOIN bible b "
                 "ON a.bNumber = b.bNumber AND a.cNumber = b.cNumber AND a.vNumber = b.vNumber "

@@ -51,8 +51,17 @@ class TrainConfig:
         def fail(name: str, why: str) -> None:
             raise ValueError(f"TrainConfig.{name}={getattr(self, name)!r}: {why}")
 
-        for name in ("steps", "batch_size", "accumulation", "eval_every", "checkpoint_every",
-                     "keep_checkpoints", "num_beams", "max_new_tokens", "eval_size"):  # fmt: skip
+        for name in (
+            "steps",
+            "batch_size",
+            "accumulation",
+            "eval_every",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "num_beams",
+            "max_new_tokens",
+            "eval_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 fail(name, "expected a positive int")
@@ -86,9 +95,12 @@ class TrainConfig:
             return self
         warmup = min(steps, round(self.warmup_steps * steps / self.steps))
         return dataclasses.replace(
-            self, steps=steps, warmup_steps=warmup, eval_every=min(self.eval_every, steps),
+            self,
+            steps=steps,
+            warmup_steps=warmup,
+            eval_every=min(self.eval_every, steps),
             checkpoint_every=min(self.checkpoint_every, steps),
-        )  # fmt: skip
+        )
 
 
 def _device(model) -> torch.device:
@@ -97,9 +109,14 @@ def _device(model) -> torch.device:
 
 @torch.no_grad()
 def translate(
-    model, tokenizer, sources: Sequence[str], *, batch_size: int = 64, num_beams: int = 1,
+    model,
+    tokenizer,
+    sources: Sequence[str],
+    *,
+    batch_size: int = 64,
+    num_beams: int = 1,
     max_new_tokens: int = 64,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """Translate texts (batched by length); returns texts in the input order."""
     was_training = model.training
     model.eval()
@@ -108,8 +125,12 @@ def translate(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         ids, mask = tokenizer([sources[i] for i in chunk])
-        seqs = model.generate(ids.to(_device(model)), src_mask=mask.to(_device(model)),
-                              num_beams=num_beams, max_new_tokens=max_new_tokens)  # fmt: skip
+        seqs = model.generate(
+            ids.to(_device(model)),
+            src_mask=mask.to(_device(model)),
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+        )
         for i, row in zip(chunk, seqs, strict=True):
             out[i] = tokenizer.decode(row)
     model.train(was_training)
@@ -117,9 +138,15 @@ def translate(
 
 
 @torch.no_grad()
-def evaluate(model, tokenizer, pairs: Sequence[Any], config: TrainConfig, *,
-             task: Task | None = None, hypotheses: list[str] | None = None,
-             ) -> dict[str, float]:  # fmt: skip
+def evaluate(
+    model,
+    tokenizer,
+    pairs: Sequence[Any],
+    config: TrainConfig,
+    *,
+    task: Task | None = None,
+    hypotheses: list[str] | None = None,
+) -> dict[str, float]:
     """Teacher-forced loss over the examples (translation pairs by default, or those of
     `task`), and the task's scores of decoded outputs (exact/BLEU/chrF for translation)
     over the first config.eval_size of them; a `hypotheses` list gets those outputs."""
@@ -131,14 +158,25 @@ def evaluate(model, tokenizer, pairs: Sequence[Any], config: TrainConfig, *,
     encoded = [task.encode(e) for e in pairs]
     for start in range(0, len(encoded), config.batch_size):
         batch = collate_items(encoded[start : start + config.batch_size], tokenizer.pad_token_id)
-        logits = model(batch.src.to(device), batch.tgt_in.to(device),
-                       src_mask=batch.src_mask.to(device))  # fmt: skip
-        total += F.cross_entropy(logits.flatten(0, 1).float(), batch.tgt_out.to(device).flatten(),
-                                 ignore_index=IGNORE, reduction="sum").item()  # fmt: skip
+        logits = model(
+            batch.src.to(device), batch.tgt_in.to(device), src_mask=batch.src_mask.to(device)
+        )
+        total += F.cross_entropy(
+            logits.flatten(0, 1).float(),
+            batch.tgt_out.to(device).flatten(),
+            ignore_index=IGNORE,
+            reduction="sum",
+        ).item()
         count += batch.target_tokens
     subset = list(pairs[: config.eval_size])
-    hyps = predict(model, task, subset, batch_size=config.batch_size, num_beams=config.num_beams,
-                   max_new_tokens=config.max_new_tokens)  # fmt: skip
+    hyps = predict(
+        model,
+        task,
+        subset,
+        batch_size=config.batch_size,
+        num_beams=config.num_beams,
+        max_new_tokens=config.max_new_tokens,
+    )
     scores = task.metrics(hyps, [task.reference(e) for e in subset])
     if hypotheses is not None:
         hypotheses.extend(hyps)
@@ -195,10 +233,15 @@ def train(
     # loops, ~10% of a small model's training step
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, betas=(0.9, 0.98), eps=1e-9, fused=fused or None,
-    )  # fmt: skip
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=config.lr,
+        betas=(0.9, 0.98),
+        eps=1e-9,
+        fused=fused or None,
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, config.lr_factor)
     step, epoch, position, best = 0, 0, 0, None
     last_eval: dict[str, Any] = {}
@@ -233,8 +276,13 @@ def train(
 
         forward = DistributedDataParallel(model)  # also broadcasts rank 0's weights
     batches = epoch_batches(epoch)
-    bar = tqdm(total=config.steps, initial=step, disable=not (progress and main), unit="step",
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        disable=not (progress and main),
+        unit="step",
+        dynamic_ncols=True,
+    )
     model.train()
     window_tokens, window_start = 0, time.perf_counter()
     try:
@@ -251,13 +299,18 @@ def train(
                 counts = all_reduce_sum(torch.tensor([float(batch.target_tokens)]), world)
                 global_tokens = float(counts[0])
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    logits = forward(batch.src.to(device), batch.tgt_in.to(device),
-                                     src_mask=batch.src_mask.to(device))  # fmt: skip
+                    logits = forward(
+                        batch.src.to(device),
+                        batch.tgt_in.to(device),
+                        src_mask=batch.src_mask.to(device),
+                    )
                 loss_sum = F.cross_entropy(
-                    logits.flatten(0, 1).float(), batch.tgt_out.to(device).flatten(),
-                    ignore_index=IGNORE, label_smoothing=config.label_smoothing,
+                    logits.flatten(0, 1).float(),
+                    batch.tgt_out.to(device).flatten(),
+                    ignore_index=IGNORE,
+                    label_smoothing=config.label_smoothing,
                     reduction="sum",
-                )  # fmt: skip
+                )
                 # DDP averages gradients over processes: scaling by world makes the update
                 # that of the mean loss over all target tokens of the global batch.
                 (loss_sum * (world / (global_tokens * config.accumulation))).backward()
@@ -273,14 +326,23 @@ def train(
             rate = window_tokens / elapsed if elapsed > 0 else 0.0
             bar.update(1)
             bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{rate:,.0f}")
-            log({"step": step, "split": "train", "loss": loss_value,
-                 "lr": scheduler.get_last_lr()[0], "tokens_per_s": rate})  # fmt: skip
+            log(
+                {
+                    "step": step,
+                    "split": "train",
+                    "loss": loss_value,
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens_per_s": rate,
+                }
+            )
             if step % 50 == 0:
                 window_tokens, window_start = 0, time.perf_counter()
             evaluating = step % config.eval_every == 0 or step == config.steps
             if evaluating and main:
-                last_eval = {"step": step, **evaluate(model, tokenizer, valid_pairs, config,
-                                                      task=task)}  # fmt: skip
+                last_eval = {
+                    "step": step,
+                    **evaluate(model, tokenizer, valid_pairs, config, task=task),
+                }
                 log({**last_eval, "split": "valid"})
                 if on_eval is not None:
                     on_eval(step, last_eval)
@@ -290,10 +352,17 @@ def train(
                     model.save(run_dir / "best")
             saving = step % config.checkpoint_every == 0 or step == config.steps
             if saving and main:
-                extra = {"step": step, "epoch": epoch, "position": position, "best": best,
-                         "last_eval": last_eval, "config": dataclasses.asdict(config)}  # fmt: skip
-                save_checkpoint(checkpoints / f"step-{step:07d}", model, optimizer, scheduler,
-                                extra)  # fmt: skip
+                extra = {
+                    "step": step,
+                    "epoch": epoch,
+                    "position": position,
+                    "best": best,
+                    "last_eval": last_eval,
+                    "config": dataclasses.asdict(config),
+                }
+                save_checkpoint(
+                    checkpoints / f"step-{step:07d}", model, optimizer, scheduler, extra
+                )
                 _prune(checkpoints, config.keep_checkpoints)
             if evaluating or saving:
                 barrier(world)  # the others wait while the first process writes

@@ -58,9 +58,13 @@ def head_hit_rates(
     """(L, H) alignment_hit_rate of every cross-attention head on its own; maps[i]:
     (L, H, N, S) attention of example i, every decoder layer and head."""
     layers, heads = maps[0].shape[:2]
-    return torch.tensor([[alignment_hit_rate([m[layer, head] for m in maps], gold)
-                          for head in range(heads)] for layer in range(layers)],
-                        dtype=torch.float64)  # fmt: skip
+    return torch.tensor(
+        [
+            [alignment_hit_rate([m[layer, head] for m in maps], gold) for head in range(heads)]
+            for layer in range(layers)
+        ],
+        dtype=torch.float64,
+    )
 
 
 def head_mean(
@@ -139,10 +143,12 @@ def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequ
     if len(shapes) != 1:
         raise ValueError(f"maps with different layers x heads: {sorted(shapes)}")
     heads = choose_alignment_heads(*valid)
-    return {"alignment_heads": [list(h) for h in heads],
-            "alignment_heads_hit_rate": heads_hit_rate(*test, heads),
-            "alignment_heads_valid_hit_rate": heads_hit_rate(*valid, heads),
-            "alignment_hit_rate_per_head": head_hit_rates(*test).tolist()}  # fmt: skip
+    return {
+        "alignment_heads": [list(h) for h in heads],
+        "alignment_heads_hit_rate": heads_hit_rate(*test, heads),
+        "alignment_heads_valid_hit_rate": heads_hit_rate(*valid, heads),
+        "alignment_hit_rate_per_head": head_hit_rates(*test).tolist(),
+    }
 
 
 def describe_alignment_heads(heads: dict) -> str:

@@ -66,9 +66,14 @@ class TextPairs(Task):
 
 @torch.no_grad()
 def predict(
-    model, task: Task, examples: Sequence[Any], *, batch_size: int = 64, num_beams: int = 1,
+    model,
+    task: Task,
+    examples: Sequence[Any],
+    *,
+    batch_size: int = 64,
+    num_beams: int = 1,
     max_new_tokens: int = 64,
-) -> list[str]:  # fmt: skip
+) -> list[str]:
     """The model's output text for each example (batched; prompts of one length together)."""
     was_training = model.training
     model.eval()
@@ -84,9 +89,13 @@ def predict(
         start += len(chunk)
         src, mask = pad_sources([items[i].source for i in chunk], tokenizer.pad_token_id)
         prefix = torch.tensor([list(items[i].target[:prompt]) for i in chunk])
-        rows = model.generate(src.to(device), src_mask=mask.to(device), num_beams=num_beams,
-                              max_new_tokens=max_new_tokens,
-                              decoder_input_ids=prefix.to(device))  # fmt: skip
+        rows = model.generate(
+            src.to(device),
+            src_mask=mask.to(device),
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            decoder_input_ids=prefix.to(device),
+        )
         for i, row in zip(chunk, rows, strict=True):
             generated = row[prompt:].tolist()
             out[i] = tokenizer.decode([tokenizer.bos_token_id, *generated])

@@ -47,12 +47,20 @@ def _check(weights: Tensor, source: Sequence[str], target: Sequence[str]) -> Ten
 
 
 def _heatmap(ax, weights: Tensor, source, target, *, labels: bool = True, hard: bool = False):
-    ax.imshow(weights.numpy(), cmap="Blues", vmin=0.0, vmax=max(1e-6, float(weights.max())),
-              aspect="auto")  # fmt: skip
+    ax.imshow(
+        weights.numpy(), cmap="Blues", vmin=0.0, vmax=max(1e-6, float(weights.max())), aspect="auto"
+    )
     if hard:  # mark the peak of each row: the hard alignment
         peaks = weights.argmax(-1).tolist()
-        ax.scatter(peaks, range(len(peaks)), marker="s", s=30, facecolors="none",
-                   edgecolors="crimson", linewidths=1.2)  # fmt: skip
+        ax.scatter(
+            peaks,
+            range(len(peaks)),
+            marker="s",
+            s=30,
+            facecolors="none",
+            edgecolors="crimson",
+            linewidths=1.2,
+        )
     if labels:
         ax.set_xticks(range(len(source)), source, rotation=60, ha="right", fontsize=9)
         ax.set_yticks(range(len(target)), target, fontsize=9)
@@ -62,9 +70,14 @@ def _heatmap(ax, weights: Tensor, source, target, *, labels: bool = True, hard: 
 
 
 def plot_attention(
-    weights: Tensor, source: Sequence[str], target: Sequence[str], path: str | Path,
-    *, title: str = "", hard: bool = True,
-) -> Path:  # fmt: skip
+    weights: Tensor,
+    source: Sequence[str],
+    target: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "",
+    hard: bool = True,
+) -> Path:
     """weights (T, S): row t is where target token t looked. Writes a PNG."""
     weights = _check(weights, source, target)
     plt = _pyplot()
@@ -81,17 +94,23 @@ def plot_attention(
 
 
 def plot_attention_grid(
-    maps: Sequence[Tensor], source: Sequence[str], target: Sequence[str], path: str | Path,
-    *, title: str = "",
-) -> Path:  # fmt: skip
+    maps: Sequence[Tensor],
+    source: Sequence[str],
+    target: Sequence[str],
+    path: str | Path,
+    *,
+    title: str = "",
+) -> Path:
     """maps: per layer (H, T, S). A grid of layers x (heads + head mean), the source named
     under the first and the head-mean columns of the last row. Writes a PNG."""
     maps = [torch.as_tensor(m).detach().float().cpu() for m in maps]
     L, H = len(maps), maps[0].shape[0]
     for m in maps:
         if m.shape != (H, len(target), len(source)):
-            raise ValueError(f"a layer map has shape {tuple(m.shape)}; expected (H, T, S) = "
-                             f"({H}, {len(target)}, {len(source)})")  # fmt: skip
+            raise ValueError(
+                f"a layer map has shape {tuple(m.shape)}; expected (H, T, S) = "
+                f"({H}, {len(target)}, {len(source)})"
+            )
     plt = _pyplot()
     cell = min(6.0, 0.25 * max(len(source), len(target)) + 0.8)  # inches per map
     fig, axes = plt.subplots(L, H + 1, figsize=(cell * (H + 1), cell * L), squeeze=False)
@@ -152,9 +171,11 @@ document.querySelectorAll('.pair').forEach(function (pair) {{
 
 
 def attention_html(
-    pairs: Sequence[tuple[Sequence[str], Sequence[str], Tensor]], path: str | Path,
-    *, title: str = "Cross-attention",
-) -> Path:  # fmt: skip
+    pairs: Sequence[tuple[Sequence[str], Sequence[str], Tensor]],
+    path: str | Path,
+    *,
+    title: str = "Cross-attention",
+) -> Path:
     """pairs of (source tokens, target tokens, weights (T, S)). Writes one HTML file with
     everything inline (no network access needed to view it)."""
     blocks = []
@@ -169,8 +190,9 @@ def attention_html(
             f'{src}</div><div><span class="label">target</span>{tgt}</div></div>'
         )
     path = Path(path)
-    path.write_text(_PAGE.format(title=html.escape(title), pairs="\n".join(blocks)),
-                    encoding="utf-8")  # fmt: skip
+    path.write_text(
+        _PAGE.format(title=html.escape(title), pairs="\n".join(blocks)), encoding="utf-8"
+    )
     return path
 
 
