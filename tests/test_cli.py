@@ -96,7 +96,6 @@ def test_bench_quick_runs_side_by_side():
 
 
 def test_bench_generation_quick_runs_and_matches_transformers():
-    pytest.importorskip("transformers")
     result = subprocess.run(
         [sys.executable, "-m", "xattn", "bench", "generation", "--quick"],
         capture_output=True,
@@ -111,13 +110,12 @@ def test_bench_generation_quick_runs_and_matches_transformers():
 
 
 def test_train_flags_left_out_keep_the_task_recipe():
-    from xattn.cli import _train_config, build_parser
+    from xattn.cli import build_parser, train_config
     from xattn.tasks import TASKS
-    from xattn.tasks.translation import DEMO_TRAIN
 
-    recipe = TASKS["caption"].demo_train
+    recipe = TASKS["caption"].recipe
     args = build_parser().parse_args(["train", "--task", "caption", "--out", "x"])
-    assert _train_config(recipe, args) == recipe
+    assert train_config(recipe, args) == recipe
     args = build_parser().parse_args(
         [
             "train",
@@ -133,8 +131,11 @@ def test_train_flags_left_out_keep_the_task_recipe():
             "1000",
         ]
     )
-    config = _train_config(recipe, args)
+    config = train_config(recipe, args)
     assert (config.steps, config.warmup_steps, config.schedule) == (400, 120, "cosine")
     assert (config.lr, config.eval_every, config.label_smoothing) == (1e-3, 400, 0.1)
+    translation = TASKS["translate"].recipe
     args = build_parser().parse_args(["train", "--out", "x", "--warmup", "5"])
-    assert _train_config(DEMO_TRAIN, args) == dataclasses.replace(DEMO_TRAIN, warmup_steps=5)
+    assert train_config(translation, args) == dataclasses.replace(translation, warmup_steps=5)
+    args = build_parser().parse_args(["train", "--out", "x", "--warmup", "0"])  # 0 is a value
+    assert train_config(translation, args).warmup_steps == 0

@@ -100,7 +100,8 @@ def test_translate_arguments_and_stdin(trained, capsys):
 
 
 def test_translate_a_transformers_marian_folder(tmp_path, capsys):
-    transformers = pytest.importorskip("transformers")
+    import transformers
+
     hf_tok_dir = tmp_path / "m"
     hf_tok_dir.mkdir()
     from tests.test_hf import TEXTS, train_spm
@@ -172,7 +173,7 @@ def test_bad_corpus_lines_exit_2_naming_file_and_line(tmp_path, capsys, content,
 def test_skip_bad_lines_counts_them(tmp_path, capsys):
     lines = write_tsv(tmp_path / "corpus.tsv", 30)
     with (tmp_path / "corpus.tsv").open("ab") as f:
-        f.write(b"broken line\nthe \xff\tx\n")
+        f.write(b"brokenline\nthe \xff\tzzzword\n")
     args = [a if a != "30" else "2" for a in TRAIN_ARGS]
     assert (
         main(
@@ -189,7 +190,11 @@ def test_skip_bad_lines_counts_them(tmp_path, capsys):
         == 0
     )
     assert "skipped 2 bad lines" in capsys.readouterr().err
-    assert len(lines) == 30
+    tokenizer = EncoderDecoder.load(tmp_path / "out" / "model").tokenizer
+    assert tokenizer.source.token_to_id("brokenline") is None  # never trained on
+    assert tokenizer.target.token_to_id("zzzword") is None
+    last = tokenizer.source_tokens(lines[-1].split("\t")[0])  # a training pair's words
+    assert all(tokenizer.source.token_to_id(word) is not None for word in last)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +216,10 @@ def test_translate_bad_inputs(trained, tmp_path, capsys):
     assert "input line 1 is empty" in capsys.readouterr().err
     long = " ".join(["the red car"] * 100)
     assert main(["translate", "--model", model, long]) == 2
-    assert "tokens; the model reads at most 256 (pass --truncate" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert (
+        "input 1 has 301 tokens; the model reads at most 256 (truncate=True, or --truncate" in err
+    )
     assert main(["translate", "--model", model, "--truncate", long]) == 0
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -224,27 +232,39 @@ def test_translate_bad_inputs(trained, tmp_path, capsys):
 
 
 def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
+    from xattn.alignment import alignment_error_rate, read_pharaoh
+    from xattn.tasks import TranslationTask
+
     run = tmp_path / "demo"
-    assert (
-        main(["demo", "--steps", "8", "--test-size", "50", "--run-dir", str(run), "--no-progress"])
-        == 0
-    )
+    argv = ["demo", "--steps", "8", "--test-size", "50", "--run-dir", str(run), "--no-progress"]
+    assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "Test set (50 held-out sentences): exact match" in out
-    assert "Cross-attention peak on the gold-aligned English word" in out
+    assert "Test set (50 held-out examples): exact match" in out
+    assert "Cross-attention peak on the input that produced the word" in out
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary) >= {"exact", "bleu", "chrf", "alignment_hit_rate", "seconds"}
     per_head = summary["alignment_hit_rate_per_head"]
     config = EncoderDecoder.load(run / "model").config
     assert (len(per_head), len(per_head[0])) == (config.decoder_layers, config.num_heads)
     assert summary["alignment_heads"]  # chosen on the validation split, reported on test
-    assert 0.0 <= summary["alignment_heads_hit_rate"] <= 1.0
     assert f"{summary['alignment_heads_hit_rate']:.1%} of test words" in out
     saved = EncoderDecoder.load(run / "model").generation_config.alignment_heads
     assert [list(h) for h in saved] == summary["alignment_heads"]  # drawn from them
+    # the hard word alignments: one Pharaoh line per test sentence, scored as printed
+    lines = (run / "test-alignments.txt").read_text().splitlines()
+    assert len(lines) == 50
+    test = TranslationTask.held_out(50)
+    links = [read_pharaoh(line, where=f"line {i + 1}") for i, line in enumerate(lines)]
+    assert all(
+        t < len(e.target_tokens) for e, line in zip(test, links, strict=True) for _, t in line
+    )
+    gold = [[(s, t) for t, sources in enumerate(e.alignment) for s in sources] for e in test]
+    scores = alignment_error_rate(links, gold)
+    assert summary["word_alignment"]["aer"] == pytest.approx(scores.aer)
+    assert f"AER {scores.aer:.1%}" in out
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "loss.png").is_file() and (run / "attention" / "index.html").is_file()
-    assert len(list((run / "attention").glob("example-*-grid.png"))) == 12
+    assert len(list((run / "attention").glob("example-*-grid.png"))) == 8
     assert main(["demo", "--steps", "8", "--run-dir", str(run)]) == 2  # never overwritten
 
 
@@ -252,7 +272,7 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
     model = str(trained / "out" / "model")
     assert main(["attention", "--model", model, "the red car", "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "hard alignment" in out
+    assert "word alignment (Pharaoh source-target): " in out
     assert "(the mean attention of every layer and head)" in out  # no alignment heads yet
     for name in ("attention.png", "attention-grid.png", "attention.html"):
         assert (tmp_path / name).stat().st_size > 0
@@ -265,7 +285,7 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
     words = [line.split()[0] for line in out.splitlines()[1:] if "<-" in line]
     assert words == [*target.split(), "</s>"]  # teacher-forced on the given target
     assert main(["attention", "--model", model, " ", "--out", str(tmp_path)]) == 2
-    assert "the source sentence is empty" in capsys.readouterr().err
+    assert "give the (non-empty) source sentence" in capsys.readouterr().err
     # alignment heads in generation_config.json (Whisper's field): drawn, and checked
     copy = tmp_path / "heads"
     shutil.copytree(model, copy)
@@ -284,7 +304,7 @@ def test_attention_command_draws_one_pair(trained, tmp_path, capsys):
 
 
 def test_train_on_the_bible_corpus(tmp_path, capsys):
-    from tests.tasks.test_translation_data import make_bible
+    from tests.data.test_parallel import make_bible
 
     make_bible(tmp_path / "bible.db")
     args = [a if a != "30" else "3" for a in TRAIN_ARGS]

@@ -8,10 +8,9 @@ import shutil
 
 import pytest
 import torch
+import transformers
 
-transformers = pytest.importorskip("transformers")  # a test dependency: installed by `make test`
-
-import xattn  # noqa: E402
+import xattn
 
 VOCAB = 96
 
@@ -138,7 +137,13 @@ def test_same_greedy_and_beam_outputs(pair, settings):
 
 @pytest.mark.parametrize(
     "settings",
-    [dict(top_k=20, top_p=0.9, temperature=0.7), dict(num_return_sequences=2, top_k=0)],
+    [
+        dict(top_k=20, top_p=0.9, temperature=0.7),
+        dict(num_return_sequences=2, top_k=0),
+        dict(num_beams=3, top_k=10, temperature=1.3),  # beam sampling
+        dict(num_beams=3, num_return_sequences=2, top_p=0.8),
+    ],
+    ids=lambda s: ",".join(f"{k}={v}" for k, v in s.items()),
 )
 def test_same_sampling_draws(pair, settings):
     hf, ours, _ = pair
@@ -210,7 +215,8 @@ TEXTS = [
 
 
 def train_spm(path):
-    spm = pytest.importorskip("sentencepiece")
+    import sentencepiece as spm
+
     buffer = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(TEXTS),
@@ -281,3 +287,55 @@ def test_translate_text_end_to_end_like_transformers(marian_folder, tmp_path):
     again = xattn.EncoderDecoder.load(tmp_path / "copy")
     assert again.tokenizer.encode(texts[0]) == model.tokenizer.encode(texts[0])
     assert torch.equal(again.generate(ids, src_mask=mask, num_beams=3, max_new_tokens=8), got)
+
+
+def marian_tokenizer_folder(folder, *, separate: bool):
+    """A Marian tokenizer folder written by transformers: the spm models, vocab.json with a
+    language code >>es<< in it, and (separate) a target vocabulary of its own."""
+    import sentencepiece as spm
+
+    train_spm(folder / "source.spm")
+    shutil.copyfile(folder / "source.spm", folder / "target.spm")
+    sp = spm.SentencePieceProcessor(model_file=str(folder / "source.spm"))
+    vocab = {"</s>": 0, "<unk>": 1, ">>es<<": 2}
+    for i in range(sp.get_piece_size()):
+        vocab.setdefault(sp.id_to_piece(i), len(vocab))
+    vocab["<pad>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    kwargs = {}
+    if separate:  # the target side numbers its pieces in reverse
+        pieces = [p for p in vocab if p not in ("</s>", "<unk>", "<pad>", ">>es<<")]
+        target = {"</s>": 0, "<unk>": 1, **{p: 2 + i for i, p in enumerate(reversed(pieces))}}
+        target["<pad>"] = len(target)
+        (folder / "target_vocab.json").write_text(json.dumps(target))
+        kwargs = {"separate_vocabs": True, "target_vocab_file": str(folder / "target_vocab.json")}
+    hf_tok = transformers.MarianTokenizer(
+        source_spm=str(folder / "source.spm"),
+        target_spm=str(folder / "target.spm"),
+        vocab=str(folder / "vocab.json"),
+        **kwargs,
+    )
+    hf_tok.save_pretrained(folder)
+    return hf_tok
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["shared", "separate-vocabularies"])
+def test_marian_language_codes_and_separate_vocabularies(tmp_path, separate):
+    from xattn.data.tokenizers import MarianTokenizer
+
+    hf_tok = marian_tokenizer_folder(tmp_path, separate=separate)
+    ours = MarianTokenizer(tmp_path)
+    assert ours.separate_vocabs is separate
+    for text in [">>es<< the red car is fast", "the red car is fast", ">>es<< zebra"]:
+        expected = hf_tok(text)["input_ids"]
+        assert ours.encode(text) == expected
+    assert ours.encode(">>es<< the car")[0] == 2  # the code is one token, not spm pieces
+    ids = hf_tok(text_target="the green book")["input_ids"]  # the target side's ids
+    assert ours.decode(ids) == hf_tok.decode(ids, skip_special_tokens=True)
+    if separate:  # the target vocabulary is not the source one: decoding must use it
+        assert ids != hf_tok("the green book")["input_ids"]
+    (tmp_path / "copy").mkdir()
+    ours.save(tmp_path / "copy")
+    assert MarianTokenizer(tmp_path / "copy").encode(">>es<< the car") == ours.encode(
+        ">>es<< the car"
+    )

@@ -1,4 +1,5 @@
-"""Small helpers shared across the package: JSON files, folder swaps, padded batches."""
+"""Small helpers shared across the package: shapes in messages, JSON files, folder swaps,
+padded batches."""
 
 from __future__ import annotations
 
@@ -12,7 +13,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-__all__ = ["pad_batch", "read_json", "replace_dir"]
+__all__ = ["format_shape", "pad_batch", "read_json", "replace_dir"]
+
+
+def format_shape(shape) -> str:
+    """A shape as Python writes a tuple, for error messages: (2, 7, 48), (7,), ()."""
+    return str(tuple(int(s) for s in shape))
 
 
 def read_json(path: Path) -> dict:

@@ -1,5 +1,6 @@
 """The generated data of captioning, QA and speech: seeded, disjoint splits, gold alignment."""
 
+import math
 import re
 
 import numpy as np
@@ -23,7 +24,7 @@ from xattn.data.speech import (
     log_mel,
     make_utterances,
 )
-from xattn.data.stories import TAKES, make_stories
+from xattn.data.stories import PLACES, TAKES, make_stories
 
 # ---- digit strips ------------------------------------------------------------------------
 
@@ -144,7 +145,11 @@ def test_stories_answer_and_support_are_right():
             assert gave[0] == story.holder and name in gave
             assert moved[0] == story.holder and moved[-2] == story.answer
         for i in story.support:
-            assert name in story.sentences[i] or story.kind == "object"
+            words = story.sentences[i].split()
+            if story.kind == "person":  # the person's own move
+                assert words[0] == name and words[-2] == story.answer
+            else:  # the sentence that gave or dropped the object, or the holder's move
+                assert name in words or (words[0] == story.holder and words[-2] in PLACES)
     assert kinds == {"person", "object"}
 
 
@@ -248,3 +253,52 @@ def test_utterances_are_seeded(utterances):
         assert np.array_equal(a.features, b.features)
     other = make_utterances(5, 0, 0, seed=1)["train"]
     assert [u.text for u in other] != [u.text for u in again]
+
+
+FAKE_ESPEAK = """#!{python}
+import json, math, struct, sys, wave
+with open({log!r}, "a") as f:
+    f.write(json.dumps(sys.argv[1:]) + "\\n")
+rate = {rate}
+samples = [int(8000 * math.sin(2 * math.pi * 440 * t / rate)) for t in range(rate // 10)]
+out = wave.open(sys.stdout.buffer, "wb")
+out.setnchannels(1), out.setsampwidth(2), out.setframerate(rate)
+out.writeframes(struct.pack("<%dh" % len(samples), *samples))
+out.close()
+"""
+
+
+def fake_espeak(folder, rate=SAMPLE_RATE):
+    """An `espeak-ng` program on PATH that logs its arguments and writes 0.1 s of 440 Hz."""
+    import sys
+
+    log = folder / "calls.jsonl"
+    program = folder / "espeak-ng"
+    program.write_text(FAKE_ESPEAK.format(python=sys.executable, log=str(log), rate=rate))
+    program.chmod(0o755)
+    return log
+
+
+def test_the_espeak_program_stands_in_for_the_library(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from xattn.data.speech import SpeechUnavailable
+
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)  # the wheel is not installed
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(SpeechUnavailable, match=r"pip install espeakng-loader \(.*\(apt install"):
+        Synthesizer()
+    log = fake_espeak(tmp_path)
+    synth = Synthesizer()
+    assert synth.backend == "program"
+    samples = synth("seven", "en-us+m3", rate=150, pitch=40)
+    assert samples.dtype == np.int16 and len(samples) == SAMPLE_RATE // 10
+    rate = SAMPLE_RATE  # the program's own arithmetic
+    expected = [int(8000 * math.sin(2 * math.pi * 440 * t / rate)) for t in range(rate // 10)]
+    assert samples.tolist() == expected  # the program's WAV, read back exactly
+    call = json.loads(log.read_text())
+    assert call == ["--stdout", "-v", "en-us+m3", "-s", "150", "-p", "40", "seven"]
+    fake_espeak(tmp_path, rate=16000)  # a program that writes another rate is refused
+    with pytest.raises(RuntimeError, match="espeak-ng wrote 16000 Hz audio"):
+        synth("seven", "en-us+m3")

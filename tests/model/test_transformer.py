@@ -46,14 +46,14 @@ def test_cached_decoding_equals_full_forward(name, chunk):
     tgt = torch.randint(3, 40, (3, 8))
     with torch.no_grad():
         full, full_maps = model.decode(
-            tgt, model.encode(src, mask), src_mask=mask, return_attention="mean"
+            tgt, model.encode(src, mask), src_mask=mask, return_weights="mean"
         )
         memory = model.encode(src, mask)
         state = model.start_decoding(memory, mask, max_length=8)
         pieces, maps = [], []
         for t0 in range(0, 8, chunk):
             logits, state, m = model.decode_step(
-                tgt[:, t0 : t0 + chunk], state, return_attention="mean"
+                tgt[:, t0 : t0 + chunk], state, return_weights="mean"
             )
             pieces.append(logits)
             maps.append(m)
@@ -159,7 +159,7 @@ def test_generate_returns_cross_attention_of_generated_tokens(num_beams):
     model = make("pre-norm")
     src, mask = source()
     out = model.generate(
-        src, src_mask=mask, max_new_tokens=8, num_beams=num_beams, return_attention=True
+        src, src_mask=mask, max_new_tokens=8, num_beams=num_beams, return_weights="mean"
     )
     seqs = out.sequences
     N = seqs.shape[1] - 1
@@ -167,7 +167,7 @@ def test_generate_returns_cross_attention_of_generated_tokens(num_beams):
     # the maps collected during search equal a teacher-forced pass over the output
     with torch.no_grad():
         _, maps = model.decode(
-            seqs[:, :-1], model.encode(src, mask), src_mask=mask, return_attention="mean"
+            seqs[:, :-1], model.encode(src, mask), src_mask=mask, return_weights="mean"
         )
     pad = model.generation_config.pad_token_id
     eos = model.generation_config.eos_token_id[0]
@@ -181,10 +181,12 @@ def test_generate_returns_cross_attention_of_generated_tokens(num_beams):
             )
             assert (out.cross_attention[layer][b, n:] == 0).all()
         assert (row[n:] == pad).all()
-    heads = model.generate(
-        src, src_mask=mask, max_new_tokens=3, return_attention=True, attention_heads="all"
+    heads = model.generate(src, src_mask=mask, max_new_tokens=3, return_weights=True)
+    assert heads.cross_attention[0].shape == (3, 3, 4, 7)  # (B, N, H, S): every head
+    # the same word as attention(): True is every head, "mean" their mean
+    torch.testing.assert_close(
+        heads.cross_attention[0].mean(2), out.cross_attention[0][:, :3], atol=1e-6, rtol=0
     )
-    assert heads.cross_attention[0].shape == (3, 3, 4, 7)  # (B, N, H, S)
 
 
 def test_output_layout_starts_with_start_token_and_pads_after_end():
@@ -286,5 +288,7 @@ def test_bad_inputs_name_the_tensor():
         model.encode(torch.randn(1, 3, 5))
     with pytest.raises(ValueError, match="the target reaches position 129"):
         model(torch.ones(1, 3, dtype=torch.long), torch.ones(1, 129, dtype=torch.long))
-    with pytest.raises(ValueError, match="attention_heads='some'"):
-        model.generate(torch.ones(1, 3, dtype=torch.long), attention_heads="some")
+    with pytest.raises(ValueError, match="return_weights='all'; expected False, True or 'mean'"):
+        model.generate(torch.ones(1, 3, dtype=torch.long), return_weights="all")
+    with pytest.raises(ValueError, match="unknown generation setting.s. num_beam; known: "):
+        model.generate(torch.ones(1, 3, dtype=torch.long), num_beam=3)  # a typo, named

@@ -1,5 +1,5 @@
-"""Training: batches, schedule, a tiny model overfitting the default corpus, checkpoints, and
-exact resume after a real SIGKILL."""
+"""Training: batches, schedule, a tiny model overfitting the default corpus, gradient
+accumulation, checkpoints and their pruning, and exact resume after a real SIGKILL."""
 
 import json
 import os
@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -15,9 +14,10 @@ import torch
 
 from xattn import EncoderDecoder, ModelConfig
 from xattn.data.en_es import generate_corpus
-from xattn.data.text_tokenizer import TranslationTokenizer
-from xattn.training import TrainConfig, train, translate
-from xattn.training.batching import IGNORE, bucket_batches, collate
+from xattn.data.tokenizers import PairTokenizer
+from xattn.tasks import TranslationTask, translate
+from xattn.training import TrainConfig, loop, train
+from xattn.training.batching import IGNORE, bucket_batches, collate, collate_items
 from xattn.training.checkpoint import latest_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -73,8 +73,9 @@ def test_a_recipe_over_other_steps_keeps_its_share_of_warmup():
 
 
 def tiny_setup(n=64, seed=0):
-    pairs = [(e.source, e.target) for e in generate_corpus(n, seed=seed)]
-    tokenizer = TranslationTokenizer.train(pairs)
+    """(sentence pairs, a translation task with a tokenizer trained on them, a tiny config)."""
+    pairs = generate_corpus(n, seed=seed)
+    tokenizer = PairTokenizer.train([(e.source, e.target) for e in pairs])
     config = ModelConfig.preset(
         "tiny",
         vocab_size=tokenizer.source_vocab_size,
@@ -84,16 +85,16 @@ def tiny_setup(n=64, seed=0):
         ffn_dim=128,
         dropout=0.1,
     )
-    return pairs, tokenizer, config
+    return pairs, TranslationTask(tokenizer), config
 
 
 def test_a_tiny_model_overfits_the_default_corpus(tmp_path):
-    pairs, tokenizer, config = tiny_setup(48)
+    pairs, task, config = tiny_setup(48)
     torch.manual_seed(0)
     model = EncoderDecoder(config.replace(dropout=0.0))
     result = train(
         model,
-        tokenizer,
+        task,
         pairs,
         pairs,
         TrainConfig(
@@ -110,12 +111,12 @@ def test_a_tiny_model_overfits_the_default_corpus(tmp_path):
         progress=False,
     )
     assert result["exact"] == 1.0
-    assert translate(model, tokenizer, [pairs[0][0]]) == [pairs[0][1]]
+    assert translate(model, [pairs[0].source]) == [pairs[0].target]
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["split"] == "valid"] == [150, 300]
     assert records[0]["loss"] > records[-2]["loss"]
     best = EncoderDecoder.load(tmp_path / "best")  # the best model, with its tokenizer
-    assert translate(best, best.tokenizer, [pairs[1][0]]) == [pairs[1][1]]
+    assert translate(best, [pairs[1].source]) == [pairs[1].target]
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == [
         "step-0000150",
         "step-0000300",
@@ -126,7 +127,7 @@ def test_the_fused_optimizer_takes_the_reference_steps(tmp_path, monkeypatch):
     """On CPU the loop asks for PyTorch's fused AdamW; its first step moves the weights as
     the per-tensor AdamW does from the same start (later steps drift apart at float noise
     amplified by the model, as any change of summation order does)."""
-    pairs, tokenizer, config = tiny_setup(32)
+    pairs, task, config = tiny_setup(32)
     flags, reference = [], {"on": False}
 
     class Recording(torch.optim.AdamW):
@@ -145,7 +146,7 @@ def test_the_fused_optimizer_takes_the_reference_steps(tmp_path, monkeypatch):
         start = {k: v.clone() for k, v in model.state_dict().items()}
         train(
             model,
-            tokenizer,
+            task,
             pairs,
             pairs[:8],
             TrainConfig(
@@ -171,9 +172,9 @@ def test_the_fused_optimizer_takes_the_reference_steps(tmp_path, monkeypatch):
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    _, tokenizer, config = tiny_setup(16)
+    _, task, config = tiny_setup(16)
     model = EncoderDecoder(config)
-    model.tokenizer = tokenizer
+    model.tokenizer = task.tokenizer
     opt = torch.optim.AdamW(model.parameters())
     save_checkpoint(tmp_path / "step-0000010", model, opt, None, {"step": 10})
     import safetensors.torch
@@ -187,26 +188,83 @@ def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["step-0000010"]
 
 
+def test_accumulated_micro_batches_give_the_gradient_of_one_batch():
+    """Two micro-batches with different numbers of target tokens: the accumulated gradient
+    is that of the mean loss over all their tokens, as one batch of both gives (normalizing
+    each micro-batch by its own tokens would weight the shorter one's tokens more)."""
+    pairs, task, config = tiny_setup(32)
+    items = sorted((task.encode(e) for e in pairs), key=lambda item: len(item.target))
+    short, long = items[:4], items[-4:]
+    pad = task.tokenizer.pad_token_id
+    micro = [collate_items(short, pad), collate_items(long, pad)]
+    assert micro[0].target_tokens != micro[1].target_tokens
+    torch.manual_seed(0)
+    model = EncoderDecoder(config.replace(dropout=0.0))
+    train_config = TrainConfig(label_smoothing=0.1)
+    grads, losses = [], []
+    for batches in (micro, [collate_items(short + long, pad)]):
+        model.zero_grad(set_to_none=True)
+        loss, tokens = loop.accumulate_gradients(model, batches, train_config, 1, False)
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+        assert tokens == micro[0].target_tokens + micro[1].target_tokens
+        losses.append(loss)
+    for name in grads[0]:
+        torch.testing.assert_close(grads[0][name], grads[1][name], atol=1e-6, rtol=1e-5)
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+
+
+def test_a_step_takes_accumulation_micro_batches_and_old_checkpoints_are_pruned(tmp_path):
+    pairs, task, config = tiny_setup(40)
+    batches = loop.EpochBatches(
+        [task.encode(e) for e in pairs],
+        TrainConfig(batch_size=8, accumulation=3),
+        task.tokenizer.pad_token_id,
+        1,
+        0,
+    )
+    state = loop.Progress()
+    assert len(batches.next_step(state)) == 3 and (state.epoch, state.position) == (0, 3)
+    assert len(batches.next_step(state)) == 3 and (state.epoch, state.position) == (1, 1)
+    for step in (2, 10, 9, 100):  # numeric order, not the names' order
+        (tmp_path / "c" / f"step-{step:07d}").mkdir(parents=True)
+    loop.prune_checkpoints(tmp_path / "c", 2)
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["step-0000010", "step-0000100"]
+    torch.manual_seed(0)
+    model = EncoderDecoder(config)
+    train(
+        model,
+        task,
+        pairs,
+        pairs[:4],
+        TrainConfig(
+            steps=8, batch_size=8, eval_every=8, checkpoint_every=2, keep_checkpoints=2, eval_size=4
+        ),
+        tmp_path / "run",
+        progress=False,
+    )
+    kept = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert kept == ["step-0000006", "step-0000008"]
+
+
 TRAIN_SCRIPT = textwrap.dedent(
     """
-    import sys, torch
+    import os, signal, sys, torch
     torch.set_num_threads(1)
     from xattn import EncoderDecoder
     from tests.training.test_training import tiny_setup
-    from xattn.training import TrainConfig, train
-    pairs, tokenizer, config = tiny_setup(64)
+    from xattn.training import TrainConfig, checkpoint, train
+    pairs, task, config = tiny_setup(64)
     torch.manual_seed(0)
     model = EncoderDecoder(config)
-    steps, resume, slow = int(sys.argv[2]), sys.argv[3] == "resume", sys.argv[4] == "slow"
-    if slow:  # give the test time to kill us after a checkpoint
-        import time, xattn.training.loop as loop
-        real = loop.save_checkpoint
-        def slow_save(*a, **k):
-            out = real(*a, **k)
-            time.sleep(0.5)
-            return out
-        loop.save_checkpoint = slow_save
-    train(model, tokenizer, pairs, pairs[:8],
+    steps, resume, kill_at = int(sys.argv[2]), sys.argv[3] == "resume", sys.argv[4]
+    if kill_at:  # SIGKILL ourselves halfway through writing that checkpoint: a known point
+        real = checkpoint.replace_dir
+        def dying_replace(new, target):
+            if target.name == kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(new, target)
+        checkpoint.replace_dir = dying_replace
+    train(model, task, pairs, pairs[:8],
           TrainConfig(steps=steps, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=1000,
                       checkpoint_every=6, keep_checkpoints=5, eval_size=4, seed=3),
           sys.argv[1], resume=resume, progress=False)
@@ -214,22 +272,11 @@ TRAIN_SCRIPT = textwrap.dedent(
 )
 
 
-def run_training(run_dir, steps, resume=False, slow=False, wait=True):
-    cmd = [
-        sys.executable,
-        "-c",
-        TRAIN_SCRIPT,
-        str(run_dir),
-        str(steps),
-        "resume" if resume else "fresh",
-        "slow" if slow else "fast",
-    ]
+def run_training(run_dir, steps, resume=False, kill_at=""):
+    mode = "resume" if resume else "fresh"
+    cmd = [sys.executable, "-c", TRAIN_SCRIPT, str(run_dir), str(steps), mode, kill_at]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE)
-    if wait:
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err.decode()
-    return proc
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, timeout=300)
 
 
 def final_weights(run_dir):
@@ -237,19 +284,17 @@ def final_weights(run_dir):
 
 
 def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
-    run_training(tmp_path / "straight", 24)
-    proc = run_training(tmp_path / "killed", 24, slow=True, wait=False)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # kill right after the step-12 checkpoint lands
-        latest = latest_checkpoint(tmp_path / "killed" / "checkpoints")
-        if latest is not None and latest.name == "step-0000012":
-            os.kill(proc.pid, signal.SIGKILL)
-            break
-        time.sleep(0.05)
-    proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name == "step-0000012"
-    run_training(tmp_path / "killed", 24, resume=True)
-    straight, resumed = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
+    done = run_training(tmp_path / "straight", 24)
+    assert done.returncode == 0, done.stderr.decode()
+    # killed while writing the step-18 checkpoint: steps 13-18 are lost, step 12 is whole
+    killed = run_training(tmp_path / "killed", 24, kill_at="step-0000018")
+    assert killed.returncode == -signal.SIGKILL
+    checkpoints = tmp_path / "killed" / "checkpoints"
+    assert latest_checkpoint(checkpoints).name == "step-0000012"
+    assert any(p.name.startswith(".step-0000018.tmp") for p in checkpoints.iterdir())  # half
+    resumed = run_training(tmp_path / "killed", 24, resume=True)
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert latest_checkpoint(checkpoints).name == "step-0000024"
+    straight, again = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
     for name in straight:
-        assert torch.equal(straight[name], resumed[name]), name
+        assert torch.equal(straight[name], again[name]), name

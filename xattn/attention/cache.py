@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .functional import format_shape as _fmt
+from ..utils import format_shape
 
 __all__ = ["CrossAttentionMemory", "KVCache"]
 
@@ -33,7 +33,8 @@ class CrossAttentionMemory:
     def __post_init__(self) -> None:
         if self.key.dim() != 4 or self.value.shape[:3] != self.key.shape[:3]:
             raise ValueError(
-                f"memory key {_fmt(self.key.shape)} and value {_fmt(self.value.shape)}; "
+                f"memory key {format_shape(self.key.shape)} and value "
+                f"{format_shape(self.value.shape)}; "
                 f"expected (B, Hkv, S, Dh) each with the same B, Hkv, S"
             )
         B, S = self.key.shape[0], self.key.shape[2]
@@ -41,7 +42,8 @@ class CrossAttentionMemory:
             self.mask.dtype != torch.bool or tuple(self.mask.shape) != (B, S)
         ):
             raise ValueError(
-                f"memory mask has shape {_fmt(self.mask.shape)} and dtype {self.mask.dtype}; "
+                f"memory mask has shape {format_shape(self.mask.shape)} and dtype "
+                f"{self.mask.dtype}; "
                 f"expected (B, S) = ({B}, {S}) of torch.bool"
             )
 
@@ -108,12 +110,12 @@ class KVCache:
         t = key.shape[2]
         if key.dim() != 4 or key.shape[:2] != (B, Hkv) or key.shape[3] != Dh:
             raise ValueError(
-                f"new key has shape {_fmt(key.shape)}; expected (B, Hkv, t, Dh) with "
+                f"new key has shape {format_shape(key.shape)}; expected (B, Hkv, t, Dh) with "
                 f"B={B}, Hkv={Hkv}, Dh={Dh} (the cache's)"
             )
         if value.shape[:3] != key.shape[:3] or value.shape[3] != self.value.shape[3]:
             raise ValueError(
-                f"new value has shape {_fmt(value.shape)}; expected (B, Hkv, t, Dv) = "
+                f"new value has shape {format_shape(value.shape)}; expected (B, Hkv, t, Dv) = "
                 f"({B}, {Hkv}, {t}, {self.value.shape[3]})"
             )
         end = self.length + t

@@ -9,7 +9,7 @@ Shape letters: B batch, H query heads, Hkv key/value heads (H % Hkv == 0, G = H 
 query heads share one key/value head), T target (query) length, S source (key) length,
 Dh head width, Dv value head width.
 
-Conventions (shared/DESIGN.md, "Masks and alignment"):
+Conventions (the same in every module of xattn):
 - `mask` is boolean, True = may attend, broadcastable to (B, H, T, S).
 - `bias` is an additive float tensor broadcastable to (B, H, T, S); a -inf entry acts as
   a masked key.
@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from ..utils import format_shape
 
 __all__ = ["BACKENDS", "BackendChoice", "attention", "explain_backend"]
 
@@ -67,19 +69,11 @@ class _Call:
     return_weights: ReturnWeights
 
 
-def format_shape(shape) -> str:
-    """A shape as Python writes a tuple: (2, 7, 48), (7,), ()."""
-    return str(tuple(int(s) for s in shape))
-
-
-_fmt = format_shape
-
-
 def _check_tensor(name: str, x, expected: str) -> None:
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor {expected}, got {type(x).__name__}")
     if x.dim() != 4:
-        raise ValueError(f"{name} has shape {_fmt(x.shape)}; expected {expected}")
+        raise ValueError(f"{name} has shape {format_shape(x.shape)}; expected {expected}")
 
 
 def _check_broadcast(name: str, x: Tensor, full: tuple[int, int, int, int]) -> None:
@@ -88,8 +82,8 @@ def _check_broadcast(name: str, x: Tensor, full: tuple[int, int, int, int]) -> N
     )
     if not ok:
         raise ValueError(
-            f"{name} has shape {_fmt(x.shape)}; expected a shape broadcastable to "
-            f"(B, H, T, S) = {_fmt(full)}"
+            f"{name} has shape {format_shape(x.shape)}; expected a shape broadcastable to "
+            f"(B, H, T, S) = {format_shape(full)}"
         )
 
 
@@ -104,13 +98,14 @@ def _validate(
     Dv = value.shape[-1]
     if key.shape[0] != B or key.shape[3] != Dh:
         raise ValueError(
-            f"key has shape {_fmt(key.shape)}; expected (B, Hkv, S, Dh) with B={B}, Dh={Dh} "
-            f"(from query {_fmt(query.shape)})"
+            f"key has shape {format_shape(key.shape)}; expected (B, Hkv, S, Dh) with B={B}, "
+            f"Dh={Dh} "
+            f"(from query {format_shape(query.shape)})"
         )
     if value.shape[:3] != key.shape[:3]:
         raise ValueError(
-            f"value has shape {_fmt(value.shape)}; expected (B, Hkv, S, Dv) with B={B}, "
-            f"Hkv={Hkv}, S={S} (from key {_fmt(key.shape)})"
+            f"value has shape {format_shape(value.shape)}; expected (B, Hkv, S, Dv) with B={B}, "
+            f"Hkv={Hkv}, S={S} (from key {format_shape(key.shape)})"
         )
     if Hkv == 0 or H % Hkv != 0:
         raise ValueError(

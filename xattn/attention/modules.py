@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..utils import format_shape
 from .cache import CrossAttentionMemory, KVCache
 from .functional import ReturnWeights, attention
-from .functional import format_shape as _fmt
 
 __all__ = ["CrossAttention", "SelfAttention"]
 
@@ -53,7 +53,7 @@ def _check_input(name: str, x, width: int, width_name: str, symbol: str) -> None
         raise ValueError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if x.dim() != 3 or x.shape[-1] != width:
         raise ValueError(
-            f"{name} has shape {_fmt(x.shape)}; expected {symbol} with {width_name}={width}"
+            f"{name} has shape {format_shape(x.shape)}; expected {symbol} with {width_name}={width}"
         )
 
 
@@ -67,7 +67,7 @@ def _check_padding_mask(name: str, mask, B: int, S: int, letter: str = "S") -> N
         )
     if tuple(mask.shape) != (B, S):
         raise ValueError(
-            f"{name} has shape {_fmt(mask.shape)}; expected (B, {letter}) = ({B}, {S})"
+            f"{name} has shape {format_shape(mask.shape)}; expected (B, {letter}) = ({B}, {S})"
         )
 
 

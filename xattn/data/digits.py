@@ -9,7 +9,7 @@ jitter and light noise. Splits are made by source image: the test strips use dig
 (handwriting) that no training strip contains. Each example knows which pixel columns each
 caption word came from (its gold alignment). Training strips (only those) draw each glyph
 through a small random affine warp (rotation, scale, shear): more handwriting from the
-1,445 training images (README: 180 instead of 208 wrong held-out strips over 3 splits).
+1,445 training images.
 """
 
 from __future__ import annotations

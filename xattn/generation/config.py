@@ -113,6 +113,12 @@ class GenerationConfig:
             fail("alignment_heads", "expected a non-empty list of [layer, head] pairs (from 0)")
 
     def replace(self, **changes: Any) -> GenerationConfig:
+        """A copy with some settings changed; an unknown name is a ValueError naming it."""
+        known = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - known)
+        if unknown:
+            names = ", ".join(sorted(known))
+            raise ValueError(f"unknown generation setting(s) {', '.join(unknown)}; known: {names}")
         return dataclasses.replace(self, **changes)
 
     def total_length(self, prompt_length: int = 1) -> int:

@@ -82,125 +82,168 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
     return SearchResult(ids, None, torch.stack(extras, 1) if extras else None)
 
 
+@dataclass
+class _Beams:
+    """Beam search state over B sources with K beams each: the running hypotheses (B, K, L)
+    with their scores, the finished pool (B, K, L) with its scores, and for each kept
+    token the decoder row that produced it (origin, -1 where none), which is how the
+    extras (attention maps) follow the beams."""
+
+    running: Tensor
+    running_scores: Tensor
+    running_origin: Tensor
+    finished: Tensor
+    finished_scores: Tensor
+    finished_origin: Tensor
+    is_finished: Tensor
+    can_improve: Tensor
+
+    @classmethod
+    def start(cls, start: Tensor, B: int, K: int, max_length: int, fill: int) -> _Beams:
+        prompt_len, device = start.shape[1], start.device
+        running = torch.full((B, K, max_length), fill, dtype=torch.long, device=device)
+        running[:, :, :prompt_len] = start.view(B, K, prompt_len)
+        scores = torch.zeros(B, K, device=device)
+        scores[:, 1:] = -_BIG  # beams start identical: only the first one expands
+        origin = torch.full((B, K, max_length - prompt_len), -1, dtype=torch.long, device=device)
+        return cls(
+            running,
+            scores,
+            origin,
+            running.clone(),
+            torch.full((B, K), -_BIG, device=device),
+            origin.clone(),
+            torch.zeros(B, K, dtype=torch.bool, device=device),
+            torch.ones(B, 1, dtype=torch.bool, device=device),
+        )
+
+
+def _gather(x: Tensor, index: Tensor) -> Tensor:
+    """x (B, beams, ...) at beam index (B, k)."""
+    while index.dim() < x.dim():
+        index = index.unsqueeze(-1)
+    return torch.take_along_dim(x, index, dim=1)
+
+
+def _candidates(
+    beams: _Beams, log_probs: Tensor, cur_len: int, prompt_len: int, keep: int, do_sample: bool
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The best `keep` continuations of each source over all its beams (or `keep` drawn,
+    for beam sampling): (scores (B, keep), sequences (B, keep, L), origins)."""
+    B, K, _ = beams.running.shape
+    V = log_probs.shape[-1]
+    totals = (log_probs.view(B, K, V) + beams.running_scores[:, :, None]).view(B, K * V)
+    if do_sample:
+        picked = torch.multinomial(torch.softmax(totals, -1), keep)
+        scores, order = torch.gather(totals, 1, picked).sort(dim=-1, descending=True)
+        picked = picked.gather(-1, order)
+    else:
+        scores, picked = torch.topk(totals, keep)  # (B, keep)
+    from_beam = picked // V
+    seqs = _gather(beams.running, from_beam)
+    seqs[:, :, cur_len] = picked % V
+    origin = _gather(beams.running_origin, from_beam)
+    rows = torch.arange(B, device=picked.device).view(B, 1) * K  # row of beam 0 per source
+    origin[:, :, cur_len - prompt_len] = from_beam + rows
+    return scores, seqs, origin
+
+
+def _keep_running(beams: _Beams, scores, seqs, origin, ended: Tensor, K: int) -> None:
+    """The best K candidates that did not end keep running."""
+    alive = scores + ended.float() * -_BIG
+    best = torch.topk(alive, K)[1]
+    beams.running = _gather(seqs, best)
+    beams.running_scores = _gather(alive, best)
+    beams.running_origin = _gather(origin, best)
+
+
+def _update_finished(beams: _Beams, scores, seqs, origin, ended, length, config) -> None:
+    """Candidates among the top K that ended enter the finished pool if good enough (scores
+    length-penalized over `length` generated tokens)."""
+    K = beams.finished.shape[1]
+    just_finished = ended & (torch.arange(ended.shape[1], device=ended.device) < K)[None, :]
+    penalized = scores / (length**config.length_penalty)
+    full = beams.is_finished.all(-1, keepdim=True) & (config.early_stopping is True)
+    penalized = penalized + full.float() * -_BIG
+    penalized = penalized + (~beams.can_improve).float() * -_BIG
+    penalized = penalized + (~just_finished) * -_BIG
+    merged = torch.cat([beams.finished_scores, penalized], dim=1)
+    top = torch.topk(merged, K)[1]
+    beams.finished = _gather(torch.cat([beams.finished, seqs], 1), top)
+    beams.finished_scores = _gather(merged, top)
+    beams.finished_origin = _gather(torch.cat([beams.finished_origin, origin], 1), top)
+    beams.is_finished = _gather(torch.cat([beams.is_finished, just_finished], 1), top)
+
+
+def _done(beams: _Beams, ended: Tensor, generated: int, max_new: int, config) -> bool:
+    """Whether no source can still improve its finished pool (transformers' rule)."""
+    if config.early_stopping == "never" and config.length_penalty > 0.0:
+        best_length = max_new  # the longest a running hypothesis may still grow
+    else:
+        best_length = generated
+    best_running = beams.running_scores[:, :1] / (best_length**config.length_penalty)
+    worst_finished = torch.where(
+        beams.is_finished, beams.finished_scores.min(dim=1, keepdim=True)[0], -_BIG
+    )
+    beams.can_improve &= (best_running > worst_finished).any(-1, keepdim=True)
+    open_beams = not (bool(beams.is_finished.all()) and config.early_stopping is True)
+    return not (bool(beams.can_improve.any()) and open_beams and not bool(ended.all()))
+
+
+def _follow_origins(step_extras: list[Tensor], origin: Tensor) -> Tensor:
+    """extras (B*R, N, ...): each generated token's extras from the row that produced it
+    (zeros where there is no token); step_extras[n] (B*K, ...), origin (B*R, N)."""
+    generated = origin.shape[1]
+    stacked = torch.stack(step_extras[:generated], 0)  # (N, B*K, ...)
+    index = origin.clamp(min=0).T  # (N, B*R)
+    steps = torch.arange(generated, device=origin.device)[:, None]
+    extras = stacked[steps, index]  # (N, B*R, ...)
+    extras = extras * (origin.T >= 0).view(*index.shape, *[1] * (extras.dim() - 2))
+    return extras.transpose(0, 1)
+
+
 def beam_search(
     stepper: Stepper, start: Tensor, config: GenerationConfig, batch_size: int
 ) -> SearchResult:
     """Beam search over `batch_size` sources with config.num_beams beams each.
 
-    start: (B * K, 1); rows b * K .. b * K + K - 1 belong to source b. Returns the best
+    start: (B * K, P); rows b * K .. b * K + K - 1 belong to source b. Returns the best
     config.num_return_sequences hypotheses per source, best first.
     """
     K, B = config.num_beams, batch_size
-    device = start.device
     prompt_len = cur_len = start.shape[1]
     max_length = config.total_length(prompt_len)
     procs = build_processors(config, max_length, prompt_len)
     eos_ids = config.eos_token_id or ()
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=device)
-    length_penalty, early_stopping = config.length_penalty, config.early_stopping
+    eos = torch.tensor(eos_ids, dtype=torch.long, device=start.device)
     keep = max(2, 1 + len(eos_ids)) * K  # candidates kept per source each step
-    top_k_mask = torch.arange(keep, device=device) < K  # (keep,)
-
     pad = config.pad_token_id
     fill = (pad if pad else eos_ids[0]) if eos_ids else -1  # transformers' fill value
-    running = torch.full((B, K, max_length), fill, dtype=torch.long, device=device)
-    running[:, :, :cur_len] = start.view(B, K, cur_len)
-    finished_seqs = running.clone()
-    running_scores = torch.zeros(B, K, device=device)
-    running_scores[:, 1:] = -_BIG  # beams start identical: only the first one expands
-    finished_scores = torch.full((B, K), -_BIG, device=device)
-    is_finished = torch.zeros(B, K, dtype=torch.bool, device=device)
-    can_improve = torch.ones(B, 1, dtype=torch.bool, device=device)
-    hits = torch.zeros(B, K, dtype=torch.bool, device=device)
-    steps = max_length - cur_len
-    running_origin = torch.full((B, K, steps), -1, dtype=torch.long, device=device)
-    finished_origin = running_origin.clone()
-    offsets = torch.arange(B, device=device).view(B, 1) * K  # row of beam 0 of each source
+    beams = _Beams.start(start, B, K, max_length, fill)
     step_extras: list[Tensor] = []
-
-    def gather(x: Tensor, index: Tensor) -> Tensor:  # x (B, beams, ...) by index (B, k)
-        while index.dim() < x.dim():
-            index = index.unsqueeze(-1)
-        return torch.take_along_dim(x, index, dim=1)
-
     while True:
-        flat = running[:, :, :cur_len].reshape(B * K, cur_len)
-        logits, extra = stepper.step(flat[:, -1:])
+        rows = beams.running[:, :, :cur_len].reshape(B * K, cur_len)
+        logits, extra = stepper.step(rows[:, -1:])
         if extra is not None:
             step_extras.append(extra)
-        log_probs = torch.log_softmax(logits.float(), dim=-1)
-        log_probs = apply_processors(procs, flat, log_probs)  # (B*K, V)
-        V = log_probs.shape[-1]
-        totals = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
-
-        # c. the best `keep` continuations of each source, over all its beams
-        if config.do_sample:
-            picked = torch.multinomial(torch.softmax(totals, -1), keep)
-            cand_scores = torch.gather(totals, 1, picked)
-            cand_scores, order = cand_scores.sort(dim=-1, descending=True)
-            picked = picked.gather(-1, order)
-        else:
-            cand_scores, picked = torch.topk(totals, keep)  # (B, keep)
-        from_beam = picked // V
-        cand_seqs = gather(running, from_beam)
-        cand_seqs[:, :, cur_len] = picked % V
-        cand_origin = gather(running_origin, from_beam)
-        cand_origin[:, :, cur_len - prompt_len] = from_beam + offsets
-
-        # d. which candidates end here (end token, or no room left)
-        hits = torch.isin(cand_seqs[:, :, cur_len], eos) | (cur_len + 1 >= max_length)
-
-        # e. the best K unfinished candidates keep running
-        alive_scores = cand_scores + hits.float() * -_BIG
-        best = torch.topk(alive_scores, K)[1]
-        running = gather(cand_seqs, best)
-        running_scores = gather(alive_scores, best)
-        running_origin = gather(cand_origin, best)
-
-        # f. finished candidates among the top K enter the finished pool if good enough
-        just_finished = hits & top_k_mask[None, :]
-        ended = cand_scores / ((cur_len + 1 - prompt_len) ** length_penalty)
-        full = is_finished.all(-1, keepdim=True) & (early_stopping is True)
-        ended = ended + full.float() * -_BIG
-        ended = ended + (~can_improve).float() * -_BIG
-        ended = ended + (~just_finished) * -_BIG
-        merged_scores = torch.cat([finished_scores, ended], dim=1)
-        top = torch.topk(merged_scores, K)[1]
-        finished_seqs = gather(torch.cat([finished_seqs, cand_seqs], 1), top)
-        finished_scores = gather(merged_scores, top)
-        finished_origin = gather(torch.cat([finished_origin, cand_origin], 1), top)
-        is_finished = gather(torch.cat([is_finished, just_finished], 1), top)
-
-        # g. the decoder state follows the surviving beams
-        stepper.reorder(running_origin[:, :, cur_len - prompt_len].reshape(B * K))
-        cur_len += 1
-
-        if early_stopping == "never" and length_penalty > 0.0:
-            best_length = max_length - prompt_len
-        else:
-            best_length = cur_len - prompt_len
-        best_running = running_scores[:, :1] / (best_length**length_penalty)
-        worst_finished = torch.where(
-            is_finished, finished_scores.min(dim=1, keepdim=True)[0], -_BIG
+        log_probs = apply_processors(procs, rows, torch.log_softmax(logits.float(), dim=-1))
+        scores, seqs, origin = _candidates(
+            beams, log_probs, cur_len, prompt_len, keep, config.do_sample
         )
-        can_improve = can_improve & (best_running > worst_finished).any(-1, keepdim=True)
-        open_beams = not (bool(is_finished.all()) and early_stopping is True)
-        if not (bool(can_improve.any()) and open_beams and not bool(hits.all())):
+        ended = torch.isin(seqs[:, :, cur_len], eos) | (cur_len + 1 >= max_length)
+        _keep_running(beams, scores, seqs, origin, ended, K)
+        _update_finished(beams, scores, seqs, origin, ended, cur_len + 1 - prompt_len, config)
+        stepper.reorder(beams.running_origin[:, :, cur_len - prompt_len].reshape(B * K))
+        cur_len += 1
+        if _done(beams, ended, cur_len - prompt_len, max_length - prompt_len, config):
             break
-
     R = config.num_return_sequences
-    sequences = finished_seqs[:, :R].reshape(B * R, max_length)
-    scores = finished_scores[:, :R].reshape(B * R)
-    origin = finished_origin[:, :R].reshape(B * R, steps)
+    sequences = beams.finished[:, :R].reshape(B * R, max_length)
+    scores = beams.finished_scores[:, :R].reshape(B * R)
+    origin = beams.finished_origin[:, :R].reshape(B * R, max_length - prompt_len)
     generated = int((origin >= 0).sum(1).max())
     sequences, origin = sequences[:, : prompt_len + generated], origin[:, :generated]
-    extras = None
-    if step_extras:  # the extras of each token come from the row that produced it
-        stacked = torch.stack(step_extras[:generated], 0)  # (N, B*K, ...)
-        index = origin.clamp(min=0).T  # (N, B*R)
-        extras = stacked[torch.arange(generated, device=device)[:, None], index]  # (N, B*R, ...)
-        extras = extras * (origin.T >= 0).view(*index.shape, *[1] * (extras.dim() - 2))
-        extras = extras.transpose(0, 1)  # (B*R, N, ...)
+    extras = _follow_origins(step_extras, origin) if step_extras else None
     return SearchResult(sequences, scores, extras)
 
 

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention.functional import format_shape as _fmt
+from ..utils import format_shape
 from .config import FRONT_END_NAMES as FRONT_ENDS
 
 __all__ = [
@@ -86,7 +86,7 @@ class AudioFrontEnd(FrontEnd):
     def check(self, src: Tensor) -> None:
         if src.shape[-1] != self.num_features:
             raise ValueError(
-                f"src has shape {_fmt(src.shape)}; expected log-mel frames "
+                f"src has shape {format_shape(src.shape)}; expected log-mel frames "
                 f"(B, frames, {self.num_features})"
             )
 
@@ -125,11 +125,8 @@ class ImageFrontEnd(FrontEnd):
     norm and GELU: the first runs at full resolution (an 8-pixel glyph keeps its strokes),
     the last at token resolution, so token column c sees the 17 pixel columns 4c - 8 ..
     4c + 8: a whole glyph wherever it sits against the 4-pixel grid, and its neighbours.
-    (Three convolutions of widths 32, 128, D see 9 columns, half a glyph when it sits
-    between tokens, and take a slightly longer step; over 12,000 held-out caption strips
-    the two stems read about as well.) Batch norm keeps every layer's activations at unit
-    scale while AdamW moves the weights (without it the features outgrow the fixed positions
-    and captioning sits at chance for hundreds of steps); its batch statistics count real
+    Batch norm keeps every layer's activations at unit scale while AdamW moves the weights
+    (so the features do not outgrow the fixed positions); its batch statistics count real
     pixels only, so padding never changes what a real pixel becomes.
     """
 
@@ -155,7 +152,8 @@ class ImageFrontEnd(FrontEnd):
     def check(self, src: Tensor) -> None:
         if src.shape[-1] != self.height:
             raise ValueError(
-                f"src has shape {_fmt(src.shape)}; expected image columns (B, W, H={self.height})"
+                f"src has shape {format_shape(src.shape)}; expected image columns "
+                f"(B, W, H={self.height})"
             )
 
     @staticmethod
@@ -217,12 +215,12 @@ class SentenceFrontEnd(FrontEnd):
     def check(self, src: Tensor) -> None:
         if src.dim() != 3:
             raise ValueError(
-                f"src has shape {_fmt(src.shape)}; expected sentences of word ids (B, N, L)"
+                f"src has shape {format_shape(src.shape)}; expected sentences of word ids (B, N, L)"
             )
         N, L = src.shape[1:]
         if L > len(self.position_gains) or N > self.recency.num_embeddings:
             raise ValueError(
-                f"src has shape {_fmt(src.shape)}: at most {self.recency.num_embeddings} "
+                f"src has shape {format_shape(src.shape)}: at most {self.recency.num_embeddings} "
                 f"sentences of {len(self.position_gains)} words fit this model"
             )
         if src.numel() and (int(src.min()) < 0 or int(src.max()) >= self.vocab_size):

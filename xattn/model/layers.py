@@ -69,10 +69,8 @@ class LearnedPositions(nn.Module):
 
 
 class FeatureFrontEnd(nn.Module):
-    """A float feature sequence (B, S, F) to encoder inputs (B, S, D): one linear layer.
-
-    Image patches and audio frames will come through richer front ends with the same
-    contract: forward(features (B, S, F)) -> (B, S, D)."""
+    """A float feature sequence (B, S, F) to encoder inputs (B, S, D): one linear layer
+    (the image, audio and sentence front ends are in model/frontends.py)."""
 
     def __init__(self, num_features: int, dim: int) -> None:
         super().__init__()

@@ -26,9 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import CrossAttentionMemory, KVCache
-from ..attention.functional import format_shape as _fmt
+from ..attention.functional import ReturnWeights
 from ..generation import GenerationConfig, search
-from ..utils import replace_dir
+from ..utils import format_shape, replace_dir
 from .config import ModelConfig
 from .frontends import FrontEnd, build_front_end
 from .layers import (
@@ -72,8 +72,9 @@ class DecoderState:
 @dataclass(frozen=True)
 class GenerationOutput:
     """sequences (B * R, 1 + N); scores (B * R,) for beam search, else None;
-    cross_attention: per decoder layer, (B * R, N, S) head-averaged maps of the generated
-    tokens (or (B * R, N, H, S) with attention_heads="all"), zeros after the end token."""
+    cross_attention: per decoder layer, the cross-attention weights of the generated tokens,
+    (B * R, N, H, S) for return_weights=True or (B * R, N, S) for "mean", zeros after the
+    end token."""
 
     sequences: Tensor
     scores: Tensor | None
@@ -151,11 +152,14 @@ class EncoderDecoder(nn.Module):
         if src.is_floating_point():
             if reads_ids:
                 raise ValueError(
-                    f"src is a float tensor {_fmt(src.shape)} but this model reads token ids; "
+                    f"src is a float tensor {format_shape(src.shape)} but this model reads token "
+                    f"ids; "
                     f"set ModelConfig.source_features or pass a front_end for features"
                 )
             if src.dim() != 3:
-                raise ValueError(f"src has shape {_fmt(src.shape)}; expected features (B, S, F)")
+                raise ValueError(
+                    f"src has shape {format_shape(src.shape)}; expected features (B, S, F)"
+                )
         else:
             if not reads_ids:
                 raise ValueError(
@@ -166,7 +170,7 @@ class EncoderDecoder(nn.Module):
                 self.front_end is None and src.dim() != 2
             ):
                 raise ValueError(
-                    f"src has shape {_fmt(src.shape)} and dtype {src.dtype}; "
+                    f"src has shape {format_shape(src.shape)} and dtype {src.dtype}; "
                     f"expected token ids {expected} of torch.long"
                 )
             if (
@@ -196,7 +200,7 @@ class EncoderDecoder(nn.Module):
             or tuple(src_mask.shape) != (B, S)
         ):
             got = (
-                f"shape {_fmt(src_mask.shape)} and dtype {src_mask.dtype}"
+                f"shape {format_shape(src_mask.shape)} and dtype {src_mask.dtype}"
                 if isinstance(src_mask, Tensor)
                 else type(src_mask).__name__
             )
@@ -242,7 +246,11 @@ class EncoderDecoder(nn.Module):
     def _embed_target(self, tgt_ids: Tensor, start: int) -> Tensor:
         c = self.config
         if not isinstance(tgt_ids, Tensor) or tgt_ids.dim() != 2 or tgt_ids.is_floating_point():
-            shape = _fmt(tgt_ids.shape) if isinstance(tgt_ids, Tensor) else type(tgt_ids).__name__
+            shape = (
+                format_shape(tgt_ids.shape)
+                if isinstance(tgt_ids, Tensor)
+                else type(tgt_ids).__name__
+            )
             raise ValueError(f"tgt_ids has shape {shape}; expected token ids (N, T)")
         T = tgt_ids.shape[1]
         if tgt_ids.numel() and (int(tgt_ids.min()) < 0 or int(tgt_ids.max()) >= c.target_vocab):
@@ -279,22 +287,22 @@ class EncoderDecoder(nn.Module):
         memory: Tensor,
         *,
         src_mask: Tensor | None = None,
-        return_attention: bool | str = False,
+        return_weights: ReturnWeights = False,
     ):
         """Logits (B, T, V) of every target position, teacher-forced (no cache).
 
-        return_attention: "mean" (or True) also returns the cross-attention of each layer,
-        (B, T, S) head-averaged; "all" gives (B, H, T, S).
+        return_weights (as in attention()): True also returns each layer's cross-attention
+        weights (B, H, T, S); "mean" their head mean (B, T, S).
         """
         memories = self.project_memories(memory, src_mask)
-        weights_mode = _weights_mode(return_attention)
+        _check_return_weights(return_weights)
         x = self._embed_target(tgt_ids, 0)
         maps = []
         for layer, mem in zip(self.decoder_layers, memories, strict=True):
-            x, _, w = layer(x, mem, return_weights=weights_mode)
+            x, _, w = layer(x, mem, return_weights=return_weights)
             maps.append(w)
         logits = self._logits(x)
-        return (logits, tuple(maps)) if weights_mode else logits
+        return (logits, tuple(maps)) if return_weights else logits
 
     def forward(
         self, src_ids: Tensor, tgt_ids: Tensor, *, src_mask: Tensor | None = None
@@ -323,23 +331,23 @@ class EncoderDecoder(nn.Module):
         return DecoderState(self.project_memories(memory, src_mask), caches, 0)
 
     def decode_step(
-        self, tgt_ids: Tensor, state: DecoderState, *, return_attention: bool | str = False
+        self, tgt_ids: Tensor, state: DecoderState, *, return_weights: ReturnWeights = False
     ):
         """Consume tgt_ids (N, t), the next t target tokens of every row.
 
-        Returns (logits (N, t, V), new state, cross-attention per layer or None).
+        Returns (logits (N, t, V), new state, per layer cross-attention weights (as in
+        decode) or None).
         """
-        weights_mode = _weights_mode(return_attention)
+        _check_return_weights(return_weights)
         x = self._embed_target(tgt_ids, state.length)
         caches, maps = [], []
-        for layer, mem, cache in zip(
-            self.decoder_layers, state.memories, state.caches, strict=True
-        ):
-            x, cache, w = layer(x, mem, cache=cache, return_weights=weights_mode)
+        layers = zip(self.decoder_layers, state.memories, state.caches, strict=True)
+        for layer, mem, cache in layers:
+            x, cache, w = layer(x, mem, cache=cache, return_weights=return_weights)
             caches.append(cache)
             maps.append(w)
         new_state = DecoderState(state.memories, tuple(caches), state.length + tgt_ids.shape[1])
-        return self._logits(x), new_state, (tuple(maps) if weights_mode else None)
+        return self._logits(x), new_state, (tuple(maps) if return_weights else None)
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -351,8 +359,7 @@ class EncoderDecoder(nn.Module):
         src_mask: Tensor | None = None,
         max_new_tokens: int | None = None,
         num_beams: int | None = None,
-        return_attention: bool = False,
-        attention_heads: str = "mean",
+        return_weights: ReturnWeights = False,
         generation_config: GenerationConfig | None = None,
         decoder_input_ids: Tensor | None = None,
         **overrides: Any,
@@ -368,8 +375,9 @@ class EncoderDecoder(nn.Module):
         decoder_input_ids (B, P): a prompt the output continues (it must begin with the
         decoder start token; the rows of a batch share its length P); the returned rows
         begin with it, and the attention maps cover only the generated tokens.
-        With return_attention=True, a GenerationOutput that also holds the cross-attention
-        maps of the generated tokens, collected during the search (no re-run).
+        With return_weights True (every head) or "mean" (their mean), a GenerationOutput that
+        also holds the cross-attention weights of the generated tokens, collected during the
+        search (no re-run).
         """
         config = generation_config or self.generation_config
         if max_new_tokens is not None:
@@ -377,8 +385,7 @@ class EncoderDecoder(nn.Module):
         if num_beams is not None:
             overrides["num_beams"] = num_beams
         config = config.replace(**overrides) if overrides else config
-        if attention_heads not in ("mean", "all"):
-            raise ValueError(f"attention_heads={attention_heads!r}; expected 'mean' or 'all'")
+        _check_return_weights(return_weights)
         memory, memory_mask = self.encode(src_ids, src_mask, return_mask=True)
         B = memory.shape[0]
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
@@ -391,7 +398,7 @@ class EncoderDecoder(nn.Module):
             start = decoder_input_ids.to(memory.device)
             if start.dim() != 2 or start.shape[0] != B or start.is_floating_point():
                 raise ValueError(
-                    f"decoder_input_ids has shape {_fmt(start.shape)}; expected "
+                    f"decoder_input_ids has shape {format_shape(start.shape)}; expected "
                     f"token ids (B, P) with B = {B}"
                 )
         max_length = config.total_length(start.shape[1])
@@ -401,10 +408,9 @@ class EncoderDecoder(nn.Module):
         start = start.repeat_interleave(rows, dim=0)  # (B * rows, P)
         if start.shape[1] > 1:  # feed the prompt but its last token (the search feeds that)
             _, state, _ = self.decode_step(start[:, :-1], state)
-        mode = ("mean" if attention_heads == "mean" else True) if return_attention else False
-        stepper = _ModelStepper(self, state, mode)
+        stepper = _ModelStepper(self, state, return_weights)
         result = search(stepper, start, config, B)
-        if not return_attention:
+        if not return_weights:
             return result.sequences
         maps = None
         if result.extras is not None:  # (B*R, N, L, ...) -> per layer (B*R, N, ...)
@@ -481,6 +487,21 @@ class EncoderDecoder(nn.Module):
 
         return load_hf(cls, path)
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path) -> EncoderDecoder:
+        """A model folder of either kind: written by `save` (xattn) or by transformers'
+        save_pretrained (from_hf); ValueError naming the folder when it is neither."""
+        from ..utils import read_json
+
+        path = Path(path)
+        if not path.is_dir():
+            raise ValueError(f"{path}: no such model folder")
+        if not (path / CONFIG_FILE).is_file():
+            raise ValueError(f"{path}: {CONFIG_FILE} is missing; not a model folder")
+        if "model_type" in read_json(path / CONFIG_FILE):
+            return cls.from_hf(path)
+        return cls.load(path)
+
 
 def _check_heads(heads, config: ModelConfig, where: str) -> None:
     """(layer, head) pairs counting from 0 within the decoder's layers and heads."""
@@ -511,25 +532,20 @@ def _check_tokenizer(tokenizer, config: ModelConfig, path: Path) -> None:
         )
 
 
-def _weights_mode(return_attention: bool | str) -> bool | str:
-    if return_attention in (False, None):
-        return False
-    if return_attention in (True, "mean"):
-        return "mean"
-    if return_attention == "all":
-        return True
-    raise ValueError(f"return_attention={return_attention!r}; expected False, 'mean' or 'all'")
+def _check_return_weights(return_weights) -> None:
+    if return_weights not in (False, True, "mean"):
+        raise ValueError(f"return_weights={return_weights!r}; expected False, True or 'mean'")
 
 
 class _ModelStepper:
     """The search's view of a model: one decode_step per call, the state kept here."""
 
-    def __init__(self, model: EncoderDecoder, state: DecoderState, weights: bool | str):
+    def __init__(self, model: EncoderDecoder, state: DecoderState, weights: ReturnWeights):
         self.model, self.state, self.weights = model, state, weights
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         logits, self.state, maps = self.model.decode_step(
-            tokens, self.state, return_attention="all" if self.weights is True else self.weights
+            tokens, self.state, return_weights=self.weights
         )
         extra = None
         if maps is not None:  # per layer (N, 1, S) or (N, H, 1, S) -> (N, L, S) / (N, L, H, S)

@@ -17,7 +17,7 @@ import torch
 
 from ..data.digits import HEIGHT, Strip, make_strips
 from ..training import TrainConfig
-from .common import AppTask
+from .base import Task
 
 __all__ = ["STRIDE", "CaptionTask"]
 
@@ -25,15 +25,12 @@ STRIDE = 4  # pixels per patch token, both ways
 ROWS = -(-HEIGHT // STRIDE)
 
 
-class CaptionTask(AppTask):
+class CaptionTask(Task):
     name = "caption"
     title = "an image captioner (handwritten digit strips -> digit words)"
     front_end = "image"
-    # A long warmup (30% of the steps) and a cosine decay, the shape of a one-cycle schedule:
-    # 320 of 10,000 held-out strips wrong in 700 steps, against 415 in 800 steps with 60
-    # warmup steps and a linear decay (5 splits x model seeds, README); 800 steps of this
-    # schedule got 279 but miss the demo's 3 minutes on a slow day.
-    demo_train: ClassVar[TrainConfig] = TrainConfig(
+    # a long warmup (30% of the steps), then a cosine decay: a one-cycle schedule's shape
+    recipe: ClassVar[TrainConfig] = TrainConfig(
         steps=700,
         batch_size=64,
         lr=2e-3,

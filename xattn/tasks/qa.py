@@ -7,13 +7,9 @@ answer's cross-attention says which sentence it read. Gold: the supporting sente
 
 An object question is two hops (who last had the apple, then where that person was), and
 the answer writes the first hop out: "where is the apple ?" -> "daniel bathroom", each word
-read from its own sentence (`Story.chain`). Both words must be right to count as exact.
-Measured on the demo (1,200 steps, 2 + 3 layers): objects 96.5-98.5% exact this way
-(two initializations) against 91.4% for the place alone (`name_holder = False`), where the
-hop from the object to its holder's name has to happen inside the layers and most errors
-gave another person's place. A third encoder layer (the default) makes it 97.8-98.0% (two
-seeds); the errors left are mostly the place of a dropped object (the dropper's last move
-*before* the drop, a question about relative time).
+read from its own sentence (`Story.chain`), so that each hop is one cross-attention look
+instead of a hop inside the layers. Both words must be right to count as exact;
+`name_holder = False` asks for the place alone.
 """
 
 from __future__ import annotations
@@ -25,18 +21,18 @@ import torch
 
 from ..data.stories import Story, make_stories
 from ..training import TrainConfig
-from .common import AppTask
+from .base import Task
 
 __all__ = ["QATask"]
 
 MAX_WORDS = 8  # words per sentence the front end reads
 
 
-class QATask(AppTask):
+class QATask(Task):
     name = "qa"
     title = "a question answerer (stories -> where is ...?)"
     front_end = "sentences"
-    demo_train: ClassVar[TrainConfig] = TrainConfig(
+    recipe: ClassVar[TrainConfig] = TrainConfig(
         steps=1200,
         batch_size=64,
         lr=2e-3,

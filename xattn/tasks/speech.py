@@ -14,18 +14,18 @@ import torch
 
 from ..data.speech import N_MELS, Utterance, make_utterances
 from ..training import TrainConfig
-from .common import AppTask
+from .base import Task
 
 __all__ = ["SpeechTask"]
 
 SUBSAMPLING = 4  # frames per encoder position
 
 
-class SpeechTask(AppTask):
+class SpeechTask(Task):
     name = "speech"
     title = "a speech recognizer (spoken digits from eSpeak NG voices -> words)"
     front_end = "audio"
-    demo_train: ClassVar[TrainConfig] = TrainConfig(
+    recipe: ClassVar[TrainConfig] = TrainConfig(
         steps=800,
         batch_size=64,
         lr=2e-3,

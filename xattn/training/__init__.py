@@ -1,5 +1,7 @@
-"""Training: batching, the loop, checkpoints, metrics."""
+"""Training: the config, batching, the loop, evaluation, checkpoints, data parallelism."""
 
-from .loop import TrainConfig, evaluate, train, translate
+from .config import TrainConfig
+from .evaluation import evaluate, predict
+from .loop import train
 
-__all__ = ["TrainConfig", "evaluate", "train", "translate"]
+__all__ = ["TrainConfig", "evaluate", "predict", "train"]

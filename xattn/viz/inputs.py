@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .maps import _pyplot, _save
+from .figures import pyplot, save_figure
 
 __all__ = ["plot_image_attention", "plot_passage_attention", "plot_spectrogram_attention"]
 
@@ -35,7 +35,7 @@ def plot_image_attention(
             f"image {image.shape} and heat {heat.shape} do not fit: expected "
             f"image (H, W) and heat (T={len(words)}, H, W)"
         )
-    plt = _pyplot()
+    plt = pyplot()
     H, W = image.shape
     fig, axes = plt.subplots(
         len(words) + 1,
@@ -55,7 +55,7 @@ def plot_image_attention(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_spectrogram_attention(
@@ -78,7 +78,7 @@ def plot_spectrogram_attention(
             f"mel {mel.shape} and weights {weights.shape} do not fit: expected "
             f"mel (frames, F) and weights (T={len(words)}, S)"
         )
-    plt = _pyplot()
+    plt = pyplot()
     frames = mel.shape[0]
     seconds = frames * frame_seconds
     size = (max(6.0, 2.2 * seconds + 2), 2.2 + 0.3 * len(words))
@@ -115,7 +115,7 @@ def plot_spectrogram_attention(
     if title:
         top.set_title(title, fontsize=9)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 def plot_passage_attention(
@@ -140,7 +140,7 @@ def plot_passage_attention(
             f"N={len(sentences)}): one row per answer word, one column per "
             f"sentence"
         )
-    plt = _pyplot()
+    plt = pyplot()
     colours = [tuple(c[:3]) for c in plt.get_cmap("tab10").colors]
     lines = len(sentences) + 4
     fig = plt.figure(figsize=(7.5 + 0.8 * max(0, len(words) - 1), 0.32 * lines + 0.6))
@@ -176,4 +176,4 @@ def plot_passage_attention(
     ax.text(
         0.04, y, f"Q: {question}   A: {' '.join(words)}", fontsize=10, va="center", weight="bold"
     )
-    return _save(fig, plt, path)
+    return save_figure(fig, path)

@@ -16,24 +16,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .figures import pyplot, save_figure
+
 __all__ = ["attention_html", "plot_attention", "plot_attention_grid", "plot_loss_curve"]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no screen
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, plt, path: str | Path, dpi: int = 110) -> Path:
-    """Write the figure as a PNG and free it."""
-    path = Path(path)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
 
 
 def _check(weights: Tensor, source: Sequence[str], target: Sequence[str]) -> Tensor:
@@ -80,7 +65,7 @@ def plot_attention(
 ) -> Path:
     """weights (T, S): row t is where target token t looked. Writes a PNG."""
     weights = _check(weights, source, target)
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(
         figsize=(min(24.0, 1.5 + 0.45 * len(source)), min(24.0, 1.5 + 0.4 * len(target)))
     )
@@ -90,7 +75,7 @@ def plot_attention(
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, plt, path, dpi=120)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_attention_grid(
@@ -111,7 +96,7 @@ def plot_attention_grid(
                 f"a layer map has shape {tuple(m.shape)}; expected (H, T, S) = "
                 f"({H}, {len(target)}, {len(source)})"
             )
-    plt = _pyplot()
+    plt = pyplot()
     cell = min(6.0, 0.25 * max(len(source), len(target)) + 0.8)  # inches per map
     fig, axes = plt.subplots(L, H + 1, figsize=(cell * (H + 1), cell * L), squeeze=False)
     for layer, m in enumerate(maps):
@@ -130,7 +115,7 @@ def plot_attention_grid(
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, path)
 
 
 _PAGE = """<!doctype html>
@@ -201,7 +186,7 @@ def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
     records = [json.loads(line) for line in Path(metrics).read_text().splitlines() if line]
     train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train"]
     valid = [(r["step"], r["loss"]) for r in records if r.get("split") == "valid"]
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if train:
         ax.plot(*zip(*train, strict=True), label="train loss", linewidth=1)
@@ -212,4 +197,4 @@ def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, path)

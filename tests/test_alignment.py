@@ -1,17 +1,22 @@
-"""Alignment metrics: the peak hit rate, every head's own rate, the alignment heads."""
+"""xattn.alignment: hit rates, every head's own rate, the alignment heads, hard alignments,
+Pharaoh links and the word-alignment measures (precision, recall, AER)."""
 
 import pytest
 import torch
 
-from xattn.training.metrics import (
+from xattn.alignment import (
+    alignment_error_rate,
     alignment_heads,
-    alignment_hit_rate,
     choose_alignment_heads,
     describe_alignment_heads,
+    hard_alignment,
     head_hit_rates,
     head_mean,
     head_names,
     heads_hit_rate,
+    hit_rate,
+    pharaoh,
+    read_pharaoh,
 )
 
 
@@ -25,8 +30,9 @@ def one_hot_rows(peaks: list[int], sources: int) -> torch.Tensor:
 def test_hit_rate_counts_peaks_on_gold_and_skips_words_without_gold():
     maps = [one_hot_rows([0, 2, 1], 4), one_hot_rows([3], 4)]
     gold = [[[0], [1, 2], []], [[2]]]  # hit, hit, skipped; miss
-    assert alignment_hit_rate(maps, gold) == pytest.approx(2 / 3)
-    assert alignment_hit_rate([], []) == 0.0
+    assert hit_rate(maps, gold) == pytest.approx(2 / 3)
+    assert hit_rate([], []) == 0.0
+    assert hit_rate([*maps, one_hot_rows([1], 4)], [*gold, None]) == pytest.approx(2 / 3)
 
 
 def test_every_head_is_scored_on_its_own():
@@ -47,7 +53,7 @@ def test_every_head_is_scored_on_its_own():
     expected = torch.tensor([[1.0, 2 / 5], [0.0, 3 / 5]])
     torch.testing.assert_close(table, expected, check_dtype=False)
     # each entry is alignment_hit_rate of that head's maps alone
-    assert table[1, 1] == pytest.approx(alignment_hit_rate([m[1, 1] for m in maps], gold))
+    assert table[1, 1] == pytest.approx(hit_rate([m[1, 1] for m in maps], gold))
 
 
 def rows(weights: list[dict[int, float]], sources: int = 5) -> torch.Tensor:
@@ -77,7 +83,7 @@ def test_alignment_heads_are_grown_greedily_from_the_best_head():
     assert heads_hit_rate(maps, gold, [(0, 0)]) == pytest.approx(1 / 3)
     assert heads_hit_rate(maps, gold, [(0, 1)]) == pytest.approx(1 / 3)
     assert heads_hit_rate(maps, gold, [(0, 0), (0, 1)]) == 1.0
-    assert alignment_hit_rate([m.mean((0, 1)) for m in maps], gold) == 0.0  # all four: all miss
+    assert hit_rate([m.mean((0, 1)) for m in maps], gold) == 0.0  # all four: all miss
     assert choose_alignment_heads(maps, gold) == [(0, 0), (0, 1)]
     # a head joins only if it adds at least min_gain: here the pair's 2/3 is not enough
     assert choose_alignment_heads(maps, gold, min_gain=0.7) == [(0, 0)]
@@ -120,3 +126,43 @@ def test_head_mean_of_chosen_or_all_heads():
     with pytest.raises(ValueError, match=r"\[\[0, 2\]\]: .* within 2 layers x 2 heads"):
         head_mean(layers, [(0, 2)])
     assert head_names([(0, 0), (1, 2)]) == "layer 1 head 1 + layer 2 head 3"  # from 0 to 1
+
+
+def test_hard_alignment_takes_each_rows_peak_among_the_words():
+    weights = torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.1, 0.4], [0.1, 0.1, 0.8]])  # (T, S)
+    assert hard_alignment(weights) == [(1, 0), (0, 1), (2, 2)]  # (source, target)
+    # the end token's row and column left out: the last row is dropped, and the peak of
+    # row 2 among the first two columns is column 0
+    assert hard_alignment(weights, sources=2, targets=2) == [(1, 0), (0, 1)]
+    assert hard_alignment(weights[:, :0]) == []
+    with pytest.raises(ValueError, match=r"shape \(3,\); expected \(T, S\)"):
+        hard_alignment(weights[0])
+
+
+def test_pharaoh_lines_round_trip():
+    links = [(2, 1), (0, 0), (1, 2), (0, 0)]
+    assert pharaoh(links) == "0-0 1-2 2-1"  # sorted, each link once
+    assert read_pharaoh("0-0 1-2 2-1") == [(0, 0), (1, 2), (2, 1)]
+    assert read_pharaoh("0-0 3?4") == [(0, 0), (3, 4)]  # a possible link reads as a link
+    assert pharaoh([]) == "" and read_pharaoh("") == []
+    with pytest.raises(ValueError, match="line 7: '1-x' is not a source-target link"):
+        read_pharaoh("0-0 1-x", where="line 7")
+
+
+def test_alignment_error_rate_against_sure_and_possible_links():
+    predicted = [{(0, 0), (1, 1), (2, 1)}, {(0, 0)}]
+    sure = [{(0, 0), (1, 1)}, {(1, 0)}]
+    possible = [{(2, 1)}, set()]  # P = S plus these
+    scores = alignment_error_rate(predicted, sure, possible)
+    # |A| = 4, |S| = 3, |A & S| = 2, |A & P| = 3
+    assert scores.precision == pytest.approx(3 / 4)
+    assert scores.recall == pytest.approx(2 / 3)
+    assert scores.aer == pytest.approx(1 - (2 + 3) / (4 + 3))
+    perfect = alignment_error_rate(sure, sure)
+    assert (perfect.precision, perfect.recall, perfect.aer) == (1.0, 1.0, 0.0)
+    without_possible = alignment_error_rate(predicted, sure)
+    assert without_possible.precision == pytest.approx(2 / 4)
+    with pytest.raises(ValueError, match=r"different numbers of sentences: \[2, 1\]"):
+        alignment_error_rate(predicted, sure[:1])
+    with pytest.raises(ValueError, match="no links to score"):
+        alignment_error_rate([set()], [set()])

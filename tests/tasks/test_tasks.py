@@ -1,5 +1,6 @@
-"""A tiny end-to-end run per application: data, front end, training, evaluation, alignment
-hit rate, pictures, and the command line (demo, train, attention)."""
+"""Every task through the one train and demo driver: data, front end, training, evaluation,
+attention maps, alignment hit rates, pictures, and the command line (demo, train,
+attention)."""
 
 import json
 
@@ -7,21 +8,15 @@ import numpy as np
 import pytest
 import torch
 
+from xattn import alignment
+from xattn.alignment import HitRates, attention_maps, head_hit_rates, hit_rate
 from xattn.cli import main
 from xattn.data.speech import Utterance
 from xattn.model import EncoderDecoder
-from xattn.tasks import TASKS, common
-from xattn.tasks.common import (
-    _HitRates,
-    app_attention,
-    app_hit_rate,
-    attention_maps,
-    draw_example,
-    train_app,
-)
+from xattn.tasks import TASKS, draw_example, train_task
+from xattn.tasks.run import example_attention
 from xattn.training import TrainConfig, evaluate
 from xattn.training.batching import pad_sources
-from xattn.training.metrics import alignment_hit_rate, head_hit_rates
 
 TINY = TrainConfig(
     steps=3,
@@ -33,53 +28,89 @@ TINY = TrainConfig(
     max_new_tokens=5,
 )
 SIZES = {"train": 24, "valid": 4, "test": 4}
+SMALL = {"d_model": 32, "ffn_dim": 64}
 
 
-@pytest.mark.parametrize("name", ["caption", "qa", "speech"])
-def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
+def expected_hit_rate(maps, gold) -> float:
+    """The hit rate counted by hand: argmax of each gold-linked row, inside its gold."""
+    hits = total = 0
+    for m, links in zip(maps, gold, strict=True):
+        for row, link in zip(m, links or [], strict=False):
+            if link:
+                total, hits = total + 1, hits + (int(row.argmax()) in link)
+    return hits / max(1, total)
+
+
+@pytest.fixture(scope="module", params=list(TASKS))
+def tiny_run(request, tmp_path_factory):
+    name = request.param
     task_cls = TASKS[name]
     splits = task_cls.generate(**SIZES, seed=0)
-    model, task, result = train_app(
-        task_cls,
-        splits,
-        tmp_path / "run",
-        TINY,
-        progress=False,
-        model_overrides={"d_model": 32, "ffn_dim": 64},
+    run = tmp_path_factory.mktemp(name) / "run"
+    model, task, result = train_task(
+        task_cls, splits, run, TINY, progress=False, model_overrides=SMALL
     )
-    assert {"loss", "exact", "wer", "cer"} <= set(result)
-    assert (tmp_path / "run" / "model" / "model.safetensors").is_file()
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    return name, splits, run, model, task, result
+
+
+def test_tiny_run_trains_and_saves(tiny_run):
+    name, splits, run, model, task, result = tiny_run
+    keys = {"bleu", "chrf"} if name == "translate" else {"wer", "cer"}
+    assert {"loss", "exact"} | keys <= set(result)
+    assert (run / "model" / "model.safetensors").is_file()
+    records = [json.loads(line) for line in (run / "metrics.jsonl").open()]
     assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3]
-    example = splits["test"][0]
-    words, layers, length = app_attention(model, task, example)
+    hyps: list[str] = []
+    scores = evaluate(model, task, splits["test"], TINY, hypotheses=hyps)
+    refs = [task.reference(e) for e in splits["test"]]
+    assert len(hyps) == len(refs)
+    assert scores["exact"] == sum(map(str.__eq__, hyps, refs)) / len(refs)
+
+
+def test_maps_gold_and_hit_rates(tiny_run, monkeypatch):
+    name, splits, _, model, task, _ = tiny_run
+    test = splits["test"]
+    example = test[0]
+    words, maps = example_attention(model, task, example)
     assert words[-1] == "</s>" and len(words) == len(task.reference(example).split()) + 1
-    assert len(layers) == model.config.decoder_layers
-    assert layers[0].shape == (model.config.num_heads, len(words), length)
-    torch.testing.assert_close(layers[0].sum(-1), torch.ones(layers[0].shape[:2]))
+    assert maps.shape[:3] == (model.config.decoder_layers, model.config.num_heads, len(words))
+    torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:3]))
     gold = task.gold(example)
+    length = maps.shape[-1]
     assert len(gold) == len(words) - 1 and all(0 <= k < length for g in gold for k in g)
-    assert all(gold)  # every word has positions that produced it
-    assert 0.0 <= app_hit_rate(model, task, splits["test"]) <= 1.0
+    if name != "translate":  # a translated word may have no source word ("a" before a person)
+        assert all(gold)
+    # the hit rate of every head's mean, as counted by hand
+    rates = HitRates(model, task, test)
+    every = [example_attention(model, task, e)[1].mean((0, 1)) for e in test]
+    golds = [task.gold(e) for e in test]
+    assert rates(range(len(test))) == pytest.approx(expected_hit_rate(every, golds))
     # the demo's overall and per-kind rates: overlapping subsets, each map computed once
-    rates, test = _HitRates(model, task, splits["test"]), splits["test"]
-    one, both = rates([0, 2]), rates(range(len(test)))  # a subset, then all of them
-    assert one == app_hit_rate(model, task, [test[0], test[2]])
-    assert both == app_hit_rate(model, task, test)
-    other = app_hit_rate(model, task, [test[1], test[3]])
+    one = rates([0, 2])
+    assert one == pytest.approx(expected_hit_rate([every[0], every[2]], [golds[0], golds[2]]))
     looked = []
+    real = alignment.attention_maps
     monkeypatch.setattr(
-        common,
-        "attention_maps",
-        lambda m, t, examples: looked.extend(examples) or attention_maps(m, t, examples),
+        alignment, "attention_maps", lambda m, t, ex: looked.extend(ex) or real(m, t, ex)
     )
-    assert rates([1, 3]) == other and rates(range(len(test))) == both
+    assert rates([1, 3]) == pytest.approx(expected_hit_rate(every[1::2], golds[1::2]))
     assert looked == []  # every map was already there
-    _HitRates(model, task, test)([1, 3, 1])
-    assert list(map(id, looked)) == [id(test[1]), id(test[3])]  # (counted; each example once)
+    HitRates(model, task, test)([1, 3, 1])
+    assert list(map(id, looked)) == [id(test[1]), id(test[3])]  # each example once
     monkeypatch.undo()
-    # the batched maps (padded sources and targets) equal the maps of one example at a time,
-    # and those equal the decoder's own attention computed here
+    # every head on its own, from the same maps
+    all_maps, all_gold = rates.maps(range(len(test)))
+    assert all_gold == golds
+    table = head_hit_rates(all_maps, all_gold)
+    assert table.shape == (model.config.decoder_layers, model.config.num_heads)
+    last = [m[-1, -1] for m in all_maps]  # last layer, last head
+    assert table[-1, -1] == pytest.approx(expected_hit_rate(last, golds))
+    assert table[-1, -1] == hit_rate(last, golds)
+
+
+def test_batched_maps_equal_the_decoders_own_attention(tiny_run):
+    name, splits, _, model, task, _ = tiny_run
+    test = splits["test"]
     batched = attention_maps(model, task, test, batch_size=3)
     for e, m in zip(test, batched, strict=True):
         torch.testing.assert_close(m, attention_maps(model, task, [e])[0], atol=1e-5, rtol=0)
@@ -87,43 +118,39 @@ def test_tiny_run_end_to_end(tmp_path, monkeypatch, name):
         src, mask = pad_sources([task.source(e)], task.tokenizer.pad_token_id)
         memory, memory_mask = model.encode(src, mask, return_mask=True)
         _, layers = model.decode(
-            torch.tensor([ids[:-1]]), memory, src_mask=memory_mask, return_attention="all"
+            torch.tensor([ids[:-1]]), memory, src_mask=memory_mask, return_weights=True
         )
         direct = torch.stack([a[0, :, prompt - 1 : len(ids) - 1] for a in layers])
         torch.testing.assert_close(m, direct, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="1 texts for 4 examples"):
         attention_maps(model, task, test, texts=["one"])
-    if name == "speech":  # utterances of different lengths: the padding was exercised
+    if name in ("speech", "translate"):  # sources of different lengths: padding exercised
         assert len({m.shape[-1] for m in batched}) > 1
-    # every head on its own, from the same maps (every layer's and head's, with the gold)
-    maps, gold = rates.maps(range(len(test)))
-    assert gold == [task.gold(e) for e in test]
-    torch.testing.assert_close(maps[0], torch.stack(app_attention(model, task, test[0])[1]))
-    table = head_hit_rates(maps, gold)
-    assert table.shape == (model.config.decoder_layers, model.config.num_heads)
-    last = [app_attention(model, task, e)[1][-1][-1] for e in test]  # last layer, last head
-    assert table[-1, -1] == alignment_hit_rate(last, [task.gold(e) for e in test])
+
+
+def test_pictures_draw_the_alignment_heads_mean(tiny_run, tmp_path):
+    _, splits, _, model, task, _ = tiny_run
+    example = splits["test"][0]
     drawn = draw_example(model, task, example, tmp_path, "pic")
     assert drawn["picture"].stat().st_size > 1000 and drawn["grid"].is_file()
     # a hypothesis decoded elsewhere (the demo's test pass) is drawn as given
     reference = task.reference(example)
     given = draw_example(model, task, example, tmp_path, "given", reference)
     assert given["hypothesis"] == reference
-    assert given["tokens"][1] == [*reference.split(), "</s>"]
+    ids, prompt = task.target_ids(example)
+    assert given["tokens"][1] == [*task.tokenizer.target_tokens(ids[prompt:]), "</s>"]
+    assert len(given["tokens"][1]) == len(reference.split()) + 1
     # the picture is the mean of every head, or of the model's alignment heads once it has them
-    layers = torch.stack(app_attention(model, task, example, reference)[1])  # (L, H, T, S')
-    torch.testing.assert_close(given["tokens"][2], layers.mean((0, 1)))
+    _, maps = example_attention(model, task, example, reference)  # (L, H, T, S')
+    torch.testing.assert_close(given["tokens"][2], maps.mean((0, 1)))
+    saved = model.generation_config
     model.set_alignment_heads([(0, 1), (1, 0)])
     aligned = draw_example(model, task, example, tmp_path, "aligned", reference)
-    torch.testing.assert_close(aligned["tokens"][2], (layers[0, 1] + layers[1, 0]) / 2)
+    torch.testing.assert_close(aligned["tokens"][2], (maps[0, 1] + maps[1, 0]) / 2)
+    model.generation_config = saved
     n, h = model.config.decoder_layers, model.config.num_heads
     with pytest.raises(ValueError, match=rf"heads \[\[{n}, 0\]\]: .* {n} layers x {h} heads"):
         model.set_alignment_heads([(n, 0)])  # one layer too far
-    hyps: list[str] = []
-    scores = evaluate(model, task.tokenizer, splits["test"], TINY, task=task, hypotheses=hyps)
-    assert 0.0 <= scores["exact"] <= 1.0 and len(hyps) == len(splits["test"])
-    refs = [task.reference(e) for e in splits["test"]]
-    assert scores["exact"] == sum(map(str.__eq__, hyps, refs)) / len(refs)
 
 
 def test_gold_positions_of_captions_and_speech():
@@ -159,22 +186,8 @@ def test_qa_answers_write_the_hop_out():
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
 def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     run = tmp_path / "demo"
-    code = main(
-        [
-            "demo",
-            "--task",
-            name,
-            "--steps",
-            "2",
-            "--train-size",
-            "16",
-            "--test-size",
-            "3",
-            "--run-dir",
-            str(run),
-            "--no-progress",
-        ]
-    )
+    flags = f"--task {name} --steps 2 --train-size 16 --test-size 3 --no-progress".split()
+    code = main(["demo", *flags, "--run-dir", str(run)])
     assert code == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["task"] == name and "alignment_hit_rate" in summary
@@ -190,23 +203,15 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     # kept with the model as Whisper keeps them (generation_config.json, counting from 0)
     saved = json.loads((run / "model" / "generation_config.json").read_text())
     assert saved["alignment_heads"] == chosen  # the same pairs, counting from 0
-    if name == "qa":  # per kind of question: exact match and hit rate
+    if name == "qa":  # per kind of question: exact match and hit rate, printed as recorded
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
-        assert kinds and all(0 <= summary[f"alignment_hit_rate_{k}"] <= 1 for k in kinds)
-        assert all(f"{k} questions (" in out for k in kinds)
-    code = main(
-        [
-            "attention",
-            "--model",
-            str(run / "model"),
-            "--task",
-            name,
-            "--example",
-            "1",
-            "--out",
-            str(tmp_path / "att"),
-        ]
-    )
+        assert kinds
+        for k in kinds:
+            line = next(x for x in out.splitlines() if x.startswith(f"  {k} examples ("))
+            assert f"exact {summary[f'exact_{k}']:.1%}" in line
+            assert line.endswith(f"{summary[f'alignment_hit_rate_{k}']:.1%}")
+    at = ["attention", "--model", str(run / "model"), "--task", name, "--example", "1"]
+    code = main([*at, "--out", str(tmp_path / "att")])
     assert code == 0
     assert (tmp_path / "att" / "attention.png").is_file()
     out = capsys.readouterr().out
@@ -216,22 +221,8 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     code = main(["attention", "--model", str(run / "model"), "--task", "translate"])
     assert code == 2
     assert f"is a {name} model, not translate" in capsys.readouterr().err
-    code = main(
-        [
-            "train",
-            "--task",
-            name,
-            "--steps",
-            "2",
-            "--train-size",
-            "16",
-            "--out",
-            str(tmp_path / "train"),
-            "--no-progress",
-            "--eval-every",
-            "2",
-        ]
-    )
+    flags = f"--task {name} --steps 2 --train-size 16 --no-progress --eval-every 2".split()
+    code = main(["train", *flags, "--out", str(tmp_path / "train")])
     assert code == 0
     assert (tmp_path / "train" / "model" / "config.json").is_file()
     kept = EncoderDecoder.load(tmp_path / "train" / "model").generation_config.alignment_heads
@@ -247,3 +238,23 @@ def test_cli_task_errors(tmp_path, capsys):
     assert "--test-size=0" in capsys.readouterr().err
     assert main(["train", "--task", "qa", "--train-size", "0", "--out", str(tmp_path / "z")]) == 2
     assert "--train-size=0; expected a positive number" in capsys.readouterr().err
+
+
+def test_cli_task_training_resumes(tmp_path, capsys):
+    out = tmp_path / "qa"
+    flags = ["--task", "qa", "--train-size", "16", "--no-progress", "--out", str(out)]
+    assert main(["train", *flags, "--steps", "2", "--checkpoint-every", "2"]) == 0
+    assert main(["train", *flags, "--steps", "4", "--checkpoint-every", "2"]) == 2
+    assert "exists and is not empty; pass --resume" in capsys.readouterr().err
+    assert main(["train", *flags, "--steps", "4", "--checkpoint-every", "2", "--resume"]) == 0
+    records = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["split"] == "train"] == [1, 2, 3, 4]  # continued
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-0000002",
+        "step-0000004",
+    ]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    fresh = ["train", "--task", "qa", "--out", str(empty), "--resume", "--steps", "2"]
+    assert main(fresh) == 2
+    assert "--resume given but no checkpoint found" in capsys.readouterr().err

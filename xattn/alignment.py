@@ -1,0 +1,311 @@
+"""What cross-attention aligns, in one place: teacher-forced attention maps, head means,
+hard alignments, hit rates against gold, the alignment heads, and the word-alignment
+measures.
+
+Conventions:
+- A map of one example is (L, H, T, S): every decoder layer and head; row t is where the
+  decoder looked while predicting target token t (prompt tokens left out, the end token's
+  row last), column s a memory position (the encoder output the decoder reads).
+- Gold for one example lists, for each target token, the memory positions that produced
+  it (a translated word's source words, a digit's patches, a spoken word's frames); an
+  empty list (or a None gold) means "no gold for this token" and is not counted.
+- Heads are (layer, head) pairs counting from 0, as Whisper's `alignment_heads` in
+  generation_config.json; only `head_names` counts from 1, for people.
+- Word-alignment links are (source, target) index pairs, written `i-j` in the Pharaoh
+  format that fast_align and awesome-align print.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AlignmentScores",
+    "HitRates",
+    "alignment_error_rate",
+    "alignment_heads",
+    "attention_maps",
+    "choose_alignment_heads",
+    "choose_and_keep_alignment_heads",
+    "describe_alignment_heads",
+    "hard_alignment",
+    "head_hit_rates",
+    "head_mean",
+    "head_names",
+    "heads_hit_rate",
+    "hit_rate",
+    "keep_alignment_heads",
+    "pharaoh",
+    "read_pharaoh",
+]
+
+Gold = Sequence[Sequence[int]] | None
+Link = tuple[int, int]
+
+# ---- maps ---------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def attention_maps(
+    model, task, examples: Sequence, texts: Sequence[str | None] | None = None, *, batch_size=64
+) -> list[Tensor]:
+    """Teacher-forced cross-attention of each example over `texts` (default: the task's
+    references), in batches: one (L, H, T, S') tensor per example, the rows that predict
+    its target tokens and the end token, over the positions of its own memory."""
+    model.eval()
+    texts = [None] * len(examples) if texts is None else list(texts)
+    if len(texts) != len(examples):
+        raise ValueError(f"{len(texts)} texts for {len(examples)} examples")
+    from .training.batching import pad_sources
+    from .utils import pad_batch
+
+    pad, maps = task.tokenizer.pad_token_id, []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start : start + batch_size]
+        targets = [task.target_ids(e, t) for e, t in zip(chunk, texts[start:], strict=False)]
+        src, mask = pad_sources([task.source(e) for e in chunk], pad)
+        memory, memory_mask = model.encode(src, mask, return_mask=True)
+        tgt, _ = pad_batch([ids[:-1] for ids, _ in targets], pad)  # causal: padding after
+        _, layers = model.decode(tgt, memory, src_mask=memory_mask, return_weights=True)
+        stacked = torch.stack(layers, 1)  # (B, L, H, T, S')
+        for i, (ids, prompt) in enumerate(targets):
+            length = memory.shape[1] if memory_mask is None else int(memory_mask[i].sum())
+            maps.append(stacked[i, :, :, prompt - 1 : len(ids) - 1, :length])
+    return maps
+
+
+def head_mean(maps: Tensor | Sequence[Tensor], heads: Sequence[Sequence[int]] | None = None):
+    """(T, S) mean attention of `heads` ((layer, head) pairs; None: every layer and head)
+    from one (L, H, T, S) tensor or a list of L (H, T, S) maps."""
+    maps = maps if isinstance(maps, Tensor) else torch.stack(list(maps))
+    if heads is None:
+        return maps.mean((0, 1))
+    count, per_layer = maps.shape[:2]
+    outside = [list(h) for h in heads if not (0 <= h[0] < count and 0 <= h[1] < per_layer)]
+    if not heads or outside:
+        raise ValueError(
+            f"alignment heads {[list(h) for h in heads]}: expected (layer, head) pairs within "
+            f"{count} layers x {per_layer} heads, counting from 0"
+        )
+    layers = torch.tensor([layer for layer, _ in heads])
+    return maps[layers, torch.tensor([head for _, head in heads])].mean(0)
+
+
+# ---- hard alignments and the word-alignment measures --------------------------------------
+
+
+def hard_alignment(
+    weights: Tensor, *, sources: int | None = None, targets: int | None = None
+) -> list[Link]:
+    """The (source, target) links of a (T, S) map: each target row's peak, among the first
+    `sources` columns and over the first `targets` rows (default: all; leave out the end
+    token's row and column to align words only)."""
+    weights = torch.as_tensor(weights)
+    if weights.dim() != 2:
+        raise ValueError(f"weights have shape {tuple(weights.shape)}; expected (T, S)")
+    rows = weights[: targets or weights.shape[0], : sources or weights.shape[1]]
+    if rows.shape[1] == 0:
+        return []
+    return [(int(s), t) for t, s in enumerate(rows.argmax(-1).tolist())]
+
+
+def pharaoh(links: Iterable[Link]) -> str:
+    """Links as one line of the Pharaoh format: "0-0 2-1 1-2" (source-target, sorted)."""
+    return " ".join(f"{s}-{t}" for s, t in sorted(set(links)))
+
+
+def read_pharaoh(line: str, *, where: str = "alignment") -> list[Link]:
+    """The links of one Pharaoh line ("0-0 2-1"; "0?1" marks a possible link, read as a
+    link); ValueError naming `where` for anything else."""
+    links = []
+    for item in line.split():
+        parts = item.replace("?", "-").split("-")
+        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"{where}: {item!r} is not a source-target link like 3-4")
+        links.append((int(parts[0]), int(parts[1])))
+    return links
+
+
+@dataclass(frozen=True)
+class AlignmentScores:
+    """Corpus-level word-alignment scores (fractions): precision against the possible links,
+    recall against the sure links, and the alignment error rate (Och and Ney, 2003)."""
+
+    precision: float
+    recall: float
+    aer: float
+
+
+def alignment_error_rate(
+    predicted: Sequence[Iterable[Link]],
+    sure: Sequence[Iterable[Link]],
+    possible: Sequence[Iterable[Link]] | None = None,
+) -> AlignmentScores:
+    """Precision |A & P| / |A|, recall |A & S| / |S| and AER 1 - (|A & S| + |A & P|) /
+    (|A| + |S|) summed over sentences; A predicted, S sure, P possible links (P includes S;
+    default: P = S)."""
+    if len(predicted) != len(sure) or (possible is not None and len(possible) != len(sure)):
+        counts = [len(predicted), len(sure)] + ([] if possible is None else [len(possible)])
+        raise ValueError(f"alignments of different numbers of sentences: {counts}")
+    a_total = s_total = a_and_s = a_and_p = 0
+    for i, (a, s) in enumerate(zip(predicted, sure, strict=True)):
+        a, s = set(a), set(s)
+        p = s | (set() if possible is None else set(possible[i]))
+        a_total, s_total = a_total + len(a), s_total + len(s)
+        a_and_s, a_and_p = a_and_s + len(a & s), a_and_p + len(a & p)
+    if a_total + s_total == 0:
+        raise ValueError("no links to score: the predicted and sure alignments are empty")
+    return AlignmentScores(
+        precision=a_and_p / max(1, a_total),
+        recall=a_and_s / max(1, s_total),
+        aer=1 - (a_and_s + a_and_p) / (a_total + s_total),
+    )
+
+
+# ---- hit rates ----------------------------------------------------------------------------
+
+
+def hit_rate(maps: Sequence[Tensor], gold: Sequence[Gold]) -> float:
+    """How often a target token's attention peak lands on one of its gold positions.
+
+    maps[i]: (T, S) attention of example i; gold[i]: for each target token the positions
+    that produced it (tokens without gold, and examples whose gold is None, are skipped).
+    """
+    hits = total = 0
+    for attention, links in zip(maps, gold, strict=True):
+        if not links:
+            continue
+        for peak, link in zip(attention.argmax(-1).tolist(), links, strict=False):
+            if link:
+                total += 1
+                hits += peak in link
+    return hits / max(1, total)
+
+
+def heads_hit_rate(
+    maps: Sequence[Tensor], gold: Sequence[Gold], heads: Sequence[Sequence[int]] | None
+) -> float:
+    """hit_rate of the mean attention of `heads` (None: every head); maps[i] (L, H, T, S)."""
+    return hit_rate([head_mean(m, heads) for m in maps], gold)
+
+
+def head_hit_rates(maps: Sequence[Tensor], gold: Sequence[Gold]) -> Tensor:
+    """(L, H) hit_rate of every cross-attention head on its own; maps[i] (L, H, T, S)."""
+    layers, heads = maps[0].shape[:2]
+    rates = [
+        [hit_rate([m[layer, head] for m in maps], gold) for head in range(heads)]
+        for layer in range(layers)
+    ]
+    return torch.tensor(rates, dtype=torch.float64)
+
+
+class HitRates:
+    """Hit rates of one model over subsets of the same examples, each example's maps and
+    gold computed once (a demo's overall and per-kind figures overlap)."""
+
+    def __init__(self, model, task, examples: Sequence) -> None:
+        self.model, self.task, self.examples = model, task, examples
+        self.seen: dict[int, tuple[Tensor, Gold]] = {}
+
+    def maps(self, indices: Iterable[int]) -> tuple[list[Tensor], list[Gold]]:
+        """Every layer's and head's maps of these examples, (L, H, T, S) each, and their gold."""
+        indices = list(indices)
+        new = [i for i in dict.fromkeys(indices) if i not in self.seen]
+        found = attention_maps(self.model, self.task, [self.examples[i] for i in new])
+        for i, m in zip(new, found, strict=True):
+            self.seen[i] = m, self.task.gold(self.examples[i])
+        return [self.seen[i][0] for i in indices], [self.seen[i][1] for i in indices]
+
+    def __call__(self, indices: Iterable[int], heads=None) -> float:
+        """heads_hit_rate over these examples (heads None: the mean of every head)."""
+        return heads_hit_rate(*self.maps(indices), heads)
+
+
+# ---- alignment heads ----------------------------------------------------------------------
+
+
+def choose_alignment_heads(
+    maps: Sequence[Tensor], gold: Sequence[Gold], *, min_gain: float = 0.005
+) -> list[tuple[int, int]]:
+    """The cross-attention heads whose mean attention aligns best on these (validation)
+    maps, as Whisper reads word times from a few alignment heads rather than from all:
+    grown greedily from the best single head, one head at a time while a head raises the
+    hit rate by at least `min_gain` (a guard against choosing on a few words' noise); all
+    heads if their mean does at least as well. maps[i]: (L, H, T, S)."""
+    if not maps:
+        raise ValueError("no attention maps to choose alignment heads on")
+    layers, per_layer = maps[0].shape[:2]
+    every = [(layer, head) for layer in range(layers) for head in range(per_layer)]
+    rate: dict[tuple, float] = {}
+
+    def score(heads: list[tuple[int, int]]) -> float:
+        key = tuple(sorted(heads))
+        if key not in rate:
+            rate[key] = heads_hit_rate(maps, gold, heads)
+        return rate[key]
+
+    chosen = [max(every, key=lambda h: score([h]))]  # the first of equals, in layer order
+    while len(chosen) < len(every):
+        best = max((h for h in every if h not in chosen), key=lambda h: score([*chosen, h]))
+        if score([*chosen, best]) < score(chosen) + min_gain:
+            break
+        chosen.append(best)
+    return every if score(every) >= score(chosen) else sorted(chosen)
+
+
+def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequence]) -> dict:
+    """Alignment heads chosen on the validation split and measured on the test split, with
+    every head's own test rate; valid and test are (maps, gold), maps[i] (L, H, T, S)."""
+    shapes = {tuple(m.shape[:2]) for m in (*valid[0], *test[0])}
+    if len(shapes) != 1:
+        raise ValueError(f"maps with different layers x heads: {sorted(shapes)}")
+    heads = choose_alignment_heads(*valid)
+    return {
+        "alignment_heads": [list(h) for h in heads],
+        "alignment_heads_hit_rate": heads_hit_rate(*test, heads),
+        "alignment_heads_valid_hit_rate": heads_hit_rate(*valid, heads),
+        "alignment_hit_rate_per_head": head_hit_rates(*test).tolist(),
+    }
+
+
+def keep_alignment_heads(model, heads: Sequence[Sequence[int]], folder: str | Path) -> None:
+    """Record alignment heads with the model and in the generation_config.json of its saved
+    folder, where `xattn attention` and word timestamps find them."""
+    from .model.transformer import GENERATION_FILE
+
+    model.set_alignment_heads(heads)
+    model.generation_config.save(Path(folder) / GENERATION_FILE)
+
+
+def choose_and_keep_alignment_heads(
+    model, task, examples: Sequence, folder: str | Path, *, count: int = 300
+) -> list[tuple[int, int]]:
+    """choose_alignment_heads on the first `count` of these validation examples, then
+    keep_alignment_heads."""
+    rates = HitRates(model, task, examples)
+    heads = choose_alignment_heads(*rates.maps(range(min(count, len(examples)))))
+    keep_alignment_heads(model, heads, folder)
+    return heads
+
+
+def head_names(heads: Sequence[Sequence[int]]) -> str:
+    """'layer 1 head 1 + layer 2 head 3' for (layer, head) pairs counting from 0."""
+    return " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in heads)
+
+
+def describe_alignment_heads(result: dict) -> str:
+    """One line for a demo's output from an alignment_heads result."""
+    chosen, per_head = result["alignment_heads"], result["alignment_hit_rate_per_head"]
+    if len(chosen) == len(per_head) * len(per_head[0]):
+        which = "all of them (no subset does better there)"
+    else:
+        which = head_names(chosen)
+    return (
+        f"  alignment heads chosen on the validation split: {which}: "
+        f"{result['alignment_heads_hit_rate']:.1%} of test words; every head: summary.json"
+    )

@@ -1,0 +1,239 @@
+"""One train driver and one demo driver for every task.
+
+- `train_task`: the task's tokenizer and model (or the latest checkpoint's, to resume),
+  training, the final model saved to run_dir/model.
+- `run_demo`: the data, training, the test scores, where cross-attention looks (the mean of
+  every head and the alignment heads chosen on the validation split), pictures of held-out
+  examples and an HTML page, summary.json.
+- `draw_example`: the task's picture and the layers x heads grid of one example.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from ..alignment import (
+    HitRates,
+    alignment_heads,
+    attention_maps,
+    describe_alignment_heads,
+    head_mean,
+    keep_alignment_heads,
+    pharaoh,
+)
+from ..model import EncoderDecoder
+from ..training import TrainConfig, evaluate, predict, train
+from .base import Task
+
+__all__ = ["demo_splits", "draw_example", "run_demo", "task_for_model", "train_task"]
+
+ALIGNMENT_EXAMPLES = 300  # validation and test examples the alignment figures are measured on
+DRAWN_EXAMPLES = 8
+
+
+def task_for_model(model: EncoderDecoder) -> Task:
+    """The task a model saved by xattn was trained for (its front end says which)."""
+    from . import TASKS
+
+    for cls in TASKS.values():
+        if cls.front_end == model.config.front_end:
+            return cls(model.tokenizer)
+    raise ValueError(f"this model has front end {model.config.front_end!r}: not a known task")
+
+
+def train_task(
+    task_cls: type[Task],
+    splits: dict[str, Sequence],
+    run_dir: str | Path,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    model_overrides: dict | None = None,
+    tokenizer_kind: str = "word",
+    vocab_size: int = 8000,
+) -> tuple[EncoderDecoder, Task, dict]:
+    """Tokenizer + model + training on splits["train"] (evaluated on splits["valid"]); the
+    final model is saved to run_dir/model. Returns (model, task, last evaluation)."""
+    from ..training.checkpoint import latest_checkpoint
+    from ..training.distributed import rank
+
+    run_dir = Path(run_dir)
+    latest = latest_checkpoint(run_dir / "checkpoints") if resume else None
+    if resume and latest is None:
+        raise ValueError(f"{run_dir}: --resume given but no checkpoint found")
+    if latest is not None:
+        model = EncoderDecoder.load(latest)
+        task = task_cls(model.tokenizer)
+    else:
+        task = task_cls.build(splits["train"], kind=tokenizer_kind, vocab_size=vocab_size)
+        torch.manual_seed(config.seed)
+        model = EncoderDecoder(task.model_config(**(model_overrides or {})))
+    examples = task.keep_fitting(splits["train"], model.config)
+    valid = task.keep_fitting(splits["valid"], model.config)
+    result = train(model, task, examples, valid, config, run_dir, resume=resume, progress=progress)
+    if rank() == 0:
+        model.save(run_dir / "model")
+    return model, task, result
+
+
+def demo_splits(
+    task_cls: type[Task], *, test_size: int | None = None, train_size: int | None = None
+) -> dict[str, list]:
+    """The demo's data (seed 0): test_size cuts the test split (the same first examples
+    whatever its size); train_size changes the training split (and shrinks validation)."""
+    sizes = dict(task_cls.demo_sizes)
+    if test_size is not None:
+        sizes["test"] = max(test_size, sizes["test"])
+    if train_size is not None:
+        sizes["train"] = train_size
+        sizes["valid"] = min(sizes["valid"], max(10, train_size // 10))
+    splits = task_cls.generate(**sizes, seed=0)
+    if test_size is not None:
+        splits["test"] = splits["test"][:test_size]
+    return splits
+
+
+def example_attention(model, task: Task, example, text: str | None = None):
+    """(target words with "</s>", maps (L, H, T, S')) of one example, teacher-forced over
+    `text` (default: the reference)."""
+    ids, prompt = task.target_ids(example, text)
+    words = [*task.tokenizer.target_tokens(ids[prompt:]), "</s>"]
+    return words, attention_maps(model, task, [example], [text])[0]
+
+
+def draw_example(
+    model, task: Task, example, folder: Path, name: str, hypothesis: str | None = None
+) -> dict:
+    """The task's picture of the model's output (decoded here unless `hypothesis` gives
+    it), drawn from the mean attention of the model's alignment heads (of every head when
+    it has none), and the layers x heads grid. Returns the paths, the hypothesis and the
+    drawn (source labels, target words, mean (T, S')) as "tokens"."""
+    from ..viz import plot_attention_grid
+
+    hyp = predict(model, task, [example])[0] if hypothesis is None else hypothesis
+    words, maps = example_attention(model, task, example, hyp)
+    mean = head_mean(maps, model.generation_config.alignment_heads)  # (T, S')
+    labels = task.source_labels(example, maps.shape[-1])
+    reference = task.reference(example)
+    if reference:
+        title = f"{hyp}   ({'ok' if hyp == reference else f'reference: {reference}'})"
+    else:
+        title = hyp  # an example without a reference (a sentence to translate)
+    picture = task.draw(example, words, mean, folder / f"{name}.png", title)
+    grid = plot_attention_grid(list(maps), labels, words, folder / f"{name}-grid.png", title=hyp)
+    return {"picture": picture, "grid": grid, "hypothesis": hyp, "tokens": (labels, words, mean)}
+
+
+def measure_alignment(model, task: Task, valid: Sequence, test: Sequence) -> dict:
+    """Where cross-attention looks, on the first ALIGNMENT_EXAMPLES of each split: the hit
+    rate of the mean of every head (test), the alignment heads chosen on valid and their
+    test rate, per kind of example, and the word-alignment scores where the task has them."""
+    count = ALIGNMENT_EXAMPLES
+    rates = HitRates(model, task, test)
+    first = range(min(count, len(test)))
+    valid_maps = HitRates(model, task, valid).maps(range(min(count, len(valid))))
+    report = {"alignment_hit_rate": rates(first), **alignment_heads(valid_maps, rates.maps(first))}
+    heads = report["alignment_heads"]
+    for kind in sorted({k for k in map(task.kind, test) if k is not None}):
+        chosen = [i for i, e in enumerate(test) if task.kind(e) == kind][:count]
+        report[f"alignment_hit_rate_{kind}"] = rates(chosen)
+    maps, _ = rates.maps(first)
+    word = task.word_alignment([head_mean(m, heads) for m in maps], list(test[: len(first)]))
+    if word is not None:
+        scores, links = word
+        report["word_alignment"] = dataclasses.asdict(scores)
+        report["pharaoh"] = [pharaoh(pairs) for pairs in links]
+    return report
+
+
+def run_demo(
+    task_cls: type[Task],
+    run_dir: str | Path,
+    *,
+    steps: int | None = None,
+    test_size: int | None = None,
+    train_size: int | None = None,
+    progress: bool = True,
+    out=print,
+) -> dict:
+    """Train the task's demo model and show what it does and where it looks (see the
+    module docstring); returns the summary also written to run_dir/summary.json."""
+    run_dir, start = Path(run_dir), time.perf_counter()
+    splits = demo_splits(task_cls, test_size=test_size, train_size=train_size)
+    config = task_cls.recipe.for_steps(steps)
+    out(
+        f"Training {task_cls.title} on {len(splits['train']):,} examples ({config.steps} steps) "
+        f"into {run_dir}"
+    )
+    overrides = task_cls.demo_model_overrides
+    model, task, _ = train_task(
+        task_cls, splits, run_dir, config, progress=progress, model_overrides=overrides
+    )
+    test, hyps = splits["test"], []
+    eval_config = dataclasses.replace(config, eval_size=len(test))
+    scores = evaluate(model, task, test, eval_config, hypotheses=hyps)
+    report = measure_alignment(model, task, splits["valid"], test)
+    keep_alignment_heads(model, report["alignment_heads"], run_dir / "model")  # pictures too
+    alignments = report.pop("pharaoh", None)
+    if alignments is not None:
+        (run_dir / "test-alignments.txt").write_text("\n".join(alignments) + "\n")
+    out(f"\nTest set ({len(test)} held-out examples): {task.score_line(scores)}")
+    _print_alignment(task, test, hyps, scores, report, out)
+    page = _draw_demo(model, task, test[:DRAWN_EXAMPLES], hyps, run_dir, out)
+    took = time.perf_counter() - start
+    summary = {"task": task.name, **scores, **report, "seconds": took, "steps": config.steps}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    out(
+        f"\nCross-attention pictures (PNG per example, layers x heads grids) and an HTML page: "
+        f"{page}\nDone in {took:.0f} s. Model: {run_dir / 'model'}; metrics: "
+        f"{run_dir / 'metrics.jsonl'} and {run_dir / 'loss.png'}; summary: "
+        f"{run_dir / 'summary.json'}"
+    )
+    return summary
+
+
+def _print_alignment(task, test, hyps, scores, report, out) -> None:
+    out(
+        f"Cross-attention peak on the input that produced the word: "
+        f"{report['alignment_hit_rate']:.1%} of words (mean of the layers and heads)"
+    )
+    out(describe_alignment_heads(report))
+    if "word_alignment" in report:
+        word = report["word_alignment"]
+        out(
+            f"  word alignment from the alignment heads (each word's peak): precision "
+            f"{word['precision']:.1%}, recall {word['recall']:.1%}, AER {word['aer']:.1%} "
+            f"(Pharaoh i-j links: test-alignments.txt)"
+        )
+    for kind in sorted({k for k in map(task.kind, test) if k is not None}):
+        chosen = [i for i, e in enumerate(test) if task.kind(e) == kind]
+        right = sum(hyps[i] == task.reference(test[i]) for i in chosen) / len(chosen)
+        scores[f"exact_{kind}"] = right
+        out(
+            f"  {kind} examples ({len(chosen)}): exact {right:.1%}, attention peak on a "
+            f"supporting input {report[f'alignment_hit_rate_{kind}']:.1%}"
+        )
+
+
+def _draw_demo(model, task, examples, hyps, run_dir: Path, out) -> Path:
+    """Pictures and the HTML page of the first held-out examples, printed as they go."""
+    from ..viz import attention_html, plot_loss_curve
+
+    plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
+    folder = run_dir / "attention"
+    folder.mkdir(parents=True, exist_ok=True)
+    out("\nHeld-out examples:")
+    records = []
+    for i, example in enumerate(examples):
+        drawn = draw_example(model, task, example, folder, f"example-{i + 1:02d}", hyps[i])
+        records.append(drawn["tokens"])
+        mark = "ok" if drawn["hypothesis"] == task.reference(example) else "!!"
+        out(f"  [{mark}] {task.describe(example)}\n        -> {drawn['hypothesis']}")
+    return attention_html(records, folder / "index.html", title=f"What {task.name} looked at")
