@@ -42,6 +42,7 @@ __all__ = [
     "keep_alignment_heads",
     "pharaoh",
     "read_pharaoh",
+    "which_heads",
 ]
 
 Gold = Sequence[Sequence[int]] | None
@@ -296,6 +297,12 @@ def choose_and_keep_alignment_heads(
 def head_names(heads: Sequence[Sequence[int]]) -> str:
     """'layer 1 head 1 + layer 2 head 3' for (layer, head) pairs counting from 0."""
     return " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in heads)
+
+
+def which_heads(heads: Sequence[Sequence[int]] | None) -> str:
+    """The heads a mean is over, in words: "the alignment heads layer 2 head 1" (None:
+    "every layer and head")."""
+    return "every layer and head" if heads is None else f"the alignment heads {head_names(heads)}"
 
 
 def describe_alignment_heads(result: dict) -> str:

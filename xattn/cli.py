@@ -140,17 +140,8 @@ def cmd_train(args) -> int:
     from .training.distributed import rank
     from .viz import plot_loss_curve
 
-    positive = (
-        "steps",
-        "batch_size",
-        "lr",
-        "accumulation",
-        "eval_every",
-        "checkpoint_every",
-        "max_new_tokens",
-        "vocab_size",
-        "train_size",
-    )
+    positive = "steps batch_size lr accumulation eval_every checkpoint_every max_new_tokens"
+    positive = (*positive.split(), "vocab_size", "train_size")
     check_flags(
         args, positive=positive, at_least_zero=("warmup",), below_one=("label_smoothing", "dropout")
     )
@@ -186,9 +177,9 @@ def cmd_train(args) -> int:
 
 
 def load_model(folder: str):
-    import xattn
+    from .model import EncoderDecoder
 
-    return xattn.EncoderDecoder.from_pretrained(folder)
+    return EncoderDecoder.from_pretrained(folder)
 
 
 def read_texts(args) -> list[str]:
@@ -248,7 +239,7 @@ def attention_example(args, task):
 def cmd_attention(args) -> int:
     """Draw the cross-attention of one example: the task's picture, the layers x heads grid,
     an HTML page, and where each output word's attention peaks."""
-    from .alignment import hard_alignment, head_names, pharaoh
+    from .alignment import hard_alignment, pharaoh, which_heads
     from .data.tokenizers import PairTokenizer
     from .tasks import draw_example, task_for_model
     from .viz import attention_html
@@ -267,9 +258,8 @@ def cmd_attention(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     drawn = draw_example(model, task, example, out, "attention", output)
     labels, words, mean = drawn["tokens"]
-    page = attention_html([drawn["tokens"]], out / "attention.html")
-    heads = model.generation_config.alignment_heads
-    which = "every layer and head" if heads is None else f"the alignment heads {head_names(heads)}"
+    which = which_heads(model.generation_config.alignment_heads)
+    page = attention_html([drawn["tokens"]], out / "attention.html", heads=f"the mean of {which}")
     print(f"input: {task.describe(example)}\noutput: {drawn['hypothesis']}")
     print(f"where each output word's attention peaks (the mean attention of {which}):")
     width = max(len(w) for w in words)

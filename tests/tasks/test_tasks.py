@@ -203,6 +203,9 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     # kept with the model as Whisper keeps them (generation_config.json, counting from 0)
     saved = json.loads((run / "model" / "generation_config.json").read_text())
     assert saved["alignment_heads"] == chosen  # the same pairs, counting from 0
+    names = " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in chosen)
+    page = (run / "attention" / "index.html").read_text()
+    assert f"(the mean of the alignment heads {names})" in page  # the page says what it shows
     if name == "qa":  # per kind of question: exact match and hit rate, printed as recorded
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
         assert kinds

@@ -26,6 +26,7 @@ from ..alignment import (
     head_mean,
     keep_alignment_heads,
     pharaoh,
+    which_heads,
 )
 from ..model import EncoderDecoder
 from ..training import TrainConfig, evaluate, predict, train
@@ -236,4 +237,6 @@ def _draw_demo(model, task, examples, hyps, run_dir: Path, out) -> Path:
         records.append(drawn["tokens"])
         mark = "ok" if drawn["hypothesis"] == task.reference(example) else "!!"
         out(f"  [{mark}] {task.describe(example)}\n        -> {drawn['hypothesis']}")
-    return attention_html(records, folder / "index.html", title=f"What {task.name} looked at")
+    which = which_heads(model.generation_config.alignment_heads)
+    title = f"What {task.name} looked at"
+    return attention_html(records, folder / "index.html", title=title, heads=f"the mean of {which}")

@@ -130,7 +130,7 @@ body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }}
 </style></head><body>
 <h1>{title}</h1>
 <p>Hover (or tap) a target word: the source words light up by how much its
-cross-attention looked at them (head and layer mean).</p>
+cross-attention looked at them ({heads}).</p>
 {pairs}
 <script>
 document.querySelectorAll('.pair').forEach(function (pair) {{
@@ -160,6 +160,7 @@ def attention_html(
     path: str | Path,
     *,
     title: str = "Cross-attention",
+    heads: str = "the mean of every layer and head",
 ) -> Path:
     """pairs of (source tokens, target tokens, weights (T, S)). Writes one HTML file with
     everything inline (no network access needed to view it)."""
@@ -176,7 +177,8 @@ def attention_html(
         )
     path = Path(path)
     path.write_text(
-        _PAGE.format(title=html.escape(title), pairs="\n".join(blocks)), encoding="utf-8"
+        _PAGE.format(title=html.escape(title), heads=html.escape(heads), pairs="\n".join(blocks)),
+        encoding="utf-8",
     )
     return path
 
