@@ -166,3 +166,20 @@ def test_alignment_error_rate_against_sure_and_possible_links():
         alignment_error_rate(predicted, sure[:1])
     with pytest.raises(ValueError, match="no links to score"):
         alignment_error_rate([set()], [set()])
+
+
+def test_timing_scores_of_word_spans():
+    from xattn.alignment import timing_scores
+
+    gold = [[(0.10, 0.50), (0.70, 1.00)], [(0.20, 0.40)]]
+    predicted = [[(0.12, 0.58), (0.70, 0.90)], [(0.36, 0.40)]]
+    scores = timing_scores(predicted, gold)
+    assert scores["start_error"] == pytest.approx((0.02 + 0.0 + 0.16) / 3)
+    assert scores["end_error"] == pytest.approx((0.08 + 0.10 + 0.0) / 3)
+    # boundaries off by 0.02, 0.08, 0, 0.10, 0.16, 0: within 50 ms 3 of 6, within 100 ms 5
+    assert scores["f1_50ms"] == pytest.approx(3 / 6) and scores["f1_100ms"] == pytest.approx(5 / 6)
+    ious = [0.38 / 0.48, 0.20 / 0.30, 0.04 / 0.20]
+    assert scores["iou"] == pytest.approx(sum(ious) / 3)
+    assert timing_scores(gold, gold)["boundary_error"] == 0.0
+    with pytest.raises(ValueError, match="1 predicted spans for 2 gold words"):
+        timing_scores([[(0.1, 0.2)]], [gold[0]])

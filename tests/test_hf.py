@@ -190,7 +190,9 @@ def test_bad_folders_are_clear_errors(tmp_path):
     hf.save_pretrained(tmp_path)
     cfg = json.loads((tmp_path / "config.json").read_text())
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "model_type": "t5"}))
-    with pytest.raises(ValueError, match="model_type='t5'; xattn imports 'marian' and 'bart'"):
+    with pytest.raises(
+        ValueError, match="model_type='t5'; xattn imports marian, bart, whisper checkpoints"
+    ):
         xattn.EncoderDecoder.from_hf(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({**cfg, "d_model": 64}))
     with pytest.raises(ValueError, match=r"has shape .*config\.json implies"):

@@ -1,6 +1,7 @@
 """What cross-attention aligns, in one place: teacher-forced attention maps, head means,
-hard alignments, hit rates against gold, the alignment heads, and the word-alignment
-measures.
+hard alignments, hit rates against gold, the alignment heads, the word-alignment measures,
+and word timestamps read from the alignment heads by dynamic time warping (Whisper's
+recipe).
 
 Conventions:
 - A map of one example is (L, H, T, S): every decoder layer and head; row t is where the
@@ -17,22 +18,28 @@ Conventions:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import string
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
     "AlignmentScores",
     "HitRates",
+    "TokenTimes",
     "alignment_error_rate",
     "alignment_heads",
     "attention_maps",
     "choose_alignment_heads",
     "choose_and_keep_alignment_heads",
     "describe_alignment_heads",
+    "dynamic_time_warping",
+    "group_words",
     "hard_alignment",
     "head_hit_rates",
     "head_mean",
@@ -40,8 +47,11 @@ __all__ = [
     "heads_hit_rate",
     "hit_rate",
     "keep_alignment_heads",
+    "median_filter",
     "pharaoh",
     "read_pharaoh",
+    "timing_scores",
+    "token_times",
     "which_heads",
 ]
 
@@ -316,3 +326,172 @@ def describe_alignment_heads(result: dict) -> str:
         f"  alignment heads chosen on the validation split: {which}: "
         f"{result['alignment_heads_hit_rate']:.1%} of test words; every head: summary.json"
     )
+
+
+# ---- word timestamps: dynamic time warping over the alignment heads ---------------------
+
+
+def median_filter(x: Tensor, width: int) -> Tensor:
+    """The running median of `width` (odd) values along the last dimension, edges
+    reflected; unchanged when the last dimension is too short to reflect."""
+    if width <= 0 or width % 2 != 1:
+        raise ValueError(f"median filter width {width}; expected an odd positive int")
+    pad = width // 2
+    if x.shape[-1] <= pad:
+        return x
+    flat = x.reshape(-1, 1, x.shape[-1])
+    padded = F.pad(flat, (pad, pad), mode="reflect")  # (N, 1, S + 2 pad)
+    windows = padded.unfold(-1, width, 1)  # (N, 1, S, width)
+    return windows.sort(dim=-1).values[..., pad].reshape(x.shape)
+
+
+def dynamic_time_warping(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The path through a (T, S) cost matrix from (0, 0) to (T - 1, S - 1), each step one
+    row, one column or both, with the least summed cost: (rows, columns) of its cells in
+    order. Costs add up in float32; a step that stays in the row wins ties, a diagonal
+    step needs to be strictly cheapest (the rule Whisper's implementations use)."""
+    cost = np.asarray(cost, dtype=np.float64)
+    T, S = cost.shape
+    total = np.full((T + 1, S + 1), np.inf, dtype=np.float32)
+    trace = np.full((T + 1, S + 1), -1, dtype=np.int8)
+    total[0, 0] = 0
+    for d in range(2, T + S + 1):  # one anti-diagonal i + j = d at a time: its cells are
+        i = np.arange(max(1, d - S), min(T, d - 1) + 1)  # independent of each other
+        j = d - i
+        diagonal, up, left = total[i - 1, j - 1], total[i - 1, j], total[i, j - 1]
+        step = np.where(
+            (diagonal < up) & (diagonal < left), 0, np.where((up < diagonal) & (up < left), 1, 2)
+        )
+        best = np.choose(step, [diagonal, up, left])
+        total[i, j] = cost[i - 1, j - 1] + best
+        trace[i, j] = step
+    trace[0, :], trace[:, 0] = 2, 1
+    i, j, rows, columns = T, S, [], []
+    while i > 0 or j > 0:
+        rows.append(i - 1)
+        columns.append(j - 1)
+        if trace[i, j] == 0:
+            i, j = i - 1, j - 1
+        elif trace[i, j] == 1:
+            i -= 1
+        else:
+            j -= 1
+    return np.array(rows[::-1]), np.array(columns[::-1])
+
+
+@dataclass(frozen=True)
+class TokenTimes:
+    """Where each row (token) of a DTW alignment lies in time: starts[k] and ends[k] in
+    seconds, the first and one past the last memory position its path cell covers."""
+
+    starts: list[float]
+    ends: list[float]
+
+
+def token_times(weights: Tensor, seconds_per_position: float, median_width: int = 7):
+    """Time each row of weights (heads, T, S) (the alignment heads' cross-attention of T
+    tokens over S memory positions): each position's weights normalized across the tokens,
+    median-filtered along time, averaged over the heads, then aligned to the tokens by
+    dynamic time warping. Returns TokenTimes."""
+    if weights.dim() != 3:
+        raise ValueError(f"weights have shape {tuple(weights.shape)}; expected (heads, T, S)")
+    if weights.shape[1] == 0:
+        return TokenTimes([], [])
+    w = weights.float()
+    std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+    w = (w - mean) / std.clamp_min(1e-12)
+    matrix = median_filter(w, median_width).mean(0)  # (T, S)
+    rows, columns = dynamic_time_warping(-matrix.double().numpy())
+    first = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)  # a row's first cell
+    last = np.pad(np.diff(rows), (0, 1), constant_values=1).astype(bool)
+    starts = (columns[first] * seconds_per_position).tolist()
+    ends = ((columns[last] + 1) * seconds_per_position).tolist()
+    return TokenTimes(starts, ends)
+
+
+PREPEND_PUNCTUATION = "\"'“¿([{-"
+APPEND_PUNCTUATION = "\"'.。,，!！?？:：”)]}、"
+
+
+def group_words(
+    tokens: Sequence[int],
+    decode: Callable[[list[int]], str],
+    special: Callable[[int], bool] = lambda token: False,
+) -> list[tuple[str, list[int]]]:
+    """Tokens grouped into words as openai-whisper groups them for languages written with
+    spaces: tokens join until their text decodes whole (no split UTF-8 character); a piece
+    that starts with a space, is punctuation or a special token starts a new word; then
+    opening punctuation joins the word after it and closing punctuation the word before.
+    Returns (word text, indices into tokens) for each word."""
+    pieces: list[tuple[str, list[int]]] = []
+    current: list[int] = []
+    for index in range(len(tokens)):
+        current.append(index)
+        text = decode([tokens[i] for i in current])
+        if "\ufffd" not in text or index == len(tokens) - 1:
+            pieces.append((text, current))
+            current = []
+    words: list[list] = []
+    for text, indices in pieces:
+        starts_word = (
+            not words
+            or special(tokens[indices[0]])
+            or text.startswith(" ")
+            or text.strip() in string.punctuation
+        )
+        if starts_word:
+            words.append([text, list(indices)])
+        else:
+            words[-1][0] += text
+            words[-1][1] += indices
+    following = len(words) - 1
+    for i in range(len(words) - 2, -1, -1):  # "(" and "¿" join the next word
+        if words[i][0].startswith(" ") and words[i][0].strip() in PREPEND_PUNCTUATION:
+            words[following] = [
+                words[i][0] + words[following][0],
+                words[i][1] + words[following][1],
+            ]
+            words[i] = ["", []]
+        else:
+            following = i
+    kept = 0
+    for i in range(1, len(words)):  # "." and "," join the word before
+        if words[i][0] and not words[kept][0].endswith(" ") and words[i][0] in APPEND_PUNCTUATION:
+            words[kept] = [words[kept][0] + words[i][0], words[kept][1] + words[i][1]]
+            words[i] = ["", []]
+        elif words[i][0]:
+            kept = i
+    return [(text, indices) for text, indices in words if text]
+
+
+def timing_scores(
+    predicted: Sequence[Sequence[tuple[float, float]]],
+    gold: Sequence[Sequence[tuple[float, float]]],
+    tolerances: Sequence[float] = (0.05, 0.1),
+) -> dict[str, float]:
+    """How well predicted word spans (start, end) in seconds match the gold spans of the
+    same words (one list per utterance, word for word): the mean absolute start and end
+    errors (seconds), the F1 of word boundaries (starts and ends) within each tolerance,
+    and the mean intersection over union of the spans. Keys: start_error, end_error,
+    boundary_error, f1_50ms, f1_100ms (for the default tolerances), iou."""
+    starts, ends, ious = [], [], []
+    for mine, truth in zip(predicted, gold, strict=True):
+        if len(mine) != len(truth):
+            raise ValueError(f"{len(mine)} predicted spans for {len(truth)} gold words")
+        for (s, e), (gs, ge) in zip(mine, truth, strict=True):
+            starts.append(abs(s - gs))
+            ends.append(abs(e - ge))
+            overlap = max(0.0, min(e, ge) - max(s, gs))
+            ious.append(overlap / max(1e-9, max(e, ge) - min(s, gs)))
+    if not starts:
+        raise ValueError("no words to time")
+    errors = np.array(starts + ends)  # with word-for-word spans, precision = recall
+    scores = {
+        "start_error": float(np.mean(starts)),
+        "end_error": float(np.mean(ends)),
+        "boundary_error": float(errors.mean()),
+        "iou": float(np.mean(ious)),
+    }
+    for tolerance in tolerances:
+        scores[f"f1_{round(tolerance * 1000)}ms"] = float((errors <= tolerance + 1e-9).mean())
+    return scores

@@ -5,6 +5,7 @@ the library and prints. Bad input is one line on stderr and exit code 2.
     xattn tour       a half-minute tour of the attention core
     xattn train      train on a parallel corpus, or on a task's data
     xattn translate  translate sentences with a saved model
+    xattn transcribe speech to text (Whisper or xattn's speech models), word timestamps
     xattn attention  draw the cross-attention of one example
     xattn bench      the side-by-side benchmarks of a source clone (benchmarks/)
 """
@@ -216,6 +217,47 @@ def cmd_translate(args) -> int:
     return 0
 
 
+def cmd_transcribe(args) -> int:
+    """Transcribe WAV files with a speech model: the text, or one word a line with its
+    start and end (--word-timestamps), or JSON (--json)."""
+    import json
+
+    from .data.audio import read_wav
+
+    check_flags(args, positive=("beams", "max_new_tokens"))
+    model = load_model(args.model)
+    for path in args.audio:
+        samples, rate = read_wav(path)
+        result = model.transcribe(
+            samples,
+            rate,
+            num_beams=args.beams,
+            language=args.language,
+            task=args.task,
+            max_new_tokens=args.max_new_tokens,
+            word_timestamps=args.word_timestamps,
+        )
+        if args.json:
+            record = {
+                "audio": str(path),
+                "text": result.text,
+                "language": result.language,
+                "tokens": result.tokens,
+            }
+            if args.word_timestamps:
+                record["token_times"] = result.token_times
+                record["words"] = [
+                    {"word": w, "start": s, "end": e} for w, s, e in result.words or []
+                ]
+            print(json.dumps(record, ensure_ascii=False))
+        elif args.word_timestamps and result.words is not None:
+            for word, start, end in result.words:
+                print(f"{start:7.2f} {end:7.2f}  {word.strip()}")
+        else:
+            print(result.text if result.text is not None else " ".join(map(str, result.tokens)))
+    return 0
+
+
 def attention_example(args, task):
     """The example `xattn attention` draws and the output to draw (None: the model's own)."""
     if task.name == "translate":
@@ -242,7 +284,7 @@ def cmd_attention(args) -> int:
     from .alignment import hard_alignment, pharaoh, which_heads
     from .data.tokenizers import PairTokenizer
     from .tasks import draw_example, task_for_model
-    from .viz import attention_html
+    from .viz.explorer import explorer
 
     model = load_model(args.model)
     if not isinstance(model.tokenizer, PairTokenizer):
@@ -258,8 +300,12 @@ def cmd_attention(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     drawn = draw_example(model, task, example, out, "attention", output)
     labels, words, mean = drawn["tokens"]
-    which = which_heads(model.generation_config.alignment_heads)
-    page = attention_html([drawn["tokens"]], out / "attention.html", heads=f"the mean of {which}")
+    heads = model.generation_config.alignment_heads
+    which = which_heads(heads)
+    title = f"What the {task.name} model looked at"
+    page = explorer([drawn["explorer"]], title=title, alignment_heads=heads).save(
+        out / "attention.html"
+    )
     print(f"input: {task.describe(example)}\noutput: {drawn['hypothesis']}")
     print(f"where each output word's attention peaks (the mean attention of {which}):")
     width = max(len(w) for w in words)
@@ -362,6 +408,17 @@ def build_parser() -> argparse.ArgumentParser:
     tl.add_argument("--max-new-tokens", type=int, default=64)
     tl.add_argument("--truncate", action="store_true", help="cut inputs that are too long")
     tl.set_defaults(func=cmd_translate)
+
+    ts = sub.add_parser("transcribe", help="speech to text with a speech model")
+    ts.add_argument("--model", required=True, help="a Whisper folder (or hub name), or xattn's")
+    ts.add_argument("audio", nargs="+", help="WAV files (any rate and width, mono or stereo)")
+    ts.add_argument("--beams", type=int, default=1)
+    ts.add_argument("--language", default=None, help="Whisper: a language code (default: detect)")
+    ts.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    ts.add_argument("--max-new-tokens", type=int, default=None)
+    ts.add_argument("--word-timestamps", action="store_true", help="one word a line: start end")
+    ts.add_argument("--json", action="store_true", help="one JSON object per file")
+    ts.set_defaults(func=cmd_transcribe)
 
     at = sub.add_parser("attention", help="draw the cross-attention of one example")
     at.add_argument("--model", required=True, help="a model folder written by xattn")

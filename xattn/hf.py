@@ -1,8 +1,15 @@
-"""Import of transformers' Marian and BART checkpoints (folders written by save_pretrained).
+"""Import of transformers' Marian, BART and Whisper checkpoints (folders written by
+save_pretrained).
 
 Reads config.json, model.safetensors (never a pickled pytorch_model.bin) and, when present,
-generation_config.json and Marian's tokenizer files. The result gives the same logits and
-the same greedy and beam outputs as transformers on the same weights.
+generation_config.json and the tokenizer files (Marian's SentencePiece models, or a
+tokenizer.json). The result gives the same logits and the same greedy and beam outputs as
+transformers on the same weights.
+
+Whisper maps onto the same EncoderDecoder: its audio stem (two 1-D convolutions, fixed
+sinusoidal positions) is the "whisper" front end, then pre-norm layers, learned decoder
+positions and an output layer tied to the token embeddings; its key projections have no
+bias (loaded as zeros).
 """
 
 from __future__ import annotations
@@ -51,12 +58,15 @@ def _same(cfg: dict, a: str, b: str, path: Path) -> Any:
     return cfg[a]
 
 
+MODEL_TYPES = ("marian", "bart", "whisper")
+
+
 def hf_config_to_model_config(cfg: dict, path: Path) -> ModelConfig:
-    """The ModelConfig that reproduces a transformers Marian or BART config."""
+    """The ModelConfig that reproduces a transformers Marian, BART or Whisper config."""
     model_type = cfg.get("model_type")
-    if model_type not in ("marian", "bart"):
+    if model_type not in MODEL_TYPES:
         raise ValueError(
-            f"{path}: model_type={model_type!r}; xattn imports 'marian' and 'bart' checkpoints"
+            f"{path}: model_type={model_type!r}; xattn imports {', '.join(MODEL_TYPES)} checkpoints"
         )
     activation = cfg.get("activation_function", "gelu")
     if activation not in _ACTIVATIONS:
@@ -93,6 +103,18 @@ def hf_config_to_model_config(cfg: dict, path: Path) -> ModelConfig:
     }
     if model_type == "marian":
         return ModelConfig(positions="sinusoidal", **common)
+    if model_type == "whisper":
+        whisper = {
+            "share_embeddings": False,
+            "tie_output": True,
+            "final_logits_bias": False,
+            "pre_norm": True,
+            "front_end": "whisper",
+            "source_features": cfg["num_mel_bins"],
+            "source_positions": cfg["max_source_positions"],
+            "max_positions": cfg["max_target_positions"],
+        }
+        return ModelConfig(positions="learned", **{**common, **whisper})
     return ModelConfig(positions="learned", position_offset=2, embed_norm=True, **common)
 
 
@@ -103,7 +125,17 @@ def _first(value):
 def _weight_map(config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
     """(our name, transformers names in order of preference) for every tensor we load."""
     pairs: list[tuple[str, tuple[str, ...]]] = []
-    if config.share_embeddings:
+    if config.front_end == "whisper":
+        pairs.append(("tgt_embed.weight", ("model.decoder.embed_tokens.weight",)))
+        pairs.append(("decoder_positions.weight", ("model.decoder.embed_positions.weight",)))
+        pairs.append(("front_end.positions", ("model.encoder.embed_positions.weight",)))
+        for conv in ("conv1", "conv2"):
+            for p in ("weight", "bias"):
+                pairs.append((f"front_end.{conv}.{p}", (f"model.encoder.{conv}.{p}",)))
+        for side in ("encoder", "decoder"):
+            for p in ("weight", "bias"):
+                pairs.append((f"{side}_norm.{p}", (f"model.{side}.layer_norm.{p}",)))
+    elif config.share_embeddings:
         names = (
             "model.shared.weight",
             "model.encoder.embed_tokens.weight",
@@ -115,8 +147,9 @@ def _weight_map(config: ModelConfig) -> list[tuple[str, tuple[str, ...]]]:
         pairs.append(("tgt_embed.weight", ("model.decoder.embed_tokens.weight",)))
     if not config.tie_output:
         pairs.append(("lm_head.weight", ("lm_head.weight",)))
-    pairs.append(("final_logits_bias", ("final_logits_bias",)))
-    if config.positions == "learned":
+    if config.final_logits_bias:
+        pairs.append(("final_logits_bias", ("final_logits_bias",)))
+    if config.positions == "learned" and config.front_end != "whisper":
         pairs.append(("encoder_positions.weight", ("model.encoder.embed_positions.weight",)))
         pairs.append(("decoder_positions.weight", ("model.decoder.embed_positions.weight",)))
     if config.embed_norm:
@@ -198,7 +231,8 @@ def load_hf(cls, path: str | Path):
     for ours, candidates in _weight_map(config):
         found = next((n for n in candidates if n in tensors), None)
         if found is None:
-            if ours == "final_logits_bias":  # transformers zero-initializes it when absent
+            if ours == "final_logits_bias" or ours.endswith("k_proj.bias"):
+                # transformers zero-initializes the bias when absent; Whisper's keys have none
                 loaded[ours] = torch.zeros_like(state[ours])
                 continue
             raise ValueError(f"{weights}: tensor {candidates[0]} is missing")
@@ -216,7 +250,8 @@ def load_hf(cls, path: str | Path):
         raise ValueError(f"{weights}: no source for {missing[:5]}")
     unused = [k for k in tensors if not _known_hf_name(k)]
     if unused:
-        raise ValueError(f"{weights}: unexpected tensors {unused[:5]} (not a plain Marian/BART?)")
+        kind = cfg.get("model_type")
+        raise ValueError(f"{weights}: unexpected tensors {unused[:5]} (not a plain {kind} model?)")
     model.load_state_dict(loaded, strict=False)
     model.generation_config = _generation_config(path, cfg)
     model.tokenizer = load_tokenizer(path)
@@ -230,9 +265,10 @@ def _is_tied(name: str, config: ModelConfig) -> bool:
 
 
 _KNOWN = re.compile(
-    r"^(final_logits_bias|lm_head\.weight|model\.shared\.weight|"
+    r"^(final_logits_bias|lm_head\.weight|proj_out\.weight|model\.shared\.weight|"
     r"model\.(encoder|decoder)\.(embed_tokens|embed_positions)\.weight|"
-    r"model\.(encoder|decoder)\.layernorm_embedding\.(weight|bias)|"
+    r"model\.(encoder|decoder)\.(layernorm_embedding|layer_norm)\.(weight|bias)|"
+    r"model\.encoder\.conv[12]\.(weight|bias)|"
     r"model\.(encoder|decoder)\.layers\.\d+\..+)$"
 )
 
@@ -251,4 +287,6 @@ def _generation_config(path: Path, cfg: dict) -> GenerationConfig:
         data = {k: cfg[k] for k in _GENERATION_KEYS if k in cfg}
     for key in ("eos_token_id", "pad_token_id", "decoder_start_token_id", "bos_token_id"):
         data.setdefault(key, cfg.get(key))
+    if "median_filter_width" in cfg:  # Whisper keeps it in config.json
+        data.setdefault("median_filter_width", cfg["median_filter_width"])
     return GenerationConfig.from_dict(data)

@@ -16,13 +16,14 @@ from xattn.data.digits import (
     warp_glyphs,
 )
 from xattn.data.speech import (
-    HOP,
     N_MELS,
-    SAMPLE_RATE,
+    REAL_SPEAKERS,
+    SYNTH_RATE,
+    VALID_TAKES,
     VARIANTS,
     Synthesizer,
-    log_mel,
     make_utterances,
+    real_clips,
 )
 from xattn.data.stories import PLACES, TAKES, make_stories
 
@@ -171,22 +172,6 @@ def test_stories_are_seeded_and_splits_disjoint():
 # ---- speech ------------------------------------------------------------------------------
 
 
-def test_log_mel_puts_a_tone_in_its_band():
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    low = log_mel(0.5 * np.sin(2 * np.pi * 300 * t))
-    high = log_mel(0.5 * np.sin(2 * np.pi * 3000 * t))
-    assert low.shape == (1 + (SAMPLE_RATE - 551) // HOP, N_MELS) and low.dtype == np.float32
-
-    def mel(f):
-        return 2595 * np.log10(1 + f / 700)
-
-    centers = np.linspace(mel(60), mel(8000), N_MELS + 2)[1:-1]  # HTK mel bands, 60-8000 Hz
-    for tone, features in ((300, low), (3000, high)):
-        assert features.mean(0).argmax() == np.abs(centers - mel(tone)).argmin()
-    with pytest.raises(ValueError, match=r"expected mono audio"):
-        log_mel(np.zeros((2, 100)))
-
-
 @pytest.fixture(scope="module")
 def utterances():
     return make_utterances(300, 20, 60, seed=0)
@@ -195,7 +180,7 @@ def utterances():
 def test_synthesizer_speaks():
     synth = Synthesizer()
     samples = synth("seven", "en-us+steph")
-    assert samples.dtype == np.int16 and 0.2 * SAMPLE_RATE < len(samples) < 2 * SAMPLE_RATE
+    assert samples.dtype == np.int16 and 0.2 * SYNTH_RATE < len(samples) < 2 * SYNTH_RATE
     assert np.abs(samples).max() > 1000
     with pytest.raises(ValueError, match="no voice"):
         synth("seven", "xx-nowhere")
@@ -203,8 +188,15 @@ def test_synthesizer_speaks():
 
 def test_utterances_hold_out_voices_and_know_word_spans(utterances):
     train_voices = {u.voice for u in utterances["train"]}
-    assert not train_voices & {u.voice for u in utterances["test"]}
-    assert not train_voices & {u.voice for u in utterances["valid"]}
+    synthetic = {n: {u.voice for u in v if u.kind == "synthetic"} for n, v in utterances.items()}
+    assert not synthetic["train"] & (synthetic["valid"] | synthetic["test"])
+    real = {n: {u.voice for u in v if u.kind == "real"} for n, v in utterances.items()}
+    assert real["test"] == {"fsdd:george"} and "fsdd:george" not in train_voices
+    assert real["train"] == real["valid"] == {"fsdd:jackson", "fsdd:lucas", "fsdd:nicolas"}
+    for name, split in utterances.items():
+        share = sum(u.kind == "real" for u in split) / len(split)
+        assert 0.25 < share < 0.75, name  # about half real, half synthetic
+        assert all((u.audio is None) == (name == "train") for u in split)  # held-out audio
     speech, gaps = [], []
     for u in utterances["train"]:
         frames = u.features.shape[0]
@@ -218,6 +210,43 @@ def test_utterances_hold_out_voices_and_know_word_spans(utterances):
         speech.append(energy[inside].mean())
         gaps.append(energy[~inside].mean())
     assert np.mean(speech) > np.mean(gaps) + 0.3  # the spans are where the sound is
+
+
+def test_real_recordings_are_split_by_speaker_and_take():
+    clips = real_clips("lucas")
+    assert sorted(clips) == sorted(DIGIT_WORDS) and all(len(c) == 50 for c in clips.values())
+    assert all(c.dtype == np.float32 and np.abs(c).max() <= 1.0 for c in clips["seven"])
+    splits = make_utterances(0, 40, 40, seed=3, real_share=1.0, test_speaker="jackson")
+    assert {u.voice for u in splits["test"]} == {"fsdd:jackson"}
+    # a validation utterance of a training speaker is made of the takes training never uses
+    takes = {
+        s: {w: [c[i] for i in VALID_TAKES] for w, c in real_clips(s).items()} for s in REAL_SPEAKERS
+    }
+    for u in splits["valid"]:
+        speaker = u.voice.removeprefix("fsdd:")
+        start = next(i for i, x in enumerate(u.audio) if abs(x) > 0.05)  # noise is < 0.02
+        word = takes[speaker][u.words[0]]
+        assert any(len(c) <= len(u.audio) - start + 2 for c in word)
+    with pytest.raises(ValueError, match="unknown speaker 'theo'"):
+        real_clips("theo")
+
+
+def test_training_utterances_are_augmented_and_held_out_ones_are_not():
+    from xattn.data.speech import NO_AUGMENT, Augment
+
+    plain = make_utterances(60, 0, 0, seed=2, augment=None)["train"]
+    again = make_utterances(60, 0, 0, seed=2, augment=NO_AUGMENT)["train"]
+    assert all(np.array_equal(a.features, b.features) for a, b in zip(plain, again, strict=True))
+    rooms = make_utterances(60, 0, 0, seed=2, augment=Augment(reverb=1.0))["train"]
+    assert (
+        sum(not np.array_equal(a.features, b.features) for a, b in zip(plain, rooms, strict=True))
+        == 60
+    )
+    # longer or shorter words: speed changes every span
+    fast = make_utterances(60, 0, 0, seed=2, augment=Augment((1.3, 1.3), (1.3, 1.3), 0.0))["train"]
+    length = [b - a for u in plain for a, b in u.spans]
+    faster = [b - a for u in fast for a, b in u.spans]
+    assert np.mean(faster) < 0.85 * np.mean(length)
 
 
 def test_a_fresh_synthesizer_repeats_itself_whatever_was_said_before(monkeypatch):
@@ -268,7 +297,7 @@ out.close()
 """
 
 
-def fake_espeak(folder, rate=SAMPLE_RATE):
+def fake_espeak(folder, rate):
     """An `espeak-ng` program on PATH that logs its arguments and writes 0.1 s of 440 Hz."""
     import sys
 
@@ -289,12 +318,12 @@ def test_the_espeak_program_stands_in_for_the_library(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(SpeechUnavailable, match=r"pip install espeakng-loader \(.*\(apt install"):
         Synthesizer()
-    log = fake_espeak(tmp_path)
+    log = fake_espeak(tmp_path, rate=SYNTH_RATE)
     synth = Synthesizer()
     assert synth.backend == "program"
     samples = synth("seven", "en-us+m3", rate=150, pitch=40)
-    assert samples.dtype == np.int16 and len(samples) == SAMPLE_RATE // 10
-    rate = SAMPLE_RATE  # the program's own arithmetic
+    assert samples.dtype == np.int16 and len(samples) == SYNTH_RATE // 10
+    rate = SYNTH_RATE  # the program's own arithmetic
     expected = [int(8000 * math.sin(2 * math.pi * 440 * t / rate)) for t in range(rate // 10)]
     assert samples.tolist() == expected  # the program's WAV, read back exactly
     call = json.loads(log.read_text())

@@ -205,14 +205,22 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     assert saved["alignment_heads"] == chosen  # the same pairs, counting from 0
     names = " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in chosen)
     page = (run / "attention" / "index.html").read_text()
-    assert f"(the mean of the alignment heads {names})" in page  # the page says what it shows
+    assert f"the mean of the alignment heads {names}" in page  # the page says what it shows
+    if name == "speech":  # word times from the alignment heads, against the gold spans
+        timing = summary["word_timing"]
+        assert set(timing) >= {"start_error", "end_error", "f1_50ms", "f1_100ms", "iou"}
+        assert f"start error {1000 * timing['start_error']:.0f} ms" in out
+        for kind in ("real", "synthetic"):
+            if f"exact_{kind}" in summary:
+                assert f"  {kind} examples (" in out and f"word_timing_{kind}" in summary
     if name == "qa":  # per kind of question: exact match and hit rate, printed as recorded
         kinds = [k.removeprefix("exact_") for k in summary if k.startswith("exact_")]
         assert kinds
         for k in kinds:
             line = next(x for x in out.splitlines() if x.startswith(f"  {k} examples ("))
-            assert f"exact {summary[f'exact_{k}']:.1%}" in line
-            assert line.endswith(f"{summary[f'alignment_hit_rate_{k}']:.1%}")
+            assert f"exact {summary[f'exact_{k}']:.1%}, WER {summary[f'wer_{k}']:.1%}" in line
+            assert f"supporting input {summary[f'alignment_hit_rate_{k}']:.1%}" in line
+            assert line.endswith(f"heads {summary[f'alignment_heads_hit_rate_{k}']:.1%})")
     at = ["attention", "--model", str(run / "model"), "--task", name, "--example", "1"]
     code = main([*at, "--out", str(tmp_path / "att")])
     assert code == 0
@@ -261,3 +269,41 @@ def test_cli_task_training_resumes(tmp_path, capsys):
     fresh = ["train", "--task", "qa", "--out", str(empty), "--resume", "--steps", "2"]
     assert main(fresh) == 2
     assert "--resume given but no checkpoint found" in capsys.readouterr().err
+
+
+def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
+    """A speech model trained here reads WAV files at any rate, and its words get times."""
+    from scipy.io import wavfile
+
+    from xattn.data.audio import read_wav, resample
+    from xattn.data.speech import SAMPLE_RATE, make_utterances
+
+    run = tmp_path / "speech"
+    flags = [
+        "--task",
+        "speech",
+        "--steps",
+        "2",
+        "--train-size",
+        "16",
+        "--no-progress",
+        "--eval-every",
+        "2",
+    ]
+    assert main(["train", *flags, "--out", str(run)]) == 0
+    capsys.readouterr()  # what training printed
+    model = EncoderDecoder.load(run / "model")
+    utterance = make_utterances(0, 0, 1, seed=0)["test"][0]
+    wide = resample(utterance.audio, SAMPLE_RATE, 44100)  # a phone's rate
+    wavfile.write(tmp_path / "clip.wav", 44100, (wide * 32767).astype("int16"))
+    samples, rate = read_wav(tmp_path / "clip.wav")
+    expected = model.transcribe(samples, rate, word_timestamps=True)
+    assert expected.words is not None and len(expected.words) == len(expected.tokens)
+    assert all(s <= e for _, s, e in expected.words)
+    assert main(["transcribe", "--model", str(run / "model"), str(tmp_path / "clip.wav")]) == 0
+    assert capsys.readouterr().out == expected.text + "\n"
+    argv = ["transcribe", "--model", str(run / "model"), str(tmp_path / "clip.wav"), "--json"]
+    assert main([*argv, "--word-timestamps"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["tokens"] == expected.tokens
+    assert [w["word"] for w in record["words"]] == [w for w, _, _ in expected.words]

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from xattn.viz import attention_html, plot_attention, plot_attention_grid, plot_loss_curve
+from xattn.viz import plot_attention, plot_attention_grid, plot_loss_curve
 
 PNG = b"\x89PNG\r\n\x1a\n"
 SRC, TGT = ["the", "red", "car", "</s>"], ["el", "coche", "rojo", "</s>"]
@@ -33,20 +33,6 @@ def test_shape_errors_name_the_shapes(tmp_path):
         plot_attention(weights(3, 4), SRC, TGT, tmp_path / "a.png")
     with pytest.raises(ValueError, match=r"a layer map has shape \(4, 4, 3\)"):
         plot_attention_grid([torch.rand(4, 4, 3)], SRC, TGT, tmp_path / "g.png")
-
-
-def test_html_page_is_self_contained_and_holds_the_weights(tmp_path):
-    w = weights()
-    page = attention_html(
-        [(SRC, TGT, w), (["a", "<b>"], ["x"], torch.tensor([[0.25, 0.75]]))], tmp_path / "p.html"
-    )
-    text = page.read_text()
-    assert text.count('class="pair"') == 2
-    assert "&lt;b&gt;" in text and "<b>" not in text.split("<body>")[1].split("<script>")[0]
-    assert "http" not in text  # nothing to fetch
-    assert "mouseenter" in text
-    rows = json.loads(text.split('data-weights="')[1].split('"')[0].replace("&quot;", '"'))
-    assert rows == [[round(float(x), 4) for x in r] for r in w]
 
 
 def test_loss_curve(tmp_path):

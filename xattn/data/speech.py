@@ -1,22 +1,24 @@
-"""Speech recognition data: spoken digit words synthesized with eSpeak NG, as log-mel frames.
+"""Speech recognition data: spoken digit words by synthetic voices (eSpeak NG) and by real
+people (four speakers of the Free Spoken Digit Dataset, shipped in data/fsdd), strung into
+utterances of 1-4 words whose true word spans are known, as log-mel frames at 8 kHz.
+
+Everything runs at 8 kHz, the rate of the recordings (telephone band: nothing above 4 kHz),
+so the synthetic voices are resampled, which band-limits them the same way. A voice is an
+eSpeak NG accent with a variant ("en-gb-scotland+steph") or a real speaker ("fsdd:george").
+Every synthetic voice speaks every digit word at three rates and pitches once (the clip
+bank); a real speaker has 50 recordings of each digit. An utterance strings 1-4 clips of
+one voice with random gaps and gain; training utterances are also changed the ways real
+recordings differ: speed (tempo, pitch and vocal-tract length together), room
+reverberation and background noise. Whole voices are held out: test utterances come from
+synthetic voices and a real speaker never heard in training; validation uses other
+unseen synthetic voices and recordings of the training speakers that training never sees.
 
 Synthesis runs in process through ctypes on the library that the PyPI package
-`espeakng-loader` ships (with its voice data); without it, Debian's `espeak-ng` program is
-used when installed; otherwise SpeechUnavailable says how to get either.
-
-A voice is an English accent with a voice variant ("en-gb-scotland+steph"). Every voice speaks
-every digit word at a few rates and pitches once (the clip bank, a few seconds); each
-utterance then strings 1-4 clips of one voice with random gaps, gain, a small speed change
-and background noise, so the true time span of every word is known. Whole voices are held
-out: test utterances come from voices never heard in training.
-
-Seeded means the same utterances in every process: eSpeak NG carries state from one call to
-the next (a clip depends on what the library said before it), so the bank is spoken by a
-private copy of the library that starts from scratch, and the variants that add random
-breath noise (f2, f3, f5: different samples in every process) are not used.
-
-Features (numpy, no torchaudio): 25 ms Hann windows every 10 ms, 40 mel bands from 60 Hz to
-8 kHz, log10 with an 8-decade floor, scaled to about [-1, 1] (Whisper's normalization).
+`espeakng-loader` ships; without it, Debian's `espeak-ng` program is used; otherwise
+SpeechUnavailable says how to get either. Seeded means the same utterances in every process:
+eSpeak NG carries state from one call to the next, so the bank is spoken by a private copy
+of the library that starts from scratch, and the variants that add random breath noise
+(f2, f3, f5) are not used.
 """
 
 from __future__ import annotations
@@ -28,30 +30,36 @@ import subprocess
 import tempfile
 import wave
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
 
+from .audio import SPEECH, log_mel, resample
 from .digits import DIGIT_WORDS
 
 __all__ = [
     "HOP",
     "N_MELS",
+    "REAL_SPEAKERS",
     "SAMPLE_RATE",
+    "Augment",
     "SpeechUnavailable",
     "Synthesizer",
     "Utterance",
-    "log_mel",
     "make_utterances",
+    "real_clips",
     "voices",
 ]
 
-SAMPLE_RATE = 22050
-HOP = 220  # samples per frame: 10 ms
-WINDOW = 551  # 25 ms
-N_FFT = 1024
-N_MELS = 40
+SAMPLE_RATE = SPEECH.sample_rate  # 8 kHz: every clip and utterance
+HOP = SPEECH.hop_length  # samples per frame: 10 ms
+N_MELS = SPEECH.n_mels
+SYNTH_RATE = 22050  # what eSpeak NG speaks at
+REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
+VALID_TAKES = range(45, 50)  # recordings of each digit kept from training, for validation
 
 ACCENTS = (
     "en",
@@ -88,12 +96,12 @@ class SpeechUnavailable(OSError):
 
 
 def voices() -> list[str]:
-    """Every voice name: accent + variant."""
+    """Every synthetic voice name: accent + variant."""
     return [f"{a}+{v}" for a in ACCENTS for v in VARIANTS]
 
 
 class Synthesizer:
-    """Text to 16-bit mono samples at SAMPLE_RATE with eSpeak NG (library or program).
+    """Text to 16-bit mono samples at SYNTH_RATE with eSpeak NG (library or program).
 
     fresh=True loads a private copy of the library, whose state starts from scratch: its
     calls give the same samples whatever was spoken before in this process (the program
@@ -124,7 +132,7 @@ class Synthesizer:
     def _open_library(self, library: str, data: str) -> None:
         lib = ctypes.CDLL(library)
         rate = lib.espeak_Initialize(2, 0, data.encode(), 0)  # 2: synchronous, no playback
-        if rate != SAMPLE_RATE:
+        if rate != SYNTH_RATE:
             raise RuntimeError(f"eSpeak NG initialization returned {rate}")
         self._chunks: list[np.ndarray] = []
         callback_type = ctypes.CFUNCTYPE(
@@ -177,64 +185,18 @@ class Synthesizer:
             check=True,
         )
         with wave.open(io.BytesIO(done.stdout)) as w:
-            if w.getframerate() != SAMPLE_RATE:
+            if w.getframerate() != SYNTH_RATE:
                 raise RuntimeError(f"espeak-ng wrote {w.getframerate()} Hz audio")
             return np.frombuffer(w.readframes(w.getnframes()), np.int16)
 
 
 def _trim(samples: np.ndarray, threshold: float = 0.02) -> np.ndarray:
     """Cut leading and trailing silence (below threshold of the peak)."""
-    loud = np.flatnonzero(np.abs(samples) > threshold * max(1.0, np.abs(samples).max()))
+    loud = np.flatnonzero(np.abs(samples) > threshold * max(1e-9, np.abs(samples).max()))
     return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
 
 
-@lru_cache(maxsize=1)
-def _mel_filters() -> np.ndarray:
-    """(N_MELS, N_FFT // 2 + 1) triangular filters on the HTK mel scale, Slaney-normalized."""
-
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-
-    def hz(m):
-        return 700.0 * (10 ** (m / 2595.0) - 1.0)
-
-    edges = hz(np.linspace(mel(60.0), mel(8000.0), N_MELS + 2))
-    freqs = np.linspace(0, SAMPLE_RATE / 2, N_FFT // 2 + 1)
-    lower = (freqs[None, :] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
-    upper = (edges[2:, None] - freqs[None, :]) / (edges[2:] - edges[1:-1])[:, None]
-    filters = np.maximum(0.0, np.minimum(lower, upper))
-    return (filters * (2.0 / (edges[2:] - edges[:-2]))[:, None]).astype(np.float32)
-
-
-def log_mel(samples: np.ndarray) -> np.ndarray:
-    """(frames, N_MELS) float32 log-mel features of float samples in [-1, 1]; frame i
-    covers samples [i * HOP, i * HOP + WINDOW)."""
-    samples = np.asarray(samples, np.float32)
-    if samples.ndim != 1:
-        raise ValueError(f"samples have shape {samples.shape}; expected mono audio (N,)")
-    if len(samples) < WINDOW:
-        samples = np.pad(samples, (0, WINDOW - len(samples)))
-    frames = 1 + (len(samples) - WINDOW) // HOP
-    index = np.arange(WINDOW)[None, :] + HOP * np.arange(frames)[:, None]
-    windowed = samples[index] * np.hanning(WINDOW).astype(np.float32)
-    power = np.abs(np.fft.rfft(windowed, N_FFT)) ** 2  # (frames, N_FFT / 2 + 1)
-    logs = np.log10(np.maximum(power @ _mel_filters().T, 1e-10))
-    logs = np.maximum(logs, logs.max() - 8.0)
-    return ((logs + 4.0) / 4.0).astype(np.float32)
-
-
-@dataclass(frozen=True)
-class Utterance:
-    """features (frames, N_MELS); words; spans[i] = frames [start, end) of word i; voice."""
-
-    features: np.ndarray
-    words: tuple[str, ...]
-    spans: tuple[tuple[int, int], ...]
-    voice: str
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.words)
+Bank = dict[str, dict[str, list[np.ndarray]]]  # voice -> word -> clips at SAMPLE_RATE
 
 
 def _clip_settings(voice_names: list[str], rng: np.random.Generator) -> tuple:
@@ -245,76 +207,187 @@ def _clip_settings(voice_names: list[str], rng: np.random.Generator) -> tuple:
     )
 
 
-def _clip_bank(synth: Synthesizer, settings: tuple) -> dict[str, dict[str, list[np.ndarray]]]:
-    """voice -> word -> list of float clips (one per rate and pitch of the voice)."""
-    return {
-        voice: {
-            word: [_trim(synth(word, voice, r, p)).astype(np.float32) / 32768.0 for r, p in ways]
-            for word in DIGIT_WORDS
-        }
-        for voice, ways in settings
-    }
+def _clip_bank(synth: Synthesizer, settings: tuple) -> Bank:
+    """voice -> word -> float clips at SAMPLE_RATE (one per rate and pitch of the voice)."""
+    bank: Bank = {}
+    for voice, ways in settings:
+        bank[voice] = {}
+        for word in DIGIT_WORDS:
+            spoken = [
+                synth(word, voice, rate, pitch).astype(np.float32) / 32768.0 for rate, pitch in ways
+            ]
+            bank[voice][word] = [_trim(resample(c, SYNTH_RATE, SAMPLE_RATE)) for c in spoken]
+    return bank
 
 
 @lru_cache(maxsize=1)
-def _default_bank(settings: tuple) -> dict[str, dict[str, list[np.ndarray]]]:
+def _default_bank(settings: tuple) -> Bank:
     """The bank spoken by a fresh copy of the library, kept for the next call with the same
     settings (the same seed): rebuilding it would give the same clips, seconds later."""
     return _clip_bank(Synthesizer(fresh=True), settings)
 
 
-def _utterance(bank, voice: str, rng: np.random.Generator, max_words: int) -> Utterance:
+@lru_cache(maxsize=4)
+def real_clips(speaker: str) -> dict[str, list[np.ndarray]]:
+    """word -> the speaker's 50 recordings of it (float32 at 8 kHz), in FSDD's take order."""
+    if speaker not in REAL_SPEAKERS:
+        raise ValueError(f"unknown speaker {speaker!r}; expected one of {', '.join(REAL_SPEAKERS)}")
+    with (files("xattn.data") / "fsdd" / f"{speaker}.npz").open("rb") as f:
+        table = np.load(f)
+        clips = {
+            word: [table[f"{digit}_{take}"].astype(np.float32) / 32768.0 for take in range(50)]
+            for digit, word in enumerate(DIGIT_WORDS)
+        }
+    return clips
+
+
+def _real_bank(speakers, takes) -> Bank:
+    return {
+        f"fsdd:{s}": {w: [c[i] for i in takes] for w, c in real_clips(s).items()} for s in speakers
+    }
+
+
+@dataclass(frozen=True)
+class Augment:
+    """How training utterances are changed (each draw per utterance). speed: the range of
+    the speed factor for synthetic and for real voices (resampling changes tempo, pitch and
+    apparent vocal-tract length together); reverb: the chance of a room (an exponentially
+    decaying noise impulse response, RT60 in `rt60` seconds); noise: the range of the
+    background noise's standard deviation."""
+
+    synthetic_speed: tuple[float, float] = (0.9, 1.1)
+    real_speed: tuple[float, float] = (0.85, 1.15)
+    reverb: float = 0.3
+    rt60: tuple[float, float] = (0.1, 0.5)
+    noise: tuple[float, float] = (0.001, 0.02)
+
+
+NO_AUGMENT = Augment((1.0, 1.0), (1.0, 1.0), 0.0, (0.1, 0.5), (0.001, 0.02))
+
+
+def _speed(clip: np.ndarray, factor: float) -> np.ndarray:
+    """The clip played `factor` times faster (polyphase resampling by a nearby fraction)."""
+    ratio = Fraction(factor).limit_denominator(40)
+    if ratio == 1:
+        return clip
+    from scipy.signal import resample_poly
+
+    return resample_poly(clip, ratio.denominator, ratio.numerator).astype(np.float32)
+
+
+def _room(audio: np.ndarray, rng: np.random.Generator, rt60: float) -> np.ndarray:
+    """The audio in a room: convolved with decaying noise (-60 dB after rt60 s), direct
+    path first, at the original loudness."""
+    from scipy.signal import fftconvolve
+
+    length = int(rt60 * SAMPLE_RATE)
+    t = np.arange(length) / SAMPLE_RATE
+    response = rng.normal(0, 1, length) * np.exp(-6.9 * t / rt60) * 0.3
+    response[0] = 1.0
+    wet = fftconvolve(audio, response)[: len(audio)]
+    return (wet * np.abs(audio).max() / max(1e-9, np.abs(wet).max())).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """features (frames, N_MELS); words; spans[i] = frames [start, end) of word i; voice;
+    kind: "synthetic" or "real"; audio: the samples at SAMPLE_RATE (held-out splits only)."""
+
+    features: np.ndarray
+    words: tuple[str, ...]
+    spans: tuple[tuple[int, int], ...]
+    voice: str
+    kind: str = "synthetic"
+    audio: np.ndarray | None = None
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def seconds(self) -> float:
+        return self.features.shape[0] * HOP / SAMPLE_RATE
+
+
+def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | None, keep_audio):
     n = int(rng.integers(1, max_words + 1))
     noise = np.random.default_rng(int(rng.integers(2**62)))  # draws as many as samples
     words = [DIGIT_WORDS[int(d)] for d in rng.integers(0, 10, n)]
-    speed = float(rng.uniform(0.9, 1.1))
+    real = voice.startswith("fsdd:")
+    plan = augment or NO_AUGMENT
+    speed = float(rng.uniform(*(plan.real_speed if real else plan.synthetic_speed)))
     pieces = [np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE), np.float32)]
     starts = []
     for i, word in enumerate(words):
-        clip = bank[voice][word][int(rng.integers(0, 3))]
-        length = max(1, int(len(clip) / speed))
-        clip = np.interp(np.linspace(0, len(clip) - 1, length), np.arange(len(clip)), clip)
+        clips = bank[voice][word]
+        clip = _speed(clips[int(rng.integers(0, len(clips)))], speed)
         clip = clip / max(1e-6, np.abs(clip).max()) * rng.uniform(0.3, 0.9)
-        starts.append((sum(map(len, pieces)), length))
+        starts.append((sum(map(len, pieces)), len(clip)))
         pieces.append(clip.astype(np.float32))
         gap = rng.uniform(0.03, 0.25) if i < n - 1 else rng.uniform(0.05, 0.3)
         pieces.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
     audio = np.concatenate(pieces)
-    audio = audio + noise.normal(0, rng.uniform(0.001, 0.02), audio.shape).astype(np.float32)
-    features = log_mel(audio)
+    if augment is not None and augment.reverb > 0 and rng.random() < augment.reverb:
+        audio = _room(audio, rng, float(rng.uniform(*augment.rt60)))
+    audio = audio + noise.normal(0, rng.uniform(*plan.noise), audio.shape).astype(np.float32)
+    features = log_mel(audio, SPEECH)
     frames = features.shape[0]
     spans = tuple((min(frames - 1, s // HOP), min(frames, -(-(s + n_) // HOP))) for s, n_ in starts)
-    return Utterance(features, tuple(words), spans, voice)
+    kind = "real" if real else "synthetic"
+    return Utterance(features, tuple(words), spans, voice, kind, audio if keep_audio else None)
 
 
 def make_utterances(
-    train: int = 12000,
+    train: int = 10000,
     valid: int = 300,
     test: int = 1000,
     *,
     seed: int = 0,
     max_words: int = 4,
     test_voices: float = 0.15,
+    real_share: float = 0.5,
+    test_speaker: str = "george",
+    augment: Augment | None = Augment(),
     synthesizer: Synthesizer | None = None,
 ) -> dict[str, list[Utterance]]:
-    """Utterances per split; the valid and test voices are never heard in training."""
+    """Utterances per split, each by a synthetic voice or (with chance real_share) a real
+    speaker. test_speaker is heard only in the test split; the other three speakers train,
+    their takes 45-49 kept for validation. Synthetic valid and test voices are never heard
+    in training. Training utterances are augmented (augment=None: not)."""
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
     held = max(2, round(test_voices * len(names)))
     held_out = [names[i] for i in order[:held]]
-    split_voices = {
+    synthetic = {
         "train": [names[i] for i in order[held:]],
         "valid": held_out[: held // 2],
         "test": held_out[held // 2 :],
     }
     settings = _clip_settings(names, rng)
     bank = _default_bank(settings) if synthesizer is None else _clip_bank(synthesizer, settings)
+    speakers = [s for s in REAL_SPEAKERS if s != test_speaker]
+    train_takes = [t for t in range(50) if t not in VALID_TAKES]
+    bank = {**bank, **_real_bank(speakers, train_takes)}
+    held_bank = {
+        **bank,
+        **_real_bank(speakers, VALID_TAKES),
+        **_real_bank([test_speaker], range(50)),
+    }
+    real = {
+        "train": [f"fsdd:{s}" for s in speakers],
+        "valid": [f"fsdd:{s}" for s in speakers],
+        "test": [f"fsdd:{test_speaker}"],
+    }
     out = {}
     for index, (name, size) in enumerate((("train", train), ("valid", valid), ("test", test))):
         r = np.random.default_rng([seed, index + 1])
-        pool = split_voices[name]
-        out[name] = [
-            _utterance(bank, pool[int(r.integers(0, len(pool)))], r, max_words) for _ in range(size)
-        ]
+        source = bank if name == "train" else held_bank
+        plan = augment if name == "train" else None
+        split = []
+        for _ in range(size):
+            pool = real[name] if r.random() < real_share else synthetic[name]
+            voice = pool[int(r.integers(0, len(pool)))]
+            split.append(_utterance(source, voice, r, max_words, plan, name != "train"))
+        out[name] = split
     return out

@@ -8,6 +8,8 @@
 - `MarianTokenizer`: the files of a Marian (opus-mt) folder, source.spm and target.spm
   (SentencePiece models) and vocab.json (pieces to model ids), so a downloaded opus-mt
   model translates text through xattn.
+- `JsonTokenizer`: a tokenizer.json written by the `tokenizers` library (Whisper folders
+  carry one: byte-level BPE with special tokens).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import Tensor
 
 from ..utils import pad_batch, read_json
 
-__all__ = ["SPECIALS", "MarianTokenizer", "PairTokenizer", "load_tokenizer"]
+__all__ = ["SPECIALS", "JsonTokenizer", "MarianTokenizer", "PairTokenizer", "load_tokenizer"]
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD, BOS, EOS, UNK = range(4)
@@ -223,6 +225,37 @@ class MarianTokenizer:
                 shutil.copyfile(self.folder / name, folder / name)
 
 
+class JsonTokenizer:
+    """A tokenizer.json: text <-> ids, with the file's special tokens (start, language, task,
+    end) left out of decoded text."""
+
+    FILE = "tokenizer.json"
+
+    def __init__(self, folder: str | Path) -> None:
+        from tokenizers import Tokenizer
+
+        path = Path(folder) / self.FILE
+        try:
+            self.tokenizer = Tokenizer.from_file(str(path))
+        except Exception as err:  # the tokenizers library raises its own exception types
+            raise ValueError(f"{path}: unreadable tokenizer file ({err})") from err
+        added = self.tokenizer.get_added_tokens_decoder()
+        self.special_ids = {i for i, token in added.items() if token.special}
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        ids = ids.tolist() if isinstance(ids, Tensor) else list(ids)
+        return self.tokenizer.decode(ids, skip_special_tokens=skip_special_tokens)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.tokenizer.token_to_id(token)
+
+    def save(self, folder: str | Path) -> None:
+        self.tokenizer.save(str(Path(folder) / self.FILE))
+
+
 def load_tokenizer(folder: str | Path):
     """The tokenizer stored in a model folder, or None when it has none."""
     folder = Path(folder)
@@ -230,4 +263,6 @@ def load_tokenizer(folder: str | Path):
         return MarianTokenizer(folder)
     if PairTokenizer.present(folder):
         return PairTokenizer.load(folder)
+    if (folder / JsonTokenizer.FILE).is_file():
+        return JsonTokenizer(folder)
     return None

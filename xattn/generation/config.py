@@ -27,7 +27,11 @@ class GenerationConfig:
     uses transformers' heuristic; "never" runs the canonical beam search.
     `alignment_heads` (Whisper's generation-config field): the cross-attention heads, as
     (layer, head) pairs counting from 0, whose mean attention aligns the output with the
-    input; search does not use it, attention pictures do (None: the mean of all heads).
+    input; search does not use it, attention pictures and word timestamps do (None: the
+    mean of all heads), with `median_filter_width` frames of smoothing for timestamps.
+    `suppress_tokens` are never generated, `begin_suppress_tokens` not as the first token.
+    Whisper's prompt settings (`no_timestamps_token_id`, `lang_to_id`, `task_to_id`,
+    `is_multilingual`, `forced_decoder_ids`) are kept as its generation_config.json has them.
     """
 
     max_length: int = 20
@@ -51,16 +55,29 @@ class GenerationConfig:
     forced_bos_token_id: int | None = None
     forced_eos_token_id: tuple[int, ...] | None = None
     alignment_heads: tuple[tuple[int, int], ...] | None = None
+    median_filter_width: int = 7
+    suppress_tokens: tuple[int, ...] | None = None
+    begin_suppress_tokens: tuple[int, ...] | None = None
+    no_timestamps_token_id: int | None = None
+    lang_to_id: dict[str, int] | None = None
+    task_to_id: dict[str, int] | None = None
+    is_multilingual: bool | None = None
+    forced_decoder_ids: tuple[tuple[int, int | None], ...] | None = None
 
     def __post_init__(self) -> None:
         # Normalize transformers' int-or-list fields to tuples.
-        for name in ("eos_token_id", "forced_eos_token_id"):
+        for name in (
+            "eos_token_id",
+            "forced_eos_token_id",
+            "suppress_tokens",
+            "begin_suppress_tokens",
+        ):
             value = getattr(self, name)
             if isinstance(value, int) and not isinstance(value, bool):
                 object.__setattr__(self, name, (value,))
             elif isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        for name in ("bad_words_ids", "alignment_heads"):
+        for name in ("bad_words_ids", "alignment_heads", "forced_decoder_ids"):
             if isinstance(getattr(self, name), list):
                 object.__setattr__(self, name, tuple(tuple(w) for w in getattr(self, name)))
 
@@ -111,6 +128,12 @@ class GenerationConfig:
             )
         ):
             fail("alignment_heads", "expected a non-empty list of [layer, head] pairs (from 0)")
+        for name in ("suppress_tokens", "begin_suppress_tokens"):
+            value = getattr(self, name)
+            if value is not None and any(not isinstance(t, int) or t < 0 for t in value):
+                fail(name, "expected a list of token ids")
+        if not isinstance(self.median_filter_width, int) or self.median_filter_width % 2 != 1:
+            fail("median_filter_width", "expected an odd positive int")
 
     def replace(self, **changes: Any) -> GenerationConfig:
         """A copy with some settings changed; an unknown name is a ValueError naming it."""

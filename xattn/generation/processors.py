@@ -131,6 +131,21 @@ def top_p(p: float, min_keep: int = 1) -> Processor:
     return process
 
 
+def suppress(tokens: Sequence[int], *, only_at: int | None = None) -> Processor:
+    """Ban these tokens (only when the row has `only_at` tokens, with only_at set: the first
+    generated position, for Whisper's begin_suppress_tokens)."""
+    banned = list(tokens)
+
+    def process(ids: Tensor, scores: Tensor) -> Tensor:
+        if only_at is not None and ids.shape[1] != only_at:
+            return scores
+        scores = scores.clone()
+        scores[:, banned] = NEG_INF
+        return scores
+
+    return process
+
+
 def build_processors(config: GenerationConfig, max_length: int, prompt_length: int = 1):
     """The processors of `config`, in transformers' order."""
     eos = config.eos_token_id or ()
@@ -149,6 +164,10 @@ def build_processors(config: GenerationConfig, max_length: int, prompt_length: i
         procs.append(forced_bos(config.forced_bos_token_id))
     if config.forced_eos_token_id is not None:
         procs.append(forced_eos(max_length, config.forced_eos_token_id))
+    if config.suppress_tokens:
+        procs.append(suppress(config.suppress_tokens))
+    if config.begin_suppress_tokens:
+        procs.append(suppress(config.begin_suppress_tokens, only_at=prompt_length))
     if config.do_sample:
         min_keep = (len(eos) + 1 if eos else 2) if config.num_beams > 1 else 1
         if config.temperature != 1.0:

@@ -18,7 +18,7 @@ __all__ = ["ACTIVATIONS", "PRESETS", "ModelConfig"]
 ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "silu")
 NORMS = ("layernorm", "rmsnorm")
 POSITIONS = ("sinusoidal", "learned", "none")
-FRONT_END_NAMES = ("image", "audio", "sentences")
+FRONT_END_NAMES = ("image", "audio", "sentences", "whisper")
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,9 @@ class ModelConfig:
     `front_end` names a richer input front end (see model/frontends.py), which then reads
     `source_features` as: "image", the image height H of pixel columns (B, W, H); "audio",
     the number of log-mel bins F of frames (B, frames, F); "sentences", the most words per
-    sentence L of passages (B, N, L) of word ids from a vocabulary of vocab_size.
+    sentence L of passages (B, N, L) of word ids from a vocabulary of vocab_size;
+    "whisper", Whisper's audio stem over F log-mel bins, with `source_positions` fixed
+    encoder positions of its own (max_positions then counts the decoder's).
     """
 
     vocab_size: int = 8000
@@ -42,6 +44,7 @@ class ModelConfig:
     tie_output: bool = True
     source_features: int | None = None
     front_end: str | None = None
+    source_positions: int | None = None
     d_model: int = 256
     encoder_layers: int = 3
     decoder_layers: int = 3
@@ -79,7 +82,7 @@ class ModelConfig:
             value = getattr(self, field)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 fail(field, "expected an int >= 0")
-        for field in ("target_vocab_size", "source_features", "num_kv_heads"):
+        for field in ("target_vocab_size", "source_features", "num_kv_heads", "source_positions"):
             value = getattr(self, field)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value <= 0
@@ -95,6 +98,8 @@ class ModelConfig:
                 )
             if self.front_end == "image" and self.d_model % 4:
                 fail("d_model", "the image front end needs a width divisible by 4")
+            if self.front_end == "whisper" and self.source_positions is None:
+                fail("front_end", "the whisper front end needs source_positions")
         if self.d_model % self.num_heads:
             fail("d_model", f"not divisible by num_heads={self.num_heads}")
         if self.num_heads % self.kv_heads:

@@ -14,6 +14,8 @@ positions of its own).
   in one half of the width, column in the other).
 - AudioFrontEnd: log-mel frames (B, frames, mels), two stride-2 1-D convolutions: 4x fewer
   positions; the encoder adds its usual positions.
+- WhisperFrontEnd: Whisper's stem, log-mel frames through two 1-D convolutions with GELU
+  (the second of stride 2: one position per 20 ms) plus fixed sinusoidal positions.
 - SentenceFrontEnd: a passage as sentences of word ids (B, N, L), one memory slot per
   sentence: the sum of its word embeddings, each scaled by a learned gain for its place in
   the sentence (memory networks' position encoding; a gain of 1 + p_j, p initialized to zero,
@@ -42,8 +44,10 @@ __all__ = [
     "FrontEnd",
     "ImageFrontEnd",
     "SentenceFrontEnd",
+    "WhisperFrontEnd",
     "build_front_end",
     "sinusoids_2d",
+    "whisper_sinusoids",
 ]
 
 
@@ -98,6 +102,47 @@ class AudioFrontEnd(FrontEnd):
         x = F.gelu(self.conv2(x))  # (B, D, frames/4)
         mask = _halve(mask)
         return self._zero_padding(self.norm(x.transpose(1, 2)), mask), mask  # (B, S', D)
+
+
+def whisper_sinusoids(length: int, dim: int) -> Tensor:
+    """(length, dim) Whisper's encoder positions: sines then cosines of position p over
+    dim / 2 timescales spaced geometrically from 1 to 10,000."""
+    step = math.log(10000.0) / (dim // 2 - 1)
+    inverse = torch.exp(-step * torch.arange(dim // 2, dtype=torch.float64))
+    angles = torch.arange(length, dtype=torch.float64)[:, None] * inverse[None, :]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+class WhisperFrontEnd(FrontEnd):
+    """Log-mel frames (B, frames, F) -> (B, ceil(frames / 2), D): conv1 (kernel 3) and conv2
+    (kernel 3, stride 2), each followed by GELU, plus the fixed positions (a buffer, so a
+    checkpoint's table loads as it is)."""
+
+    adds_positions = True
+
+    def __init__(self, num_features: int, dim: int, max_positions: int) -> None:
+        super().__init__()
+        self.num_features = num_features
+        self.conv1 = nn.Conv1d(num_features, dim, 3, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
+        self.register_buffer("positions", whisper_sinusoids(max_positions, dim))
+
+    def check(self, src: Tensor) -> None:
+        limit = 2 * self.positions.shape[0]
+        if src.shape[-1] != self.num_features or src.shape[1] > limit:
+            raise ValueError(
+                f"src has shape {format_shape(src.shape)}; expected log-mel frames (B, frames, "
+                f"{self.num_features}) with at most {limit} frames (30 s)"
+            )
+
+    def forward(self, src: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        x = self._zero_padding(src, mask).transpose(1, 2)  # (B, F, frames)
+        x = F.gelu(self.conv1(x))  # (B, D, frames)
+        x = self._zero_padding(x.transpose(1, 2), mask).transpose(1, 2)
+        x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, S', D)
+        mask = _halve(mask)
+        x = x + self.positions[: x.shape[1]]
+        return self._zero_padding(x, mask), mask
 
 
 def sinusoids_2d(rows: int, cols: int, dim: int) -> Tensor:
@@ -246,6 +291,8 @@ def build_front_end(config) -> FrontEnd | None:
         return ImageFrontEnd(config.source_features, D)
     if config.front_end == "audio":
         return AudioFrontEnd(config.source_features, D)
+    if config.front_end == "whisper":
+        return WhisperFrontEnd(config.source_features, D, config.source_positions)
     if config.front_end == "sentences":
         return SentenceFrontEnd(
             config.vocab_size, D, config.source_features, config.max_positions, config.pad_token_id

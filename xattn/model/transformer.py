@@ -120,7 +120,9 @@ class EncoderDecoder(nn.Module):
             front_end = FeatureFrontEnd(c.source_features, D)
         self.front_end = front_end
         self.embed_scale = embed_scale(c)
-        self.encoder_positions = _positions(c)
+        # a front end that places its tokens itself (image grid, Whisper) needs no table here
+        own_positions = getattr(front_end, "adds_positions", False)
+        self.encoder_positions = None if own_positions else _positions(c)
         self.decoder_positions = _positions(c)
         self.encoder_embed_norm = make_norm(c) if c.embed_norm else None
         self.decoder_embed_norm = make_norm(c) if c.embed_norm else None
@@ -417,6 +419,35 @@ class EncoderDecoder(nn.Module):
             maps = tuple(result.extras.unbind(2))
         return GenerationOutput(result.sequences, result.scores, maps)
 
+    def transcribe(
+        self,
+        audio,
+        sampling_rate: int,
+        *,
+        num_beams: int = 1,
+        max_new_tokens: int | None = None,
+        language: str | None = None,
+        task: str = "transcribe",
+        word_timestamps: bool = False,
+    ):
+        """Speech to text (speech models only: Whisper and xattn's own): audio (N,) mono
+        samples at any sampling_rate. Returns a Transcription with .text (None without a
+        tokenizer), .tokens (after the decoder prompt, end token excluded), and with
+        word_timestamps .token_times (seconds) and .words ([(word, start, end)]). See
+        xattn.transcription."""
+        from ..transcription import transcribe
+
+        return transcribe(
+            self,
+            audio,
+            sampling_rate,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            language=language,
+            task=task,
+            word_timestamps=word_timestamps,
+        )
+
     # ---- save / load ---------------------------------------------------------------------
 
     def save(self, path: str | Path) -> None:
@@ -482,7 +513,7 @@ class EncoderDecoder(nn.Module):
 
     @classmethod
     def from_hf(cls, path: str | Path) -> EncoderDecoder:
-        """A Marian or BART folder written by transformers' save_pretrained."""
+        """A Marian, BART or Whisper folder written by transformers' save_pretrained."""
         from ..hf import load_hf
 
         return load_hf(cls, path)
@@ -490,10 +521,14 @@ class EncoderDecoder(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> EncoderDecoder:
         """A model folder of either kind: written by `save` (xattn) or by transformers'
-        save_pretrained (from_hf); ValueError naming the folder when it is neither."""
+        save_pretrained (from_hf). A name that is not a local folder ("openai/whisper-tiny")
+        is downloaded from the Hugging Face hub first when the optional huggingface_hub is
+        installed. ValueError naming the folder when it is none of these."""
         from ..utils import read_json
 
         path = Path(path)
+        if not path.exists():
+            path = _download(str(path))
         if not path.is_dir():
             raise ValueError(f"{path}: no such model folder")
         if not (path / CONFIG_FILE).is_file():
@@ -501,6 +536,29 @@ class EncoderDecoder(nn.Module):
         if "model_type" in read_json(path / CONFIG_FILE):
             return cls.from_hf(path)
         return cls.load(path)
+
+
+# the files a model folder needs (weights in safetensors only: never a pickle)
+_HUB_FILES = ["*.json", "*.safetensors", "*.spm", "*.txt"]
+
+
+def _download(name: str) -> Path:
+    """A hub repository's model files, downloaded (or from the local cache)."""
+    if name.count("/") != 1 or name.startswith(("/", ".")):
+        raise ValueError(f"{name}: no such model folder")
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as err:
+        raise ValueError(
+            f"{name}: no such model folder; to download it from the Hugging Face hub, "
+            f"pip install huggingface_hub"
+        ) from err
+    try:
+        return Path(snapshot_download(repo_id=name, allow_patterns=_HUB_FILES))
+    except Exception as err:  # the hub client raises its own types (offline, not found, ...)
+        raise ValueError(
+            f"{name}: no such local folder, and the hub did not have it ({err})"
+        ) from err
 
 
 def _check_heads(heads, config: ModelConfig, where: str) -> None:

@@ -88,6 +88,14 @@ class Task:
         """The input, in words, for printed samples."""
         return ""
 
+    def explorer_source(self, example, length: int, words=None) -> dict:
+        """How the explorer draws this example's source of `length` memory positions (see
+        xattn.viz.explorer): text labels unless a task draws its input as what it is;
+        words: (word, start, end) timestamps of the output, for speech."""
+        from ..viz.explorer import text_source
+
+        return text_source(self.source_labels(example, length))
+
     def draw(self, example, words: list[str], weights: torch.Tensor, path: Path, title: str):
         """The task's picture of weights (T, S') for the target words; returns the path."""
         raise NotImplementedError
@@ -145,6 +153,17 @@ class Task:
 
     def metrics(self, hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
         return error_rates(hypotheses, references)
+
+    def word_spans(self, maps: torch.Tensor, heads, example, median_width: int = 7):
+        """(predicted, gold) (start, end) seconds of each reference word, read from maps
+        (L, H, T, S') of the example's alignment heads by dynamic time warping, for tasks
+        whose gold are time spans (speech); None otherwise."""
+        return None
+
+    def word_times(self, maps, heads, count: int, median_width: int = 7):
+        """(start, end) seconds of the first `count` target words read from the alignment
+        heads of maps (L, H, T, S'), for tasks whose source is time (speech); None otherwise."""
+        return None
 
     def word_alignment(self, maps: Sequence[torch.Tensor], examples: Sequence):
         """(AlignmentScores, links per example) of hard word alignments read from (T, S)

@@ -65,6 +65,13 @@ class CaptionTask(Task):
     def source_labels(self, example: Strip, length: int) -> list[str]:
         return [f"r{k % ROWS}c{k // ROWS}" for k in range(length)]
 
+    def explorer_source(self, example: Strip, length: int, words=None) -> dict:
+        from ..viz.explorer import image_source
+
+        cols = length // ROWS
+        source = image_source(example.image, ROWS, cols)
+        return {**source, "labels": self.source_labels(example, length)}
+
     def describe(self, example: Strip) -> str:
         return f"strip of {len(example.digits)} handwritten digit(s): {example.caption}"
 

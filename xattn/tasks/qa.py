@@ -91,6 +91,11 @@ class QATask(Task):
     def source_labels(self, example: Story, length: int) -> list[str]:
         return [s.removesuffix(" .") for s in example.sentences]
 
+    def explorer_source(self, example: Story, length: int, words=None) -> dict:
+        from ..viz.explorer import text_source
+
+        return text_source(self.source_labels(example, length), sentences=True)
+
     def describe(self, example: Story) -> str:
         return f"{example.passage} | {example.question}"
 

@@ -26,10 +26,12 @@ from ..alignment import (
     head_mean,
     keep_alignment_heads,
     pharaoh,
+    timing_scores,
     which_heads,
 )
 from ..model import EncoderDecoder
 from ..training import TrainConfig, evaluate, predict, train
+from ..training.batching import pad_sources
 from .base import Task
 
 __all__ = ["demo_splits", "draw_example", "run_demo", "task_for_model", "train_task"]
@@ -109,6 +111,42 @@ def example_attention(model, task: Task, example, text: str | None = None):
     return words, attention_maps(model, task, [example], [text])[0]
 
 
+@torch.no_grad()
+def token_probabilities(model, task: Task, example, text: str) -> list[float]:
+    """The model's probability of each word of `text` (and of </s>) given the words before."""
+    ids, prompt = task.target_ids(example, text)
+    src, mask = pad_sources([task.source(example)], task.tokenizer.pad_token_id)
+    logits = model(src, torch.tensor([ids[:-1]]), src_mask=mask)[0]  # (T, V)
+    chosen = logits.softmax(-1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    return chosen[prompt - 1 :].tolist()
+
+
+def explorer_example(model, task: Task, example, hypothesis: str, words, maps, name: str):
+    """The explorer's view of one example: its source as what it is, the target words of
+    the hypothesis with their probabilities, the reference, and every head's maps."""
+    from ..viz.explorer import ExplorerExample
+
+    heads = model.generation_config.alignment_heads
+    timed = None
+    if hasattr(task, "timestamps") and heads is not None:  # speech: word times from the heads
+        spans = task.timestamps(
+            maps, heads, len(words) - 1, model.generation_config.median_filter_width
+        )
+        timed = [(w, a, b) for w, (a, b) in zip(words, spans, strict=False)]
+    probabilities = token_probabilities(model, task, example, hypothesis)
+    reference = task.reference(example)
+    ref_words = [*reference.split(), "</s>"] if reference else None
+    return ExplorerExample(
+        task.explorer_source(example, maps.shape[-1], timed),
+        list(words),
+        maps,
+        name=name,
+        generated=list(zip(words, probabilities, strict=True)),
+        reference=ref_words,
+        note=task.describe(example),
+    )
+
+
 def draw_example(
     model, task: Task, example, folder: Path, name: str, hypothesis: str | None = None
 ) -> dict:
@@ -129,7 +167,14 @@ def draw_example(
         title = hyp  # an example without a reference (a sentence to translate)
     picture = task.draw(example, words, mean, folder / f"{name}.png", title)
     grid = plot_attention_grid(list(maps), labels, words, folder / f"{name}-grid.png", title=hyp)
-    return {"picture": picture, "grid": grid, "hypothesis": hyp, "tokens": (labels, words, mean)}
+    explore = explorer_example(model, task, example, hyp, words, maps, name)
+    return {
+        "picture": picture,
+        "grid": grid,
+        "hypothesis": hyp,
+        "tokens": (labels, words, mean),
+        "explorer": explore,
+    }
 
 
 def measure_alignment(model, task: Task, valid: Sequence, test: Sequence) -> dict:
@@ -145,12 +190,30 @@ def measure_alignment(model, task: Task, valid: Sequence, test: Sequence) -> dic
     for kind in sorted({k for k in map(task.kind, test) if k is not None}):
         chosen = [i for i, e in enumerate(test) if task.kind(e) == kind][:count]
         report[f"alignment_hit_rate_{kind}"] = rates(chosen)
+        report[f"alignment_heads_hit_rate_{kind}"] = rates(chosen, heads)
     maps, _ = rates.maps(first)
     word = task.word_alignment([head_mean(m, heads) for m in maps], list(test[: len(first)]))
     if word is not None:
         scores, links = word
         report["word_alignment"] = dataclasses.asdict(scores)
         report["pharaoh"] = [pharaoh(pairs) for pairs in links]
+    report.update(_word_timing(model, task, maps, heads, test[: len(first)]))
+    return report
+
+
+def _word_timing(model, task, maps, heads, examples) -> dict:
+    """Word timestamps read from the alignment heads against the gold spans, overall and
+    per kind (tasks whose gold are time spans only)."""
+    width = model.generation_config.median_filter_width
+    spans = [task.word_spans(m, heads, e, width) for m, e in zip(maps, examples, strict=True)]
+    if not spans or spans[0] is None:
+        return {}
+    report = {"word_timing": timing_scores([p for p, _ in spans], [g for _, g in spans])}
+    for kind in sorted({k for k in map(task.kind, examples) if k is not None}):
+        chosen = [s for s, e in zip(spans, examples, strict=True) if task.kind(e) == kind]
+        report[f"word_timing_{kind}"] = timing_scores(
+            [p for p, _ in chosen], [g for _, g in chosen]
+        )
     return report
 
 
@@ -200,6 +263,14 @@ def run_demo(
     return summary
 
 
+def _timing_line(timing: dict) -> str:
+    return (
+        f"start error {1000 * timing['start_error']:.0f} ms, end error "
+        f"{1000 * timing['end_error']:.0f} ms, boundaries within 50 ms {timing['f1_50ms']:.1%}, "
+        f"within 100 ms {timing['f1_100ms']:.1%}, IoU {timing['iou']:.1%}"
+    )
+
+
 def _print_alignment(task, test, hyps, scores, report, out) -> None:
     out(
         f"Cross-attention peak on the input that produced the word: "
@@ -213,30 +284,44 @@ def _print_alignment(task, test, hyps, scores, report, out) -> None:
             f"{word['precision']:.1%}, recall {word['recall']:.1%}, AER {word['aer']:.1%} "
             f"(Pharaoh i-j links: test-alignments.txt)"
         )
+    if "word_timing" in report:
+        out(f"  word timestamps from the alignment heads: {_timing_line(report['word_timing'])}")
     for kind in sorted({k for k in map(task.kind, test) if k is not None}):
         chosen = [i for i, e in enumerate(test) if task.kind(e) == kind]
-        right = sum(hyps[i] == task.reference(test[i]) for i in chosen) / len(chosen)
-        scores[f"exact_{kind}"] = right
-        out(
-            f"  {kind} examples ({len(chosen)}): exact {right:.1%}, attention peak on a "
-            f"supporting input {report[f'alignment_hit_rate_{kind}']:.1%}"
+        kind_scores = task.metrics(
+            [hyps[i] for i in chosen], [task.reference(test[i]) for i in chosen]
         )
+        scores.update({f"{key}_{kind}": value for key, value in kind_scores.items()})
+        wer = f", WER {kind_scores['wer']:.1%}" if "wer" in kind_scores else ""
+        out(
+            f"  {kind} examples ({len(chosen)}): exact {kind_scores['exact']:.1%}{wer}; attention "
+            f"peak on a supporting input {report[f'alignment_hit_rate_{kind}']:.1%} (alignment "
+            f"heads {report[f'alignment_heads_hit_rate_{kind}']:.1%})"
+        )
+        if f"word_timing_{kind}" in report:
+            out(f"    word timestamps: {_timing_line(report[f'word_timing_{kind}'])}")
 
 
 def _draw_demo(model, task, examples, hyps, run_dir: Path, out) -> Path:
-    """Pictures and the HTML page of the first held-out examples, printed as they go."""
-    from ..viz import attention_html, plot_loss_curve
+    """Pictures and the explorer page of the first held-out examples, printed as they go."""
+    from ..viz import plot_loss_curve
+    from ..viz.explorer import explorer
 
     plot_loss_curve(run_dir / "metrics.jsonl", run_dir / "loss.png")
     folder = run_dir / "attention"
     folder.mkdir(parents=True, exist_ok=True)
     out("\nHeld-out examples:")
-    records = []
+    views = []
     for i, example in enumerate(examples):
         drawn = draw_example(model, task, example, folder, f"example-{i + 1:02d}", hyps[i])
-        records.append(drawn["tokens"])
+        views.append(drawn["explorer"])
         mark = "ok" if drawn["hypothesis"] == task.reference(example) else "!!"
         out(f"  [{mark}] {task.describe(example)}\n        -> {drawn['hypothesis']}")
-    which = which_heads(model.generation_config.alignment_heads)
-    title = f"What {task.name} looked at"
-    return attention_html(records, folder / "index.html", title=title, heads=f"the mean of {which}")
+    page = explorer(
+        views,
+        title=f"What {task.name} looked at",
+        alignment_heads=model.generation_config.alignment_heads,
+        description=f"The {task.name} demo's held-out examples; the map first shown is the mean of "
+        f"{which_heads(model.generation_config.alignment_heads)}.",
+    )
+    return page.save(folder / "index.html")

@@ -1,8 +1,10 @@
-"""Speech recognition: spoken digit words (eSpeak NG voices) -> "nine five three".
+"""Speech recognition: spoken digit words (synthetic voices and real speakers) -> "nine
+five three".
 
-Log-mel frames go through the audio front end (two stride-2 convolutions: one encoder
-position per 4 frames, 40 ms); the decoder writes the words. A word's gold positions are
-those whose 40 ms window starts inside the frames where it was spoken.
+Log-mel frames at 8 kHz go through the audio front end (two stride-2 convolutions: one
+encoder position per 4 frames, 40 ms); the decoder writes the words. A word's gold
+positions are those whose 40 ms window starts inside the frames where it was spoken.
+Scores are reported per kind of voice: unseen synthetic voices and an unseen real speaker.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import ClassVar
 
 import torch
 
-from ..data.speech import N_MELS, Utterance, make_utterances
+from ..data.speech import HOP, N_MELS, SAMPLE_RATE, Utterance, make_utterances
 from ..training import TrainConfig
 from .base import Task
 
@@ -23,7 +25,7 @@ SUBSAMPLING = 4  # frames per encoder position
 
 class SpeechTask(Task):
     name = "speech"
-    title = "a speech recognizer (spoken digits from eSpeak NG voices -> words)"
+    title = "a speech recognizer (spoken digits, synthetic voices and real speakers -> words)"
     front_end = "audio"
     recipe: ClassVar[TrainConfig] = TrainConfig(
         steps=800,
@@ -55,11 +57,43 @@ class SpeechTask(Task):
         ]
 
     def source_labels(self, example: Utterance, length: int) -> list[str]:
-        return [f"{k * SUBSAMPLING / 100:.2f}s" for k in range(length)]
+        return [f"{k * SUBSAMPLING * HOP / SAMPLE_RATE:.2f}s" for k in range(length)]
+
+    def word_spans(self, maps, heads, example: Utterance, median_width: int = 7):
+        predicted = self.word_times(maps, heads, len(example.words), median_width)
+        gold = [(a * HOP / SAMPLE_RATE, b * HOP / SAMPLE_RATE) for a, b in example.spans]
+        return predicted, gold
+
+    def word_times(self, maps, heads, count: int, median_width: int = 7):
+        """(start, end) seconds of the first `count` target words, read from the alignment
+        heads of maps (L, H, T, S') (rows that predict each word, then </s>) by dynamic
+        time warping."""
+        from ..alignment import token_times
+
+        rows = torch.stack([maps[layer, head] for layer, head in heads])  # (h, T, S')
+        times = token_times(rows, SUBSAMPLING * HOP / SAMPLE_RATE, median_width)
+        return list(zip(times.starts[:count], times.ends[:count], strict=True))
+
+    def explorer_source(self, example: Utterance, length: int, words=None) -> dict:
+        from ..viz.explorer import audio_source
+
+        spans = [(a * HOP / SAMPLE_RATE, b * HOP / SAMPLE_RATE) for a, b in example.spans]
+        source = audio_source(
+            example.features,
+            SUBSAMPLING * HOP / SAMPLE_RATE,
+            HOP / SAMPLE_RATE,
+            samples=example.audio,
+            sample_rate=SAMPLE_RATE,
+            spans=spans,
+            words=words,
+        )
+        return {**source, "labels": self.source_labels(example, length)}
 
     def describe(self, example: Utterance) -> str:
-        seconds = example.features.shape[0] / 100
-        return f"{seconds:.1f} s of {example.voice} saying: {example.text}"
+        return f"{example.seconds:.1f} s of {example.voice} saying: {example.text}"
+
+    def kind(self, example: Utterance) -> str:
+        return example.kind
 
     def draw(self, example: Utterance, words, weights, path: Path, title: str) -> Path:
         from ..viz import plot_spectrogram_attention

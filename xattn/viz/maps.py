@@ -2,13 +2,11 @@
 
 - `plot_attention`: one heatmap, source tokens on x, target tokens on y.
 - `plot_attention_grid`: layers x heads, plus the head mean of each layer.
-- `attention_html`: a self-contained page; hover a target token to see its source weights.
 - `plot_loss_curve`: training and validation loss from a metrics.jsonl file.
 """
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +16,7 @@ from torch import Tensor
 
 from .figures import pyplot, save_figure
 
-__all__ = ["attention_html", "plot_attention", "plot_attention_grid", "plot_loss_curve"]
+__all__ = ["plot_attention", "plot_attention_grid", "plot_loss_curve"]
 
 
 def _check(weights: Tensor, source: Sequence[str], target: Sequence[str]) -> Tensor:
@@ -116,71 +114,6 @@ def plot_attention_grid(
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<style>
-body {{ font-family: sans-serif; margin: 2em; max-width: 60em; }}
-.pair {{ margin: 1.5em 0; padding: 0.8em; border: 1px solid #ddd; border-radius: 6px; }}
-.tok {{ display: inline-block; padding: 2px 5px; margin: 2px; border-radius: 4px; }}
-.tgt {{ cursor: pointer; border: 1px solid #bbb; }}
-.tgt:hover, .tgt.on {{ outline: 2px solid crimson; }}
-.label {{ color: #666; font-size: 0.85em; margin-right: 0.5em; }}
-</style></head><body>
-<h1>{title}</h1>
-<p>Hover (or tap) a target word: the source words light up by how much its
-cross-attention looked at them ({heads}).</p>
-{pairs}
-<script>
-document.querySelectorAll('.pair').forEach(function (pair) {{
-  var weights = JSON.parse(pair.dataset.weights);
-  var sources = pair.querySelectorAll('.src');
-  function show(t) {{
-    var row = weights[t], top = Math.max.apply(null, row) || 1;
-    sources.forEach(function (s, j) {{
-      var a = row[j] / top;
-      s.style.background = 'rgba(33, 102, 172,' + a.toFixed(3) + ')';
-      s.style.color = a > 0.55 ? 'white' : 'black';
-      s.title = (100 * row[j]).toFixed(1) + '%';
-    }});
-  }}
-  pair.querySelectorAll('.tgt').forEach(function (el, t) {{
-    el.addEventListener('mouseenter', function () {{ show(t); }});
-    el.addEventListener('click', function () {{ show(t); }});
-  }});
-  show(0);
-}});
-</script></body></html>
-"""
-
-
-def attention_html(
-    pairs: Sequence[tuple[Sequence[str], Sequence[str], Tensor]],
-    path: str | Path,
-    *,
-    title: str = "Cross-attention",
-    heads: str = "the mean of every layer and head",
-) -> Path:
-    """pairs of (source tokens, target tokens, weights (T, S)). Writes one HTML file with
-    everything inline (no network access needed to view it)."""
-    blocks = []
-    for source, target, weights in pairs:
-        weights = _check(weights, source, target)
-        rows = [[round(float(x), 4) for x in row] for row in weights]
-        src = "".join(f'<span class="tok src">{html.escape(s)}</span>' for s in source)
-        tgt = "".join(f'<span class="tok tgt">{html.escape(t)}</span>' for t in target)
-        data = html.escape(json.dumps(rows), quote=True)
-        blocks.append(
-            f'<div class="pair" data-weights="{data}"><div><span class="label">source</span>'
-            f'{src}</div><div><span class="label">target</span>{tgt}</div></div>'
-        )
-    path = Path(path)
-    path.write_text(
-        _PAGE.format(title=html.escape(title), heads=html.escape(heads), pairs="\n".join(blocks)),
-        encoding="utf-8",
-    )
-    return path
 
 
 def plot_loss_curve(metrics: str | Path, path: str | Path) -> Path:

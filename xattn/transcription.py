@@ -1,0 +1,238 @@
+"""Speech to text with a speech model: Whisper (imported with from_hf) or xattn's own.
+
+    result = model.transcribe(audio, sampling_rate, word_timestamps=True)
+    result.text, result.tokens, result.token_times, result.words
+
+The audio is resampled to the model's rate and turned into its log-mel frames (Whisper's
+features, or the speech task's); audio longer than one window (Whisper: 30 s) is cut into
+consecutive windows, each transcribed on its own, the times offset by the window's start.
+
+Whisper's decoder prompt follows transformers' `generate`: the start token, the language
+(given, or detected from the first decoder step over the language tokens), the task, and
+no-timestamps. Token times follow transformers' `return_token_timestamps`: the alignment
+heads' cross-attention of the rows where the generated tokens are the decoder's input,
+aligned to the audio frames by dynamic time warping (xattn.alignment.token_times). xattn's
+own models read each word's time from the row that predicts it, as their alignment heads
+were chosen to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .alignment import group_words, token_times
+from .data.audio import SPEECH, LogMelSpec, log_mel, resample, whisper_spec
+
+__all__ = ["Transcription", "transcribe"]
+
+FRAMES_PER_POSITION = {"whisper": 2, "audio": 4}  # log-mel frames per encoder position
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """text (None without a tokenizer); tokens: generated ids after the decoder prompt, end
+    token excluded; token_times: start of each token in seconds (with word_timestamps);
+    words: (word, start, end) (with word_timestamps and a tokenizer); language: the
+    language token Whisper's prompt used ("en"), or None."""
+
+    text: str | None
+    tokens: list[int]
+    token_times: list[float] | None = None
+    words: list[tuple[str, float, float]] | None = None
+    language: str | None = None
+
+
+def feature_spec(model) -> LogMelSpec:
+    """The log-mel preset a speech model reads; ValueError for other models."""
+    kind = model.config.front_end
+    if kind == "whisper":
+        return whisper_spec(model.config.source_features)
+    if kind == "audio":
+        if model.config.source_features != SPEECH.n_mels:
+            raise ValueError(
+                f"this speech model reads {model.config.source_features} mel bins; xattn's "
+                f"speech features have {SPEECH.n_mels}"
+            )
+        return SPEECH
+    raise ValueError(
+        f"transcribe needs a speech model (Whisper, or one trained with --task speech); this "
+        f"one reads {kind or 'token ids'}"
+    )
+
+
+def _as_samples(audio) -> np.ndarray:
+    samples = np.asarray(audio.detach().cpu() if isinstance(audio, torch.Tensor) else audio)
+    if samples.ndim != 1 or samples.size == 0 or not np.issubdtype(samples.dtype, np.number):
+        raise ValueError(
+            f"audio has shape {samples.shape} and dtype {samples.dtype}; expected mono "
+            f"samples (N,) with N > 0"
+        )
+    samples = samples.astype(np.float32)
+    if not np.isfinite(samples).all():
+        raise ValueError("audio holds NaN or infinite samples")
+    return samples
+
+
+def _language_id(config, language: str) -> tuple[int, str]:
+    code = language.strip().lower().removeprefix("<|").removesuffix("|>")
+    token = f"<|{code}|>"
+    if token not in config.lang_to_id:
+        known = ", ".join(sorted(t.strip("<|>") for t in config.lang_to_id))
+        raise ValueError(f"language {language!r} is not one of this model's: {known}")
+    return config.lang_to_id[token], code
+
+
+@torch.no_grad()
+def _detect_language(model, memory) -> tuple[int, str]:
+    """The language token the decoder ranks first after the start token (Whisper)."""
+    config = model.generation_config
+    start = torch.tensor([[config.decoder_start_token_id]], device=memory.device)
+    logits = model.decode(start, memory)[0, -1]  # (V,)
+    ids = sorted(config.lang_to_id.values())
+    best = ids[int(logits[ids].argmax())]
+    code = next(t for t, i in config.lang_to_id.items() if i == best)
+    return best, code.strip("<|>")
+
+
+def _whisper_prompt(model, memory, language, task) -> tuple[list[int], str | None]:
+    """Whisper's decoder prompt: start, language, task, no-timestamps (as transformers)."""
+    config = model.generation_config
+    prompt, code = [config.decoder_start_token_id], None
+    multilingual = config.lang_to_id is not None and config.is_multilingual is not False
+    if multilingual:
+        lang_id, code = (
+            _language_id(config, language) if language else _detect_language(model, memory)
+        )
+        if task not in (config.task_to_id or {}):
+            raise ValueError(f"task {task!r}: this model knows {sorted(config.task_to_id or {})}")
+        prompt += [lang_id, config.task_to_id[task]]
+    else:
+        if language is not None or task not in (None, "transcribe"):
+            raise ValueError("this Whisper model is English-only: no language or task to set")
+        for position, token in config.forced_decoder_ids or ():
+            if position == len(prompt) and token is not None:
+                prompt.append(token)
+    no_timestamps = config.no_timestamps_token_id
+    if no_timestamps is not None and prompt[-1] != no_timestamps:
+        prompt.append(no_timestamps)
+    return prompt, code
+
+
+def _new_tokens(model, prompt_length: int, max_new_tokens: int | None) -> int:
+    """How many tokens a window may generate: transformers' Whisper rule (max_length more
+    than the prompt, within the decoder's positions), else generation_config's length."""
+    limit = model.config.max_positions - prompt_length
+    if max_new_tokens is not None:
+        return max(1, min(max_new_tokens, limit))
+    if model.config.front_end == "whisper":
+        total = min(model.generation_config.max_length + prompt_length, model.config.max_positions)
+        return max(1, total - prompt_length)
+    return max(1, min(model.generation_config.total_length(prompt_length) - prompt_length, limit))
+
+
+@torch.no_grad()
+def _window(model, samples, spec, *, num_beams, max_new_tokens, language, task, timed):
+    """Transcribe one window: (tokens, token starts, token ends, language code)."""
+    device = next(model.parameters()).device
+    features = torch.from_numpy(log_mel(samples, spec))[None].to(device)  # (1, frames, F)
+    memory = model.encode(features)
+    generation = model.generation_config
+    if model.config.front_end == "whisper":
+        prompt, code = _whisper_prompt(model, memory, language, task)
+    else:
+        prompt, code = [generation.decoder_start_token_id], None
+    start = torch.tensor([prompt], device=device)
+    steps = _new_tokens(model, len(prompt), max_new_tokens)
+    out = model.generate(
+        features, decoder_input_ids=start, num_beams=num_beams, max_new_tokens=steps
+    )[0].tolist()
+    generated = out[len(prompt) :]
+    eos = set(generation.eos_token_id or ())
+    ended = next((i for i, t in enumerate(generated) if t in eos), None)
+    tokens = generated if ended is None else generated[:ended]
+    if not timed or not tokens:
+        return tokens, [], [], code
+    times = _token_times(model, memory, prompt, tokens, ended is not None, spec, len(samples))
+    return tokens, times.starts, times.ends, code
+
+
+def _token_times(model, memory, prompt, tokens, ended, spec, samples):
+    """TokenTimes of `tokens` from the alignment heads (teacher-forced over the output)."""
+    heads = model.generation_config.alignment_heads
+    if heads is None:
+        raise ValueError("word timestamps need the model's alignment_heads (generation_config)")
+    eos = (model.generation_config.eos_token_id or (None,))[0]
+    sequence = [*prompt, *tokens, *([eos] if ended else [])]
+    inputs = torch.tensor([sequence[:-1]], device=memory.device)
+    _, layers = model.decode(inputs, memory, return_weights=True)
+    weights = torch.stack([layers[layer][0, head] for layer, head in heads]).cpu()  # (h, T, S)
+    per_position = FRAMES_PER_POSITION[model.config.front_end]
+    positions = max(
+        1, -(-min(samples, spec.pad_samples or samples) // spec.hop_length) // per_position
+    )
+    if model.config.front_end == "whisper":  # rows where the tokens are the input
+        rows = weights[:, len(prompt) :, :positions]
+    else:  # rows that predict the tokens (and the end token)
+        rows = weights[:, len(prompt) - 1 :, :positions]
+    seconds = per_position * spec.frame_seconds
+    times = token_times(rows, seconds, model.generation_config.median_filter_width)
+    starts, ends = times.starts, times.ends
+    if len(starts) < len(tokens):  # no row has the last token as input: as transformers
+        starts, ends = starts + starts[-1:], ends + ends[-1:]
+    return type(times)(starts[: len(tokens)], ends[: len(tokens)])
+
+
+def _words(model, tokens, starts, ends) -> list[tuple[str, float, float]]:
+    tokenizer = model.tokenizer
+    if model.config.front_end == "audio":  # a word tokenizer: each token is a word
+        return [(tokenizer.decode([t]), s, e) for t, s, e in zip(tokens, starts, ends, strict=True)]
+    special = getattr(tokenizer, "special_ids", set())
+    words = group_words(
+        tokens, lambda ids: tokenizer.decode(ids, skip_special_tokens=False), special.__contains__
+    )
+    return [(text, starts[idx[0]], ends[idx[-1]]) for text, idx in words]
+
+
+def transcribe(
+    model,
+    audio,
+    sampling_rate: int,
+    *,
+    num_beams: int = 1,
+    max_new_tokens: int | None = None,
+    language: str | None = None,
+    task: str = "transcribe",
+    word_timestamps: bool = False,
+) -> Transcription:
+    """Transcribe mono audio (N,) at sampling_rate with a speech model (see the module
+    docstring); ValueError for bad audio or a model that does not read speech."""
+    spec = feature_spec(model)
+    samples = resample(_as_samples(audio), int(sampling_rate), spec.sample_rate)
+    window = spec.pad_samples or model.config.max_positions * 4 * spec.hop_length
+    model.eval()
+    tokens, starts, ends, language_code = [], [], [], None
+    for begin in range(0, len(samples), window):
+        piece, offset = samples[begin : begin + window], begin / spec.sample_rate
+        found, first, last, code = _window(
+            model,
+            piece,
+            spec,
+            num_beams=num_beams,
+            max_new_tokens=max_new_tokens,
+            language=language or language_code,
+            task=task,
+            timed=word_timestamps,
+        )
+        language_code = language_code or code
+        tokens += found
+        starts += [offset + t for t in first]
+        ends += [offset + t for t in last]
+    decode = model.tokenizer.decode if model.tokenizer is not None else None
+    text = decode(tokens) if decode is not None else None
+    if not word_timestamps:
+        return Transcription(text, tokens, language=language_code)
+    words = _words(model, tokens, starts, ends) if decode is not None else None
+    return Transcription(text, tokens, starts, words, language_code)
