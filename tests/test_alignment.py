@@ -183,3 +183,25 @@ def test_timing_scores_of_word_spans():
     assert timing_scores(gold, gold)["boundary_error"] == 0.0
     with pytest.raises(ValueError, match="1 predicted spans for 2 gold words"):
         timing_scores([[(0.1, 0.2)]], [gold[0]])
+
+
+def test_token_times_with_pause_rows_find_spans_in_silence():
+    """Heads that spread over each word (and the end token over the trailing silence): the
+    pause rows take the silence before and between the words, so each word's span is its
+    own. Whisper's recipe (no pause rows) gives the leading silence to the first word."""
+    from xattn.alignment import token_times
+
+    S, spans = 40, [(5, 12), (18, 25), (30, 36)]
+    weights = torch.full((4, S), 1e-4)
+    for t, (a, b) in enumerate(spans):
+        weights[t, a:b] = 1.0 / (b - a)
+    weights[3, 36:] = 0.25  # </s> reads the end
+    rows = torch.stack([weights, weights])  # two heads
+    timed = token_times(rows, 0.04, median_filter_width=3, pause_log_weight=-4.0)
+    found = [
+        (round(s / 0.04), round(e / 0.04)) for s, e in zip(timed.starts, timed.ends, strict=True)
+    ]
+    assert found[:3] == spans
+    whisper = token_times(rows, 0.04, median_filter_width=3)
+    assert whisper.starts[0] == 0.0  # the first row must start the path
+    assert whisper.starts[1:3] == pytest.approx([s * 0.04 for s, _ in spans[1:]], abs=0.13)

@@ -48,6 +48,7 @@ __all__ = [
     "hit_rate",
     "keep_alignment_heads",
     "median_filter",
+    "pause_alignment",
     "pharaoh",
     "read_pharaoh",
     "timing_scores",
@@ -284,12 +285,16 @@ def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequ
     }
 
 
-def keep_alignment_heads(model, heads: Sequence[Sequence[int]], folder: str | Path) -> None:
+def keep_alignment_heads(
+    model, heads: Sequence[Sequence[int]], folder: str | Path, **timing
+) -> None:
     """Record alignment heads with the model and in the generation_config.json of its saved
-    folder, where `xattn attention` and word timestamps find them."""
+    folder, where `xattn attention` and word timestamps find them; `timing` sets how word
+    times are read from them (median_filter_width, pause_log_weight)."""
     from .model.transformer import GENERATION_FILE
 
     model.set_alignment_heads(heads)
+    model.generation_config = model.generation_config.replace(**timing)
     model.generation_config.save(Path(folder) / GENERATION_FILE)
 
 
@@ -297,10 +302,10 @@ def choose_and_keep_alignment_heads(
     model, task, examples: Sequence, folder: str | Path, *, count: int = 300
 ) -> list[tuple[int, int]]:
     """choose_alignment_heads on the first `count` of these validation examples, then
-    keep_alignment_heads."""
+    keep_alignment_heads (with the task's timing settings)."""
     rates = HitRates(model, task, examples)
     heads = choose_alignment_heads(*rates.maps(range(min(count, len(examples)))))
-    keep_alignment_heads(model, heads, folder)
+    keep_alignment_heads(model, heads, folder, **task.timing)
     return heads
 
 
@@ -388,25 +393,83 @@ class TokenTimes:
     ends: list[float]
 
 
-def token_times(weights: Tensor, seconds_per_position: float, median_width: int = 7):
+def token_times(
+    weights: Tensor,
+    seconds_per_position: float,
+    median_filter_width: int = 7,
+    pause_log_weight: float | None = None,
+):
     """Time each row of weights (heads, T, S) (the alignment heads' cross-attention of T
-    tokens over S memory positions): each position's weights normalized across the tokens,
-    median-filtered along time, averaged over the heads, then aligned to the tokens by
-    dynamic time warping. Returns TokenTimes."""
+    tokens over S memory positions) by dynamic time warping. Returns TokenTimes.
+
+    Whisper's recipe (pause_log_weight None, as transformers' return_token_timestamps):
+    each position's weights normalized across the tokens, median-filtered along time,
+    averaged over the heads, aligned to the tokens. With pause_log_weight (for heads
+    trained to cover each word, xattn's speech models): the log of the heads' mean weights,
+    median-filtered, and a pause row of that constant log-weight before every token row, so
+    silence before, between and after words is nobody's; a token's span is then where its
+    attention stands out of that level."""
     if weights.dim() != 3:
         raise ValueError(f"weights have shape {tuple(weights.shape)}; expected (heads, T, S)")
-    if weights.shape[1] == 0:
+    T = weights.shape[1]
+    if T == 0:
         return TokenTimes([], [])
     w = weights.float()
-    std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
-    w = (w - mean) / std.clamp_min(1e-12)
-    matrix = median_filter(w, median_width).mean(0)  # (T, S)
+    if pause_log_weight is None or T > w.shape[2]:  # more tokens than positions: no pauses
+        std, mean = torch.std_mean(w, dim=-2, keepdim=True, unbiased=False)
+        w = (w - mean) / std.clamp_min(1e-12)
+        matrix = median_filter(w, median_filter_width).mean(0)  # (T, S)
+        rows_of = list(range(T))
+    else:
+        score = median_filter(w.mean(0).clamp_min(1e-6).log()[None], median_filter_width)[0]
+        spans = pause_alignment(score.double().numpy(), pause_log_weight)
+        return TokenTimes(
+            [a * seconds_per_position for a, _ in spans],
+            [b * seconds_per_position for _, b in spans],
+        )
     rows, columns = dynamic_time_warping(-matrix.double().numpy())
-    first = np.pad(np.diff(rows), (1, 0), constant_values=1).astype(bool)  # a row's first cell
-    last = np.pad(np.diff(rows), (0, 1), constant_values=1).astype(bool)
-    starts = (columns[first] * seconds_per_position).tolist()
-    ends = ((columns[last] + 1) * seconds_per_position).tolist()
+    starts, ends = [], []
+    for row in rows_of:
+        mine = columns[rows == row]
+        starts.append(float(mine.min()) * seconds_per_position)
+        ends.append(float(mine.max() + 1) * seconds_per_position)
     return TokenTimes(starts, ends)
+
+
+def pause_alignment(score: np.ndarray, pause: float) -> list[tuple[int, int]]:
+    """The best monotonic labelling of S positions with T tokens in order and optional
+    pauses before each token: every position is a pause or a token, each token takes at
+    least one position, the last position the last token; maximizes the summed score
+    (score (T, S) for tokens, `pause` for a pause position). Returns each token's
+    positions [start, end)."""
+    T, S = score.shape
+    if S < T:
+        raise ValueError(f"{T} tokens cannot be placed in {S} positions")
+    states = np.full((2 * T, S), pause)  # pause 0, token 0, pause 1, token 1, ...
+    states[1::2] = score
+    best = np.full(2 * T, -np.inf)
+    best[:2] = states[:2, 0]  # start in the first pause or the first token
+    came = np.zeros((2 * T, S), dtype=np.int64)
+    skip = np.zeros(2 * T, dtype=bool)
+    skip[2::2] = True  # a pause may be skipped: token k - 1 straight to token k
+    for j in range(1, S):
+        stay, step = best, np.concatenate([[-np.inf], best[:-1]])
+        jump = np.concatenate([[-np.inf, -np.inf], best[:-2]])
+        jump[~np.roll(skip, 1)] = -np.inf  # only into a token state, over its pause
+        moves = np.stack([stay, step, jump])  # (3, 2T): from k, k - 1, k - 2
+        pick = moves.argmax(0)
+        came[:, j] = np.arange(2 * T) - pick
+        best = moves[pick, np.arange(2 * T)] + states[:, j]
+    state, path = 2 * T - 1, []
+    for j in range(S - 1, -1, -1):
+        path.append(state)
+        state = came[state, j]
+    path = np.array(path[::-1])
+    spans = []
+    for t in range(T):
+        mine = np.flatnonzero(path == 2 * t + 1)
+        spans.append((int(mine.min()), int(mine.max()) + 1))
+    return spans
 
 
 PREPEND_PUNCTUATION = "\"'“¿([{-"

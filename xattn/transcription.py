@@ -178,7 +178,8 @@ def _token_times(model, memory, prompt, tokens, ended, spec, samples):
     else:  # rows that predict the tokens (and the end token)
         rows = weights[:, len(prompt) - 1 :, :positions]
     seconds = per_position * spec.frame_seconds
-    times = token_times(rows, seconds, model.generation_config.median_filter_width)
+    generation = model.generation_config
+    times = token_times(rows, seconds, generation.median_filter_width, generation.pause_log_weight)
     starts, ends = times.starts, times.ends
     if len(starts) < len(tokens):  # no row has the last token as input: as transformers
         starts, ends = starts + starts[-1:], ends + ends[-1:]

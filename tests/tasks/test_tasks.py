@@ -206,6 +206,14 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     names = " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in chosen)
     page = (run / "attention" / "index.html").read_text()
     assert f"the mean of the alignment heads {names}" in page  # the page says what it shows
+    if name == "speech":  # the explorer page plays the audio and shows the word times
+        import re
+
+        raw = re.search(r'class="xae-data">(.*?)</script>', page, re.S).group(1)
+        source = json.loads(raw.replace("<\\/", "</"))["examples"][0]
+        audio, target = source["source"], source["target"]
+        assert audio["kind"] == "audio" and audio["wav"].startswith("data:audio/wav;base64,")
+        assert len(audio["words"]) == len(target) - 1  # every word but </s> gets its time
     if name == "speech":  # word times from the alignment heads, against the gold spans
         timing = summary["word_timing"]
         assert set(timing) >= {"start_error", "end_error", "f1_50ms", "f1_100ms", "iou"}

@@ -298,3 +298,43 @@ def test_resume_after_sigkill_ends_with_the_same_weights(tmp_path):
     straight, again = final_weights(tmp_path / "straight"), final_weights(tmp_path / "killed")
     for name in straight:
         assert torch.equal(straight[name], again[name]), name
+
+
+def test_batches_carry_the_gold_alignment_of_answer_rows():
+    from xattn.training.batching import Item
+
+    items = [
+        Item([5, 6, 2], [1, 7, 8, 2], 1, [[0], [1, 2]]),
+        Item([9, 2], [1, 3, 4, 2], 2, [[], [0]]),
+    ]
+    links, weights = collate_items(items, pad=0).alignment
+    # row t of example b predicts answer word k = t - (prompt - 1); empty gold is skipped
+    assert links.tolist() == [[0, 0, 0], [0, 1, 1], [0, 1, 2], [1, 2, 0]]
+    assert weights.tolist() == [1.0, 0.5, 0.5, 1.0]
+    assert collate_items([Item([5, 2], [1, 7, 2])], pad=0).alignment is None
+
+
+def test_supervised_attention_teaches_one_head_the_gold_alignment(tmp_path):
+    """alignment_loss pulls the chosen head's cross-attention onto the grammar's links: its
+    peaks land on the gold English word far more often than the same head's without it."""
+    from xattn.alignment import HitRates
+
+    pairs, task, config = tiny_setup(64, seed=1)
+    rates = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = EncoderDecoder(config.replace(dropout=0.0))
+        recipe = TrainConfig(
+            steps=300,
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=10,
+            eval_every=300,
+            checkpoint_every=300,
+            eval_size=8,
+            alignment_loss=weight,
+            alignment_head=(-1, 1),
+        )
+        train(model, task, pairs, pairs[:8], recipe, tmp_path / str(weight), progress=False)
+        rates[weight] = HitRates(model, task, pairs)(range(64), [(1, 1)])  # the last layer's
+    assert rates[1.0] > 0.9 and rates[1.0] > rates[0.0] + 0.2

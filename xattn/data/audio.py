@@ -40,6 +40,8 @@ class LogMelSpec:
     i * hop_length (Whisper, librosa); otherwise frame i covers samples [i * hop_length,
     i * hop_length + win_length). drop_last_frame: Whisper drops the final frame.
     pad_seconds: the samples are zero-padded or cut to this length first (Whisper: 30 s).
+    mean_normalize: subtract each mel band's mean over the clip (cepstral mean
+    normalization: a microphone's or a synthesizer's fixed colouring cancels out).
     """
 
     sample_rate: int
@@ -53,6 +55,7 @@ class LogMelSpec:
     center: bool = False
     drop_last_frame: bool = False
     pad_seconds: float | None = None
+    mean_normalize: bool = False
 
     def __post_init__(self) -> None:
         if self.win_length > self.n_fft:
@@ -147,7 +150,10 @@ def log_mel(samples, spec: LogMelSpec = SPEECH) -> np.ndarray:
     if spec.drop_last_frame:
         logs = logs[:-1]
     logs = np.maximum(logs, logs.max() - 8.0)
-    return ((logs + 4.0) / 4.0).astype(np.float32)
+    features = (logs + 4.0) / 4.0
+    if spec.mean_normalize:
+        features = features - features.mean(axis=0, keepdims=True)
+    return features.astype(np.float32)
 
 
 def resample(samples, rate: int, new_rate: int) -> np.ndarray:

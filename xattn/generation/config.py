@@ -28,7 +28,8 @@ class GenerationConfig:
     `alignment_heads` (Whisper's generation-config field): the cross-attention heads, as
     (layer, head) pairs counting from 0, whose mean attention aligns the output with the
     input; search does not use it, attention pictures and word timestamps do (None: the
-    mean of all heads), with `median_filter_width` frames of smoothing for timestamps.
+    mean of all heads), with `median_filter_width` positions of smoothing for timestamps and
+    (xattn's speech models) `pause_log_weight` (see alignment.token_times).
     `suppress_tokens` are never generated, `begin_suppress_tokens` not as the first token.
     Whisper's prompt settings (`no_timestamps_token_id`, `lang_to_id`, `task_to_id`,
     `is_multilingual`, `forced_decoder_ids`) are kept as its generation_config.json has them.
@@ -56,6 +57,7 @@ class GenerationConfig:
     forced_eos_token_id: tuple[int, ...] | None = None
     alignment_heads: tuple[tuple[int, int], ...] | None = None
     median_filter_width: int = 7
+    pause_log_weight: float | None = None
     suppress_tokens: tuple[int, ...] | None = None
     begin_suppress_tokens: tuple[int, ...] | None = None
     no_timestamps_token_id: int | None = None

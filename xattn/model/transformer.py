@@ -307,11 +307,17 @@ class EncoderDecoder(nn.Module):
         return (logits, tuple(maps)) if return_weights else logits
 
     def forward(
-        self, src_ids: Tensor, tgt_ids: Tensor, *, src_mask: Tensor | None = None
-    ) -> Tensor:
-        """Logits (B, T, V) for target inputs tgt_ids (B, T) given the source."""
+        self,
+        src_ids: Tensor,
+        tgt_ids: Tensor,
+        *,
+        src_mask: Tensor | None = None,
+        return_weights: ReturnWeights = False,
+    ):
+        """Logits (B, T, V) for target inputs tgt_ids (B, T) given the source; with
+        return_weights, also each layer's cross-attention weights (as decode)."""
         memory, memory_mask = self.encode(src_ids, src_mask, return_mask=True)
-        return self.decode(tgt_ids, memory, src_mask=memory_mask)
+        return self.decode(tgt_ids, memory, src_mask=memory_mask, return_weights=return_weights)
 
     # ---- cached decoding -----------------------------------------------------------------
 

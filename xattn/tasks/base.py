@@ -40,6 +40,7 @@ class Task:
     model_overrides: ClassVar[dict[str, Any]] = {}  # ModelConfig fields over the small preset
     demo_model_overrides: ClassVar[dict[str, Any]] = {}  # and for the demo's model only
     best_keys: ClassVar[tuple[str, ...]] = ("exact", "-wer")  # "-": lower is better
+    timing: ClassVar[dict[str, Any]] = {}  # how word times are read (GenerationConfig fields)
 
     def __init__(self, tokenizer) -> None:
         self.tokenizer = tokenizer
@@ -144,7 +145,7 @@ class Task:
 
     def encode(self, example) -> Item:
         ids, prompt = self.target_ids(example)
-        return Item(self.source(example), ids, prompt)
+        return Item(self.source(example), ids, prompt, self.gold(example))
 
     def keep_fitting(self, examples: Sequence, config: ModelConfig) -> list:
         """The examples a model of this config can read and write (all, unless a task says
@@ -154,13 +155,13 @@ class Task:
     def metrics(self, hypotheses: Sequence[str], references: Sequence[str]) -> dict[str, float]:
         return error_rates(hypotheses, references)
 
-    def word_spans(self, maps: torch.Tensor, heads, example, median_width: int = 7):
+    def word_spans(self, maps: torch.Tensor, heads, example):
         """(predicted, gold) (start, end) seconds of each reference word, read from maps
         (L, H, T, S') of the example's alignment heads by dynamic time warping, for tasks
         whose gold are time spans (speech); None otherwise."""
         return None
 
-    def word_times(self, maps, heads, count: int, median_width: int = 7):
+    def word_times(self, maps, heads, count: int):
         """(start, end) seconds of the first `count` target words read from the alignment
         heads of maps (L, H, T, S'), for tasks whose source is time (speech); None otherwise."""
         return None

@@ -127,12 +127,8 @@ def explorer_example(model, task: Task, example, hypothesis: str, words, maps, n
     from ..viz.explorer import ExplorerExample
 
     heads = model.generation_config.alignment_heads
-    timed = None
-    if hasattr(task, "timestamps") and heads is not None:  # speech: word times from the heads
-        spans = task.timestamps(
-            maps, heads, len(words) - 1, model.generation_config.median_filter_width
-        )
-        timed = [(w, a, b) for w, (a, b) in zip(words, spans, strict=False)]
+    spans = None if heads is None else task.word_times(maps, heads, len(words) - 1)
+    timed = None if spans is None else [(w, a, b) for w, (a, b) in zip(words, spans, strict=False)]
     probabilities = token_probabilities(model, task, example, hypothesis)
     reference = task.reference(example)
     ref_words = [*reference.split(), "</s>"] if reference else None
@@ -197,15 +193,14 @@ def measure_alignment(model, task: Task, valid: Sequence, test: Sequence) -> dic
         scores, links = word
         report["word_alignment"] = dataclasses.asdict(scores)
         report["pharaoh"] = [pharaoh(pairs) for pairs in links]
-    report.update(_word_timing(model, task, maps, heads, test[: len(first)]))
+    report.update(_word_timing(task, maps, heads, test[: len(first)]))
     return report
 
 
-def _word_timing(model, task, maps, heads, examples) -> dict:
+def _word_timing(task, maps, heads, examples) -> dict:
     """Word timestamps read from the alignment heads against the gold spans, overall and
     per kind (tasks whose gold are time spans only)."""
-    width = model.generation_config.median_filter_width
-    spans = [task.word_spans(m, heads, e, width) for m, e in zip(maps, examples, strict=True)]
+    spans = [task.word_spans(m, heads, e) for m, e in zip(maps, examples, strict=True)]
     if not spans or spans[0] is None:
         return {}
     report = {"word_timing": timing_scores([p for p, _ in spans], [g for _, g in spans])}
@@ -244,7 +239,7 @@ def run_demo(
     eval_config = dataclasses.replace(config, eval_size=len(test))
     scores = evaluate(model, task, test, eval_config, hypotheses=hyps)
     report = measure_alignment(model, task, splits["valid"], test)
-    keep_alignment_heads(model, report["alignment_heads"], run_dir / "model")  # pictures too
+    keep_alignment_heads(model, report["alignment_heads"], run_dir / "model", **task.timing)
     alignments = report.pop("pharaoh", None)
     if alignments is not None:
         (run_dir / "test-alignments.txt").write_text("\n".join(alignments) + "\n")

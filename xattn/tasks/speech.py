@@ -37,9 +37,14 @@ class SpeechTask(Task):
         eval_size=300,
         checkpoint_every=200,
         max_new_tokens=8,
+        alignment_loss=1.0,  # the last layer's first head learns where each word is spoken
+        alignment_head=(-1, 0),
     )
     demo_sizes: ClassVar[dict[str, int]] = {"train": 10000, "valid": 300, "test": 1000}
     model_overrides: ClassVar[dict] = {"source_features": N_MELS}
+    # the alignment head is trained to cover each word (recipe: alignment_loss), so its
+    # spans are read with pause rows; 3 positions of smoothing = 120 ms
+    timing: ClassVar[dict] = {"median_filter_width": 3, "pause_log_weight": -4.0}
 
     @staticmethod
     def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list[Utterance]]:
@@ -59,19 +64,19 @@ class SpeechTask(Task):
     def source_labels(self, example: Utterance, length: int) -> list[str]:
         return [f"{k * SUBSAMPLING * HOP / SAMPLE_RATE:.2f}s" for k in range(length)]
 
-    def word_spans(self, maps, heads, example: Utterance, median_width: int = 7):
-        predicted = self.word_times(maps, heads, len(example.words), median_width)
+    def word_spans(self, maps, heads, example: Utterance):
+        predicted = self.word_times(maps, heads, len(example.words))
         gold = [(a * HOP / SAMPLE_RATE, b * HOP / SAMPLE_RATE) for a, b in example.spans]
         return predicted, gold
 
-    def word_times(self, maps, heads, count: int, median_width: int = 7):
+    def word_times(self, maps, heads, count: int):
         """(start, end) seconds of the first `count` target words, read from the alignment
-        heads of maps (L, H, T, S') (rows that predict each word, then </s>) by dynamic
-        time warping."""
+        heads of maps (L, H, T, S') (rows that predict each word, then </s>) with the
+        task's timing recipe (alignment.token_times with pause rows)."""
         from ..alignment import token_times
 
         rows = torch.stack([maps[layer, head] for layer, head in heads])  # (h, T, S')
-        times = token_times(rows, SUBSAMPLING * HOP / SAMPLE_RATE, median_width)
+        times = token_times(rows, SUBSAMPLING * HOP / SAMPLE_RATE, **self.timing)
         return list(zip(times.starts[:count], times.ends[:count], strict=True))
 
     def explorer_source(self, example: Utterance, length: int, words=None) -> dict:

@@ -18,12 +18,16 @@ IGNORE = -100  # target positions the loss skips
 class Batch:
     """src (B, S) ids (or what a front end reads: (B, S, F) features, (B, N, L) sentences),
     src_mask (B, S) True = real, tgt_in (B, T) decoder inputs (<s> ...),
-    tgt_out (B, T) what to predict (... </s>), IGNORE at padding."""
+    tgt_out (B, T) what to predict (... </s>), IGNORE at padding.
+    alignment: the gold alignment as (K, 3) long rows (b, t, s) - decoder row t of example b
+    should look at memory position s - and (K,) weights, 1 / (positions of that row), so
+    each supervised row's weights sum to 1; None without gold."""
 
     src: Tensor
     src_mask: Tensor
     tgt_in: Tensor
     tgt_out: Tensor
+    alignment: tuple[Tensor, Tensor] | None = None
 
     @property
     def target_tokens(self) -> int:
@@ -40,6 +44,7 @@ class Item:
     source: Sequence[int] | Tensor
     target: Sequence[int]
     prompt: int = 1
+    alignment: Sequence[Sequence[int]] | None = None  # memory positions of each answer word
 
     @property
     def length(self) -> int:
@@ -69,12 +74,23 @@ def pad_sources(sources: Sequence[Sequence[int] | Tensor], pad: int) -> tuple[Te
 
 
 def collate_items(items: Sequence[Item], pad: int) -> Batch:
-    """A training batch of Items; the prompt's predictions are left out of the loss."""
+    """A training batch of Items; the prompt's predictions are left out of the loss. The
+    decoder row that predicts answer word k is row prompt - 1 + k."""
     src, src_mask = pad_sources([item.source for item in items], pad)
     batch = collate([([], item.target) for item in items], pad)
     for i, item in enumerate(items):
         batch.tgt_out[i, : item.prompt - 1] = IGNORE
-    return Batch(src, src_mask, batch.tgt_in, batch.tgt_out)
+    links, weights = [], []
+    for i, item in enumerate(items):
+        for k, positions in enumerate(item.alignment or ()):
+            if not positions:
+                continue
+            links += [(i, item.prompt - 1 + k, s) for s in positions]
+            weights += [1.0 / len(positions)] * len(positions)
+    alignment = None
+    if links:
+        alignment = (torch.tensor(links, dtype=torch.long), torch.tensor(weights))
+    return Batch(src, src_mask, batch.tgt_in, batch.tgt_out, alignment)
 
 
 def collate(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], pad: int) -> Batch:

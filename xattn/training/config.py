@@ -31,6 +31,10 @@ class TrainConfig:
     max_new_tokens: int = 64
     seed: int = 0
     bf16: bool | None = None  # None: use bfloat16 autocast where CUDA supports it
+    # supervised attention: pull this (layer, head)'s cross-attention toward the gold
+    # alignment, weighted by alignment_loss (0: off); the layer may count from the end
+    alignment_loss: float = 0.0
+    alignment_head: tuple[int, int] = (-1, 0)
 
     def __post_init__(self) -> None:
         def fail(name: str, why: str) -> None:
@@ -60,6 +64,10 @@ class TrainConfig:
             fail("label_smoothing", "expected 0 <= value < 1")
         if not self.clip_norm > 0:
             fail("clip_norm", "expected a positive norm")
+        if not (isinstance(self.alignment_loss, (int, float)) and self.alignment_loss >= 0):
+            fail("alignment_loss", "expected a weight >= 0")
+        if len(self.alignment_head) != 2 or self.alignment_head[1] < 0:
+            fail("alignment_head", "expected a (layer, head) pair")
 
     def lr_factor(self, step: int) -> float:
         """Multiplier of lr at optimizer step `step` (0-based)."""

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 from .batching import IGNORE, Batch, Item, bucket_batches, collate_items
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
@@ -111,18 +112,25 @@ def accumulate_gradients(
     forward, micro: Sequence[Batch], config: TrainConfig, world: int, use_bf16: bool
 ) -> tuple[float, int]:
     """Gradients of the mean loss over every target token of the step: all micro-batches of
-    all processes, as one batch that size would give. Returns (that loss, its tokens)."""
+    all processes, as one batch that size would give (plus config.alignment_loss times the
+    mean cross-entropy of the supervised head's attention against the gold alignment, over
+    the step's supervised rows). Returns (the token loss, its tokens)."""
     device = model_device(forward)
-    local = float(sum(batch.target_tokens for batch in micro))
-    tokens = float(all_reduce_sum(torch.tensor([local]), world)[0])
+    supervise = config.alignment_loss > 0
+    local = [float(sum(b.target_tokens for b in micro)), float(_supervised_rows(micro))]
+    tokens, rows = all_reduce_sum(torch.tensor(local), world).tolist()
     total = torch.zeros((), device=device)
     for i, batch in enumerate(micro):
         last = i == len(micro) - 1
         sync = contextlib.nullcontext() if last or world == 1 else forward.no_sync()
         with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            logits = forward(
-                batch.src.to(device), batch.tgt_in.to(device), src_mask=batch.src_mask.to(device)
+            out = forward(
+                batch.src.to(device),
+                batch.tgt_in.to(device),
+                src_mask=batch.src_mask.to(device),
+                return_weights=supervise,
             )
+        logits = out[0] if supervise else out
         loss_sum = F.cross_entropy(
             logits.flatten(0, 1).float(),
             batch.tgt_out.to(device).flatten(),
@@ -132,10 +140,30 @@ def accumulate_gradients(
         )
         # DDP averages gradients over processes: scaling by world makes the update that of
         # the mean loss over all target tokens of the global batch
+        objective = loss_sum * (world / tokens)
+        if supervise and batch.alignment is not None and rows:
+            layer, head = config.alignment_head
+            weights = out[1][layer][:, head].float()  # (B, T, S')
+            objective = objective + config.alignment_loss * (world / rows) * _alignment_nll(
+                weights, batch.alignment
+            )
         with sync:
-            (loss_sum * (world / tokens)).backward()
+            objective.backward()
         total = total + loss_sum.detach()
     return float(all_reduce_sum(total.reshape(1).cpu(), world)[0]) / tokens, int(tokens)
+
+
+def _supervised_rows(micro: Sequence[Batch]) -> int:
+    """Decoder rows with a gold alignment in these micro-batches."""
+    return sum(len(set(map(tuple, b.alignment[0][:, :2].tolist()))) for b in micro if b.alignment)
+
+
+def _alignment_nll(weights: Tensor, alignment: tuple[Tensor, Tensor]) -> Tensor:
+    """Summed cross-entropy of attention rows (B, T, S') against the gold distributions:
+    -sum over links of weight * log attention at the gold position."""
+    links, share = (x.to(weights.device) for x in alignment)
+    picked = weights[links[:, 0], links[:, 1], links[:, 2]]
+    return -(share * picked.clamp_min(1e-9).log()).sum()
 
 
 class MetricsLog:

@@ -159,7 +159,7 @@ function xattnExplorer(root) {
   }
   function modelView(ex, names) {
     var L = ex.shape[0], H = ex.shape[1], box = el("div", "xae-thumbs");
-    box.style.gridTemplateColumns = "repeat(" + Math.max(H, names.length - L * H) + ", auto)";
+    box.style.gridTemplateColumns = "repeat(" + Math.max(H, names.length - L * H) + ", max-content)";
     view.thumbs = [];
     names.forEach(function (name, m) {
       var button = el("button", "xae-thumb");
