@@ -231,7 +231,7 @@ def test_translate_bad_inputs(trained, tmp_path, capsys):
     assert "unreadable weights" in capsys.readouterr().err
 
 
-def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
+def test_demo_with_few_steps_writes_its_files(tmp_path, capsys, browser):
     from xattn.alignment import alignment_error_rate, read_pharaoh
     from xattn.tasks import TranslationTask
 
@@ -265,6 +265,14 @@ def test_demo_with_few_steps_writes_its_files(tmp_path, capsys):
     assert (run / "model" / "model.safetensors").is_file()
     assert (run / "loss.png").is_file() and (run / "attention" / "index.html").is_file()
     assert len(list((run / "attention").glob("example-*-grid.png"))) == 8
+    from tests.browser import Page, save_screenshot
+
+    shown = Page(browser, run / "attention" / "index.html")  # the explorer, offline
+    shown.page.hover(".xae-tok[data-index='1']")
+    assert shown.page.locator(".xae-pharaoh").inner_text()  # the hard alignment is shown
+    assert shown.requests == [] and shown.errors == []
+    save_screenshot(shown, "explorer-translate")
+    shown.close()
     assert main(["demo", "--steps", "8", "--run-dir", str(run)]) == 2  # never overwritten
 
 

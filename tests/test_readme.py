@@ -33,7 +33,9 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
 
 def test_api_guide_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    attention, model, tasks = run_blocks(ROOT / "docs" / "api.md")
+    attention, model, tasks, explorer = run_blocks(ROOT / "docs" / "api.md")
+    assert explorer["page"].html.count('class="xae"') == 1
+    assert (tmp_path / "explorer.html").read_text().startswith("<!doctype html>")
     assert attention["y"].shape == (2, 1, 512)  # the last decoding step's output
     assert model["logits"].shape == (2, 7, 1000)
     maps, gold, heads = tasks["maps"], tasks["gold"], tasks["heads"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.browser import Page, save_screenshot
 from xattn import alignment
 from xattn.alignment import HitRates, attention_maps, head_hit_rates, hit_rate
 from xattn.cli import main
@@ -184,7 +185,7 @@ def test_qa_answers_write_the_hop_out():
 
 
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
-def test_cli_demo_train_and_attention(tmp_path, capsys, name):
+def test_cli_demo_train_and_attention(tmp_path, capsys, browser, name):
     run = tmp_path / "demo"
     flags = f"--task {name} --steps 2 --train-size 16 --test-size 3 --no-progress".split()
     code = main(["demo", *flags, "--run-dir", str(run)])
@@ -205,6 +206,12 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, name):
     assert saved["alignment_heads"] == chosen  # the same pairs, counting from 0
     names = " + ".join(f"layer {layer + 1} head {head + 1}" for layer, head in chosen)
     page = (run / "attention" / "index.html").read_text()
+    shown = Page(browser, run / "attention" / "index.html")  # the demo's page, offline
+    shown.page.hover(".xae-tok[data-index='0']")
+    assert shown.page.locator(".xae-source .xae-src").count() > 0
+    assert shown.requests == [] and shown.errors == []
+    save_screenshot(shown, f"explorer-{name}")
+    shown.close()
     assert f"the mean of the alignment heads {names}" in page  # the page says what it shows
     if name == "speech":  # the explorer page plays the audio and shows the word times
         import re

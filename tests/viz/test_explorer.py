@@ -4,15 +4,11 @@ weights it was given for the chosen token and map, switches maps from the menu a
 view, works from the keyboard, draws images, spectrograms and audio, and two explorers on
 one page keep to themselves."""
 
-import os
-import re
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
+from tests.browser import Page, save_screenshot
 from xattn.viz.explorer import (
     ExplorerExample,
     audio_source,
@@ -21,64 +17,6 @@ from xattn.viz.explorer import (
     quantize_rows,
     text_source,
 )
-
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "screenshots"
-BROWSER_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        if os.environ.get("CI"):
-            pytest.fail("CI: Chromium is missing (.ci/run installs Debian's chromium package)")
-        pytest.skip("Chromium is not installed here (apt install chromium); CI installs it")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=executable, args=BROWSER_FLAGS)
-        yield browser
-        browser.close()
-
-
-class Page:
-    """A page opened offline: every request but the page itself is aborted and recorded,
-    and console errors and page errors are collected."""
-
-    def __init__(self, browser, path: Path):
-        self.context = browser.new_context()
-        self.page = self.context.new_page()
-        self.requests, self.errors = [], []
-
-        def route(route):
-            if route.request.url.startswith("file://"):
-                route.continue_()
-            else:
-                self.requests.append(route.request.url)
-                route.abort()
-
-        self.context.route("**/*", route)
-        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
-        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
-        self.page.goto(path.resolve().as_uri())
-
-    def alphas(self, root: str = "") -> list[float]:
-        styles = self.page.eval_on_selector_all(
-            f"{root} .xae-source .xae-src",
-            "cells => cells.map(c => getComputedStyle(c).backgroundColor)",
-        )
-        return [float(re.findall(r"[\d.]+", s)[3]) if s.startswith("rgba") else 1.0 for s in styles]
-
-    def close(self):
-        self.context.close()
 
 
 def screenshot_pixels(png: bytes) -> np.ndarray:
@@ -214,8 +152,7 @@ def test_image_and_audio_sources(browser, tmp_path):
             left = p.eval_on_selector(".xae-span", "s => s.style.left")
             assert float(left.rstrip("%")) == pytest.approx(100 * 0.7 / 1.2, abs=0.1)
             assert "one" in p.inner_text(".xae-words")
-        SCREENSHOTS.mkdir(exist_ok=True)
-        p.screenshot(path=str(SCREENSHOTS / f"explorer-unit-{name}.png"), full_page=True)
+        save_screenshot(page, f"explorer-unit-{name}")
         assert page.requests == [] and page.errors == []
         page.close()
 
