@@ -2,12 +2,15 @@
 
     python benchmarks/bench_generation.py           # the table in the README (a few minutes)
     python benchmarks/bench_generation.py --quick   # B = 1 greedy only, few tokens
+    python benchmarks/bench_generation.py --device cuda --dtype bfloat16   # on a GPU
 
 A Marian-sized model (d_model 256, 3 + 3 layers, 4 heads, ffn 1024, vocab 8000) is built
-with transformers (random weights), saved, and loaded into xattn with from_hf, so both run
-the same weights and produce the same tokens (checked). Every row generates exactly the
+with transformers (random weights), saved with a tokenizer of 8,000 stand-in tokens, and
+loaded into xattn with from_hf and into CTranslate2 with its converter, so all run the same
+weights; xattn's tokens are checked against transformers'. Every row generates exactly the
 same number of new tokens (min_new_tokens = max_new_tokens). Peers:
 - transformers' generate (cache on);
+- CTranslate2 float32 and int8 (`pip install 'xattn[bench]'`; rows left out without it);
 - an nn.Transformer model of the same size that re-runs the decoder over the whole prefix
   at every step (what a model without a cache does).
 """
@@ -15,6 +18,7 @@ same number of new tokens (min_new_tokens = max_new_tokens). Peers:
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import tempfile
@@ -32,6 +36,108 @@ from tables import print_table
 import xattn
 
 D, LAYERS, HEADS, FFN, VOCAB, SRC = 256, 3, 4, 1024, 8000, 32
+
+
+def write_tokenizer(folder: Path) -> dict[str, int]:
+    """A Marian tokenizer of VOCAB stand-in tokens (CTranslate2's converter reads the
+    vocabulary from it); tiny SentencePiece models, as the tokenizer files need them."""
+    import io
+    import json
+
+    import sentencepiece as spm
+    import transformers
+
+    model = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(["a b c d e f g h i j k l m n o p"] * 50),
+        model_writer=model,
+        vocab_size=20,
+        minloglevel=2,
+        character_coverage=1.0,
+    )
+    for name in ("source.spm", "target.spm"):
+        (folder / name).write_bytes(model.getvalue())
+    specials = {0: "</s>", 1: "<unk>", VOCAB - 1: "<pad>"}
+    vocab = {specials.get(i, f"t{i}"): i for i in range(VOCAB)}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    transformers.MarianTokenizer(
+        source_spm=str(folder / "source.spm"),
+        target_spm=str(folder / "target.spm"),
+        vocab=str(folder / "vocab.json"),
+    ).save_pretrained(folder)
+    return vocab
+
+
+class CTranslate2:
+    """CTranslate2's Translator on the same weights, driven with token ids."""
+
+    def __init__(self, folder: Path, vocab: dict[str, int], compute_type: str, threads: int):
+        import ctranslate2
+
+        out = tempfile.mkdtemp()
+        quantization = None if compute_type == "float32" else compute_type
+        converter = ctranslate2.converters.TransformersConverter(str(folder))
+        converter.convert(out, quantization=quantization, force=True)
+        self.translator = ctranslate2.Translator(
+            out, device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads
+        )
+        self.tokens = {i: t for t, i in vocab.items()}
+
+    def generate(self, src: torch.Tensor, new_tokens: int, beams: int):
+        batch = [[self.tokens[int(i)] for i in row] for row in src]
+        return self.translator.translate_batch(
+            batch,
+            beam_size=beams,
+            max_decoding_length=new_tokens,
+            min_decoding_length=new_tokens,
+            max_batch_size=0,
+        )
+
+
+def _engine_worker(connection, folder, vocab, threads) -> None:
+    """A process of its own for CTranslate2 (its OpenMP and oneDNN never share a process
+    with PyTorch's): answers (kind, src, new_tokens, beams) with the seconds of one call
+    after a warm-up call."""
+    torch.set_num_threads(threads)
+    engines = {kind: CTranslate2(folder, vocab, kind, threads) for kind in ("float32", "int8")}
+    connection.send("ready")
+    while (request := connection.recv()) is not None:
+        engine, src, new_tokens, beams = engines[request[0]], *request[1:]
+        call = functools.partial(engine.generate, src, new_tokens, beams)
+        connection.send(median_time(call, 1))
+
+
+class EngineProcess:
+    """CTranslate2 timed in a worker process; `timer(kind, src, new_tokens, beams)` gives a
+    zero-argument function that times one call there and returns its seconds."""
+
+    def __init__(self, folder: Path, vocab: dict[str, int]):
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        self.connection, theirs = context.Pipe()
+        self.process = context.Process(
+            target=_engine_worker, args=(theirs, folder, vocab, torch.get_num_threads())
+        )
+        self.process.start()
+        assert self.connection.recv() == "ready"
+
+    def seconds(self, kind: str, src, new_tokens: int, beams: int) -> float:
+        self.connection.send((kind, src, new_tokens, beams))
+        return self.connection.recv()
+
+    def close(self) -> None:
+        self.connection.send(None)
+        self.process.join()
+
+
+def ctranslate2_engines(folder: Path, vocab: dict[str, int]) -> EngineProcess | None:
+    try:
+        import ctranslate2  # noqa: F401
+    except ImportError:
+        print("(CTranslate2 rows left out: pip install 'xattn[bench]')")
+        return None
+    return EngineProcess(folder, vocab)
 
 
 def build_models():
@@ -55,10 +161,11 @@ def build_models():
     )
     torch.manual_seed(0)
     hf = transformers.MarianMTModel(config).eval()
-    folder = tempfile.mkdtemp()
+    folder = Path(tempfile.mkdtemp())
     hf.save_pretrained(folder)
+    vocab = write_tokenizer(folder)
     ours = xattn.EncoderDecoder.from_hf(folder)
-    return hf, ours
+    return hf, ours, folder, vocab
 
 
 class RerunTransformer(nn.Module):
@@ -103,10 +210,39 @@ class RerunTransformer(nn.Module):
         return ids
 
 
+class LinearLayersAlone(nn.Module):
+    """The training floor: the linear layers of the model (same shapes, the embedding tied
+    to the output layer as in xattn's), a residual add around each block, and nothing else:
+    no attention, norms, activations or dropout. A model that runs these layers unchanged
+    cannot train faster."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, D)
+        enc = [nn.Linear(D, 3 * D), nn.Linear(D, D), nn.Linear(D, FFN), nn.Linear(FFN, D)]
+        self.encoder = nn.ModuleList(nn.ModuleList(enc) for _ in range(LAYERS))
+        dec = [nn.Linear(D, 3 * D), nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, 2 * D)]
+        dec += [nn.Linear(D, D), nn.Linear(D, FFN), nn.Linear(FFN, D)]
+        self.decoder = nn.ModuleList(nn.ModuleList(dec) for _ in range(LAYERS))
+
+    def forward(self, src, tgt):
+        memory = self.embed(src)
+        for qkv, out, fc1, fc2 in self.encoder:
+            memory = out(qkv(memory)[..., :D]) + memory
+            memory = fc2(fc1(memory)) + memory
+        x = self.embed(tgt)
+        for qkv, out, cross_q, cross_kv, cross_out, fc1, fc2 in self.decoder:
+            x = out(qkv(x)[..., :D]) + x
+            x = cross_out(cross_q(x) + cross_kv(memory)[..., :D]) + x
+            x = fc2(fc1(x)) + x
+        return nn.functional.linear(x, self.embed.weight)
+
+
 def matmul_floor(model, rows, new_tokens):
     """Only the linear layers one decoding step must run (self-attention q/k/v/out,
     cross-attention q/out, feed-forward, output layer), new_tokens times: no attention, no
-    norms, no search. Every implementation of this model pays at least this per token."""
+    norms, no search, through plain nn.Linear (row-major weights). An implementation with
+    packed or int8 weights can beat it; one that runs these layers unchanged cannot."""
     x = torch.randn(rows, 1, D)
     with torch.no_grad():
         for _ in range(new_tokens):
@@ -129,7 +265,9 @@ def median_time(fn, repeats):
     return statistics.median(times)
 
 
-def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
+def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
+    """Tokens/s of every implementation on each (B, beams) case; CTranslate2 (engines, an
+    EngineProcess) in a process of its own."""
     rows = []
     start = ours.config.decoder_start_token_id
     for B, beams in cases:
@@ -139,7 +277,10 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
         with torch.no_grad():
             expected = hf.generate(src, attention_mask=mask.long(), do_sample=False, **kw)
         got = ours.generate(src, src_mask=mask, **kw)
-        same = torch.equal(got, expected)
+        same = "yes" if torch.equal(got, expected) else "NO"
+        int8 = ours.quantize("int8")
+        got8 = int8.generate(src, src_mask=mask, **kw)
+        agree = (got8 == expected).float().mean().item() if got8.shape == expected.shape else 0.0
         candidates = {
             "transformers generate (cache)": lambda src=src, mask=mask, kw=kw: hf.generate(
                 src, attention_mask=mask.long(), do_sample=False, **kw
@@ -147,26 +288,47 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
             "xattn generate": lambda src=src, mask=mask, kw=kw: ours.generate(
                 src, src_mask=mask, **kw
             ),
+            "xattn int8 (quantize)": lambda src=src, mask=mask, kw=kw, m=int8: m.generate(
+                src, src_mask=mask, **kw
+            ),
         }
         if beams == 1:
             candidates["nn.Transformer re-run loop"] = lambda src=src: rerun.generate(
                 src, new_tokens, start
             )
-        candidates["floor: the step's matmuls alone"] = lambda rows=B * beams: matmul_floor(
+        candidates["the step's matmuls alone, nn.Linear"] = lambda rows=B * beams: matmul_floor(
             ours, rows, new_tokens
         )
         times = {}
         with torch.no_grad():
-            for _ in range(repeats):  # interleaved rounds
+            for _ in range(repeats):  # interleaved rounds, each call after its own warm-up
                 for name, fn in candidates.items():
                     times.setdefault(name, []).append(median_time(fn, 1))
+                for kind in ("float32", "int8") if engines else ():
+                    seconds = engines.seconds(kind, src, new_tokens, beams)
+                    times.setdefault(f"CTranslate2 {kind}", []).append(seconds)
+        candidates = {**candidates, **{name: None for name in times if name not in candidates}}
         base = statistics.median(times["transformers generate (cache)"])
+        ct2 = statistics.median(times.get("CTranslate2 float32", [float("nan")]))
         for name in candidates:
             t = statistics.median(times[name])
             tokens = B * new_tokens  # new tokens of the returned sequences
             label = f"B{B} {'greedy' if beams == 1 else f'beam {beams}'}"
-            check = ("yes" if same else "NO") if name == "xattn generate" else ""
-            rows.append([label, name, f"{tokens / t:,.0f}", f"{base / t:.2f}x", check])
+            checks = {"xattn generate": same, "xattn int8 (quantize)": f"{agree:.0%} of tokens"}
+            check = checks.get(name, "")
+            reference = (
+                statistics.median(times.get("CTranslate2 int8", [ct2])) if "int8" in name else ct2
+            )
+            rows.append(
+                [
+                    label,
+                    name,
+                    f"{tokens / t:,.0f}",
+                    f"{base / t:.2f}x",
+                    f"{reference / t:.2f}x" if engines else "",
+                    check,
+                ]
+            )
     print_table(
         f"Generation: {SRC} source tokens, {new_tokens} new tokens, d_model {D}, "
         f"{LAYERS}+{LAYERS} layers, vocab {VOCAB}, {torch.get_num_threads()} threads",
@@ -174,9 +336,54 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats):
             "case",
             "implementation",
             "new tokens/s",
-            "speed-up vs transformers",
+            "vs transformers",
+            "vs CTranslate2 (int8 rows: int8)",
             "same tokens as transformers",
         ],
+        rows,
+    )
+
+
+def bench_accelerator(hf, ours, cases, new_tokens, repeats, device, dtype):
+    """Tokens/s of transformers and xattn on an accelerator in dtype, side by side (the CPU
+    peers and the int8 copy are CPU-only); tokens compared as a share, since rounding in
+    bfloat16 can turn a near tie either way."""
+    hf, ours = hf.to(device, dtype), ours.to(device, dtype)
+
+    def timed(fn):
+        def run():
+            fn()
+            torch.cuda.synchronize(device)
+
+        return median_time(run, 1)
+
+    rows = []
+    for B, beams in cases:
+        src = torch.randint(1, VOCAB - 1, (B, SRC), device=device)
+        mask = torch.ones(B, SRC, dtype=torch.bool, device=device)
+        kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, num_beams=beams)
+
+        def run_hf(src=src, mask=mask, kw=kw):
+            return hf.generate(src, attention_mask=mask.long(), do_sample=False, **kw)
+
+        def run_ours(src=src, mask=mask, kw=kw):
+            return ours.generate(src, src_mask=mask, **kw)
+
+        with torch.no_grad():
+            expected, got = run_hf(), run_ours()
+            theirs, mine = [], []
+            for _ in range(repeats):  # interleaved, each call after its own warm-up
+                theirs.append(timed(run_hf))
+                mine.append(timed(run_ours))
+        agree = (got == expected).float().mean().item() if got.shape == expected.shape else 0.0
+        base, t = statistics.median(theirs), statistics.median(mine)
+        label = f"B{B} {'greedy' if beams == 1 else f'beam {beams}'}"
+        rows.append([label, f"{B * new_tokens / base:,.0f}", f"{B * new_tokens / t:,.0f}"])
+        rows[-1] += [f"{base / t:.2f}x", f"{agree:.0%}"]
+    print_table(
+        f"Generation on {torch.cuda.get_device_name(device)}, {dtype}: {SRC} source tokens, "
+        f"{new_tokens} new tokens",
+        ["case", "transformers tokens/s", "xattn tokens/s", "xattn vs transformers", "same"],
         rows,
     )
 
@@ -213,11 +420,14 @@ def bench_training(ours_config, repeats, B=32, T=32):
     torch.manual_seed(0)
     ours = xattn.EncoderDecoder(ours_config).train()
     rerun = RerunTransformer().train()
+    floor = LinearLayersAlone().train()
     src = torch.randint(1, VOCAB - 1, (B, SRC))
     tgt = torch.randint(1, VOCAB - 1, (B, T + 1))
     loss_fn = nn.CrossEntropyLoss()
     steps = {}
-    for name, model in (("nn.Transformer", rerun), ("xattn EncoderDecoder", ours)):
+    models = [("nn.Transformer", rerun), ("xattn EncoderDecoder", ours)]
+    models.append(("the linear layers alone", floor))
+    for name, model in models:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step(model=model, opt=opt):
@@ -249,14 +459,31 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="B = 1 greedy, 8 tokens")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--device", default="cpu", help="cpu (all peers) or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    hf, ours = build_models()
+    if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
+        parser.error(f"--device {args.device}: no such device here (cpu, or cuda with a GPU)")
+    if args.device == "cpu" and args.dtype != "float32":
+        parser.error("--dtype bfloat16 is for --device cuda (the CPU rows run float32 and int8)")
+    hf, ours, folder, vocab = build_models()
+    if args.device != "cpu":
+        cases = [(1, 1), (8, 1), (8, 4)]
+        dtype = getattr(torch, args.dtype)
+        bench_accelerator(hf, ours, cases, 48, args.repeats, torch.device(args.device), dtype)
+        return 0
     rerun = RerunTransformer().eval()
     if args.quick:
         bench_generation(hf, ours, rerun, [(1, 1)], 8, 1)
         return 0
-    bench_generation(hf, ours, rerun, [(1, 1), (8, 1), (1, 4), (8, 4)], 48, args.repeats)
+    engines = ctranslate2_engines(folder, vocab)
+    cases = [(1, 1), (8, 1), (8, 4)]
+    try:
+        bench_generation(hf, ours, rerun, cases, 48, args.repeats, engines)
+    finally:
+        if engines is not None:
+            engines.close()
     cross_kv_memory(hf, ours)
     bench_training(ours.config.replace(dropout=0.1), args.repeats)
     return 0

@@ -105,8 +105,9 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
-    assert len(rows) == 4  # transformers, xattn, nn.Transformer loop, matmul floor
+    assert len(rows) == 5  # transformers, xattn, xattn int8, nn.Transformer loop, matmuls
     assert "| yes" in rows[1]  # xattn produced the same tokens as transformers
+    assert "% of tokens" in rows[2]  # int8 agreement with transformers is reported
 
 
 def test_train_flags_left_out_keep_the_task_recipe():

@@ -99,6 +99,17 @@ def test_translate_arguments_and_stdin(trained, capsys):
     assert result.returncode == 0 and result.stdout == lines[0] + "\n"
 
 
+def test_translate_int8(trained, capsys):
+    from xattn import EncoderDecoder
+    from xattn.tasks import translate
+
+    model = str(trained / "out" / "model")
+    int8 = EncoderDecoder.load(model).quantize("int8")
+    expected = translate(int8, ["the red car", "a house"])
+    assert main(["translate", "--model", model, "--int8", "the red car", "a house"]) == 0
+    assert capsys.readouterr().out == "\n".join(expected) + "\n"
+
+
 def test_translate_a_transformers_marian_folder(tmp_path, capsys):
     import transformers
 

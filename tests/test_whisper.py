@@ -311,6 +311,9 @@ def test_cli_transcribe(whisper, tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["tokens"] == expected.tokens and record["text"] == expected.text
     assert record["token_times"] == pytest.approx(expected.token_times)
+    int8 = ours.quantize("int8").transcribe(samples, rate, max_new_tokens=12)
+    assert main([*base, "--int8"]) == 0
+    assert capsys.readouterr().out == int8.text + "\n"
 
 
 @pytest.mark.parametrize(

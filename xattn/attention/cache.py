@@ -76,6 +76,7 @@ class KVCache:
     key: Tensor
     value: Tensor
     length: int = 0
+    spare: tuple[Tensor, Tensor] | None = None  # the other buffer of reorder
 
     @classmethod
     def empty(
@@ -126,11 +127,32 @@ class KVCache:
             )
         self.key[:, :, self.length : end] = key
         self.value[:, :, self.length : end] = value
-        new = KVCache(self.key, self.value, end)
+        new = KVCache(self.key, self.value, end, self.spare)
         return new, self.key[:, :, :end], self.value[:, :, :end]
 
-    def reorder(self, indices: Tensor) -> KVCache:
-        """The cache of batch rows `indices` (e.g. surviving beams), as a new buffer."""
-        return KVCache(
-            self.key.index_select(0, indices), self.value.index_select(0, indices), self.length
+    def write(self, key: Tensor, value: Tensor) -> tuple[KVCache, Tensor, Tensor]:
+        """append without its checks, for decoding steps whose shapes generate checked:
+        writes key (B, Hkv, t, Dh) and value in place; (new cache, all keys, all values)."""
+        end = self.length + key.shape[2]
+        self.key[:, :, self.length : end] = key
+        self.value[:, :, self.length : end] = value
+        return (
+            KVCache(self.key, self.value, end, self.spare),
+            self.key[:, :, :end],
+            self.value[:, :, :end],
         )
+
+    def reorder(self, indices: Tensor) -> KVCache:
+        """The cache of batch rows `indices` (e.g. surviving beams): the filled positions
+        copied into a second buffer of the same size, kept for the next reorder, so beam
+        search allocates nothing per step."""
+        if self.key.requires_grad or self.value.requires_grad:  # autograd: new tensors
+            keys, values = self.key.index_select(0, indices), self.value.index_select(0, indices)
+            return KVCache(keys, values, self.length)
+        spare = self.spare
+        if spare is None:
+            spare = (torch.empty_like(self.key), torch.empty_like(self.value))
+        L = self.length
+        torch.index_select(self.key[:, :, :L], 0, indices, out=spare[0][:, :, :L])
+        torch.index_select(self.value[:, :, :L], 0, indices, out=spare[1][:, :, :L])
+        return KVCache(spare[0], spare[1], L, (self.key, self.value))

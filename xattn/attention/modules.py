@@ -7,13 +7,14 @@ Dc = context_dim, H query heads, Hkv key/value heads, Dh head width.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..utils import format_shape
 from .cache import CrossAttentionMemory, KVCache
 from .functional import ReturnWeights, attention
 
-__all__ = ["CrossAttention", "SelfAttention"]
+__all__ = ["CrossAttention", "SelfAttention", "attend_memory"]
 
 
 def _head_sizes(dim, num_heads, head_dim, num_kv_heads) -> tuple[int, int, int]:
@@ -217,6 +218,24 @@ class CrossAttention(_MultiHeadProjections):
         return y if weights is None else (y, weights)
 
 
+def attend_memory(
+    module: CrossAttention, x: Tensor, memory: CrossAttentionMemory, q_proj, out_proj
+):
+    """CrossAttention.forward's arithmetic for decoding steps, without its checks (generate
+    checked the inputs once, and every source has a real position): x (N, T, D) over the
+    projected memory, beams folded into the query length; q_proj and out_proj compute the
+    module's projections (model.packing.StepLinears). Returns y (N, T, D)."""
+    N, T, _ = x.shape
+    Bm, H, Dh = memory.batch_size, module.num_heads, module.head_dim
+    k = N // Bm
+    q = q_proj(x).view(Bm, k * T, H, Dh).transpose(1, 2)  # (Bm, H, k*T, Dh)
+    mask = None if memory.mask is None else memory.mask[:, None, None, :]
+    out = F.scaled_dot_product_attention(
+        q, memory.key, memory.value, attn_mask=mask, enable_gqa=H != module.num_kv_heads
+    )  # (Bm, H, k*T, Dh)
+    return out_proj(out.transpose(1, 2).reshape(N, T, H * Dh))
+
+
 class SelfAttention(_MultiHeadProjections):
     """Multi-head self-attention, optionally causal, with an optional preallocated KV cache.
 
@@ -246,6 +265,25 @@ class SelfAttention(_MultiHeadProjections):
             raise ValueError(f"causal={causal!r}; expected True or False")
         self.causal = causal
 
+    def fused_projection(self) -> tuple[Tensor, Tensor | None]:
+        """The q, k and v projections as one (weight, bias) of width (H + 2 Hkv) * Dh, for
+        decoding steps that project all three with one matrix product."""
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        weight = torch.cat([p.weight for p in projections])
+        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
+        return weight, bias
+
+    def decode_one(self, x: Tensor, cache: KVCache, qkv, out) -> tuple[Tensor, KVCache]:
+        """One decoding step without checks (generate checked its inputs once): x (N, 1, D)
+        attends to itself and the cache's positions; the new key and value are written into
+        the cache in place. qkv and out compute the fused q/k/v projection and the output
+        projection (model.packing.StepLinears). Returns (y (N, 1, D), the longer cache)."""
+        N, H, Hkv, Dh = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
+        q, k, v = qkv(x).view(N, 1, H + 2 * Hkv, Dh).transpose(1, 2).split((H, Hkv, Hkv), 1)
+        cache, keys, values = cache.write(k, v)  # (N, Hkv, length + 1, Dh)
+        attended = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != Hkv)
+        return out(attended.transpose(1, 2).reshape(N, 1, H * Dh)), cache
+
     def new_cache(
         self,
         batch_size: int,
@@ -254,15 +292,16 @@ class SelfAttention(_MultiHeadProjections):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> KVCache:
-        """An empty KVCache for `batch_size` rows of up to `max_length` positions."""
-        weight = self.k_proj.weight
+        """An empty KVCache for `batch_size` rows of up to `max_length` positions (dtype
+        and device default to the module's; float32 on the CPU for an int8 copy)."""
+        weight = next(self.parameters(), None)
         return KVCache.empty(
             batch_size,
             self.num_kv_heads,
             max_length,
             self.head_dim,
-            dtype=dtype or weight.dtype,
-            device=device or weight.device,
+            dtype=dtype or (torch.float32 if weight is None else weight.dtype),
+            device=device or ("cpu" if weight is None else weight.device),
         )
 
     def forward(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import CrossAttention, CrossAttentionMemory, KVCache, SelfAttention
+from ..attention.modules import attend_memory
 from .config import ModelConfig
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "FeedForward",
     "LearnedPositions",
     "SinusoidalPositions",
+    "decode_one",
     "make_norm",
 ]
 
@@ -191,6 +193,22 @@ class DecoderLayer(nn.Module):
         x = self.cross_attn_block.merge(x, y)
         h = self.ffn_block.branch_input(x)
         return self.ffn_block.merge(x, self.ffn(h)), cache, weights
+
+
+def decode_one(layer: DecoderLayer, x: Tensor, memory, cache: KVCache, linears) -> tuple:
+    """DecoderLayer.forward for one decoding step (x (N, 1, D)), in eval mode, without the
+    checks generate made once: the same modules and arithmetic with fewer calls (one matrix
+    product for q, k and v; the cache written in place; linears: the layer's StepLinears,
+    weights prepacked for the CPU). Returns (x, cache)."""
+    h = layer.self_attn_block.branch_input(x)
+    y, cache = layer.self_attn.decode_one(h, cache, linears.qkv, linears.self_out)
+    x = layer.self_attn_block.merge(x, y)
+    h = layer.cross_attn_block.branch_input(x)
+    y = attend_memory(layer.cross_attn, h, memory, linears.cross_q, linears.cross_out)
+    x = layer.cross_attn_block.merge(x, y)
+    h = layer.ffn_block.branch_input(x)
+    y = linears.fc2(layer.ffn.activation(linears.fc1(h)))  # (N, 1, D)
+    return layer.ffn_block.merge(x, y), cache
 
 
 def embed_scale(config: ModelConfig) -> float:

@@ -14,6 +14,7 @@ length, D = d_model, V target vocabulary, F source feature width.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import uuid
 from collections.abc import Sequence
@@ -37,9 +38,11 @@ from .layers import (
     FeatureFrontEnd,
     LearnedPositions,
     SinusoidalPositions,
+    decode_one,
     embed_scale,
     make_norm,
 )
+from .packing import StepLinears, forget, layer_step
 
 __all__ = ["DecoderState", "EncoderDecoder", "GenerationOutput"]
 
@@ -55,18 +58,21 @@ class DecoderState:
     memories: per decoder layer, the projected source keys/values (batch B).
     caches: per decoder layer, the self-attention KVCache (batch N, a multiple of B).
     length: target positions consumed so far.
+    linears: per decoder layer, its linear layers for the steps of generate, weights
+    prepacked for the CPU (model.packing.StepLinears), and output, the output layer's.
     """
 
     memories: tuple[CrossAttentionMemory, ...]
     caches: tuple[KVCache, ...]
     length: int = 0
+    linears: tuple = ()
+    output: Any = None
 
     def reorder(self, indices: Tensor) -> DecoderState:
         """Row i continues row indices[i] (beam search). The memories are shared, untouched:
         indices must keep each row among the rows of its own source."""
-        return DecoderState(
-            self.memories, tuple(c.reorder(indices) for c in self.caches), self.length
-        )
+        caches = tuple(c.reorder(indices) for c in self.caches)
+        return DecoderState(self.memories, caches, self.length, self.linears, self.output)
 
 
 @dataclass(frozen=True)
@@ -143,6 +149,7 @@ class EncoderDecoder(nn.Module):
             decoder_start_token_id=c.decoder_start_token_id,
         )
         self.tokenizer: Any = None  # set by load/from_hf when the folder has tokenizer files
+        self.quantized: str | None = None  # "int8" for a copy made by quantize()
 
     # ---- encoder -------------------------------------------------------------------------
 
@@ -336,7 +343,9 @@ class EncoderDecoder(nn.Module):
             layer.self_attn.new_cache(N, max_length, dtype=memory.dtype, device=memory.device)
             for layer in self.decoder_layers
         )
-        return DecoderState(self.project_memories(memory, src_mask), caches, 0)
+        linears = tuple(StepLinears.of(layer) for layer in self.decoder_layers)
+        output = layer_step(self.lm_head)
+        return DecoderState(self.project_memories(memory, src_mask), caches, 0, linears, output)
 
     def decode_step(
         self, tgt_ids: Tensor, state: DecoderState, *, return_weights: ReturnWeights = False
@@ -354,8 +363,33 @@ class EncoderDecoder(nn.Module):
             x, cache, w = layer(x, mem, cache=cache, return_weights=return_weights)
             caches.append(cache)
             maps.append(w)
-        new_state = DecoderState(state.memories, tuple(caches), state.length + tgt_ids.shape[1])
+        length = state.length + tgt_ids.shape[1]
+        new_state = dataclasses.replace(state, caches=tuple(caches), length=length)
         return self._logits(x), new_state, (tuple(maps) if return_weights else None)
+
+    def _decode_one(self, tgt_ids: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
+        """decode_step for one token of every row (N, 1) inside generate, which checked its
+        inputs once: the same modules and arithmetic without per-step checks (see
+        layers.decode_one). Returns (logits (N, V), new state)."""
+        x = self.tgt_embed(tgt_ids)  # (N, 1, D)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        if self.decoder_positions is not None:
+            x = x + self.decoder_positions(state.length, 1)
+        if self.decoder_embed_norm is not None:
+            x = self.decoder_embed_norm(x)
+        caches = []
+        steps = zip(self.decoder_layers, state.memories, state.caches, state.linears, strict=True)
+        for layer, memory, cache, linears in steps:
+            x, cache = decode_one(layer, x, memory, cache, linears)
+            caches.append(cache)
+        if self.decoder_norm is not None:
+            x = self.decoder_norm(x)
+        logits = state.output(x[:, -1])  # (N, V)
+        if self.final_logits_bias is not None:
+            logits = logits + self.final_logits_bias
+        state = dataclasses.replace(state, caches=tuple(caches), length=state.length + 1)
+        return logits, state
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -416,7 +450,12 @@ class EncoderDecoder(nn.Module):
         start = start.repeat_interleave(rows, dim=0)  # (B * rows, P)
         if start.shape[1] > 1:  # feed the prompt but its last token (the search feeds that)
             _, state, _ = self.decode_step(start[:, :-1], state)
-        stepper = _ModelStepper(self, state, return_weights)
+        # steps without per-step checks, unless maps are collected, dropout is on or a
+        # source has no real position (SDPA would give NaN where attention() gives zeros)
+        lean = not (return_weights or self.training) and (
+            memory_mask is None or bool(memory_mask.any(-1).all())
+        )
+        stepper = _ModelStepper(self, state, return_weights, lean)
         result = search(stepper, start, config, B)
         if not return_weights:
             return result.sequences
@@ -424,6 +463,24 @@ class EncoderDecoder(nn.Module):
         if result.extras is not None:  # (B*R, N, L, ...) -> per layer (B*R, N, ...)
             maps = tuple(result.extras.unbind(2))
         return GenerationOutput(result.sequences, result.scores, maps)
+
+    def train(self, mode: bool = True) -> EncoderDecoder:
+        """nn.Module.train; the packed weights of decoding steps are made again after it
+        (model.packing), so a change of weights that nothing else shows is picked up."""
+        forget()
+        return super().train(mode)
+
+    def quantize(self, mode: str = "int8") -> EncoderDecoder:
+        """An int8 copy for CPU inference (model.quantize): linear layers with int8 weights
+        and per-call int8 inputs; this model is unchanged. The copy cannot be saved. An
+        int8 model returns itself."""
+        if mode != "int8":
+            raise ValueError(f"quantize({mode!r}); the one mode is 'int8'")
+        if self.quantized == mode:
+            return self
+        from .quantize import quantize_int8
+
+        return quantize_int8(self)
 
     def transcribe(
         self,
@@ -462,6 +519,11 @@ class EncoderDecoder(nn.Module):
         so a failure never leaves a half-written or clobbered model."""
         from safetensors.torch import save_model
 
+        if self.quantized is not None:
+            raise ValueError(
+                f"this is a {self.quantized} copy for inference: save the float model and "
+                f"quantize after loading it"
+            )
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:8]}"
@@ -604,10 +666,13 @@ def _check_return_weights(return_weights) -> None:
 class _ModelStepper:
     """The search's view of a model: one decode_step per call, the state kept here."""
 
-    def __init__(self, model: EncoderDecoder, state: DecoderState, weights: ReturnWeights):
-        self.model, self.state, self.weights = model, state, weights
+    def __init__(self, model, state: DecoderState, weights: ReturnWeights, lean: bool = False):
+        self.model, self.state, self.weights, self.lean = model, state, weights, lean
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.lean:
+            logits, self.state = self.model._decode_one(tokens, self.state)
+            return logits, None
         logits, self.state, maps = self.model.decode_step(
             tokens, self.state, return_weights=self.weights
         )

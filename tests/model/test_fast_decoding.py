@@ -1,0 +1,126 @@
+"""The lean decoding step of generate: the same tokens and scores as the checked path (and,
+in tests/test_hf.py, as transformers), prepacked weights that follow weight changes, beam
+reordering without new buffers, and int8 copies for CPU inference."""
+
+import pytest
+import torch
+
+import xattn
+from xattn.model import packing
+from xattn.model.transformer import _ModelStepper
+
+
+def make(**kw):
+    torch.manual_seed(0)
+    config = xattn.ModelConfig.preset("tiny", vocab_size=60, dropout=0.0, **kw)
+    return xattn.EncoderDecoder(config).eval()
+
+
+def search_both(model, src, mask, **kw):
+    """generate's output through the lean steps and through the checked decode_step."""
+    lean = model.generate(src, src_mask=mask, **kw)
+    real = _ModelStepper.__init__
+
+    def checked(self, model, state, weights, lean=False):
+        real(self, model, state, weights, False)
+
+    _ModelStepper.__init__ = checked
+    try:
+        slow = model.generate(src, src_mask=mask, **kw)
+    finally:
+        _ModelStepper.__init__ = real
+    return lean, slow
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+@pytest.mark.parametrize("beams", [1, 3])
+def test_lean_steps_equal_the_checked_steps(pre_norm, beams):
+    model = make(pre_norm=pre_norm, num_kv_heads=2)  # grouped-query heads too
+    src = torch.randint(3, 60, (3, 7))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    lean, slow = search_both(model, src, mask, max_new_tokens=9, num_beams=beams)
+    assert torch.equal(lean, slow)
+
+
+def step_logits(model, src, tokens):
+    """(lean, checked) logits of one decoding step after `tokens`, from fresh states."""
+    with torch.no_grad():
+        memory = model.encode(src)
+        out = []
+        for lean in (True, False):
+            state = model.start_decoding(memory, max_length=tokens.shape[1] + 1)
+            _, state, _ = model.decode_step(tokens[:, :-1], state)
+            if lean:
+                out.append(model._decode_one(tokens[:, -1:], state)[0])
+            else:
+                out.append(model.decode_step(tokens[:, -1:], state)[0][:, -1])
+    return out
+
+
+def test_packed_weights_follow_weight_changes():
+    model = make()
+    src, tokens = torch.randint(3, 60, (2, 5)), torch.randint(3, 60, (2, 4))
+    lean, checked = step_logits(model, src, tokens)
+    torch.testing.assert_close(lean, checked, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():  # in-place changes, as an optimizer step makes
+        model.decoder_layers[0].ffn.fc1.weight.mul_(-1.0)
+        model.decoder_layers[1].self_attn.k_proj.weight.add_(0.5)
+        model.lm_head.weight.mul_(1.5)
+    changed, checked_again = step_logits(model, src, tokens)
+    torch.testing.assert_close(changed, checked_again, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(changed, lean)  # the packed copies were made again
+    if packing.can_pack(model.lm_head.weight):  # oneDNN present: the packed path was used
+        assert packing._PACKED.get(model.lm_head.weight) is not None
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_packed_weights_follow_optimizer_steps(fused):
+    """A fused optimizer changes weights without a new tensor version; a step of any
+    optimizer, like a change through .data followed by model.eval(), makes them stale."""
+    model = make()
+    src, tokens = torch.randint(3, 60, (2, 5)), torch.randint(3, 60, (2, 4))
+    before, _ = step_logits(model, src, tokens)  # packs every decoder weight
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.05, fused=fused)
+    model(src, tokens).logsumexp(-1).mean().backward()  # in eval mode: no train() call
+    optimizer.step()
+    for p in model.parameters():
+        p.grad = None
+    lean, checked = step_logits(model, src, tokens)
+    assert not torch.allclose(before, checked)  # the step changed the model
+    torch.testing.assert_close(lean, checked, atol=1e-5, rtol=1e-5)
+    model.lm_head.weight.data.mul_(2.0)  # no version, no optimizer: eval() picks it up
+    model.eval()
+    lean, checked = step_logits(model, src, tokens)
+    torch.testing.assert_close(lean, checked, atol=1e-5, rtol=1e-5)
+
+
+def test_beam_reordering_reuses_two_buffers():
+    model = make()
+    cache = model.decoder_layers[0].self_attn.new_cache(4, 8)
+    with torch.no_grad():
+        cache, _, _ = cache.write(torch.randn(4, 4, 3, 8), torch.randn(4, 4, 3, 8))
+        first = cache.reorder(torch.tensor([1, 1, 0, 3]))
+        second = first.reorder(torch.tensor([2, 0, 1, 3]))
+    assert second.key.data_ptr() == cache.key.data_ptr()  # back in the first buffer
+    assert first.key.data_ptr() != cache.key.data_ptr()
+    expected = cache.key[:, :, :3][torch.tensor([1, 1, 0, 3])][torch.tensor([2, 0, 1, 3])]
+    torch.testing.assert_close(second.key[:, :, :3], expected)
+
+
+def test_int8_copy_reads_alike_and_is_not_saved(tmp_path):
+    model = make()
+    int8 = model.quantize("int8")
+    assert model.quantized is None and int8.quantized == "int8"
+    assert int8.quantize("int8") is int8
+    assert not any(type(m) is torch.nn.Linear for m in int8.modules())
+    src, tgt = torch.randint(3, 60, (4, 9)), torch.randint(3, 60, (4, 6))
+    with torch.no_grad():
+        exact, approx = model(src, tgt), int8(src, tgt)
+    assert (exact - approx).abs().max() < 0.05 * exact.abs().max()
+    assert (exact.argmax(-1) == approx.argmax(-1)).float().mean() > 0.9
+    assert int8.generate(src, max_new_tokens=5, num_beams=2).shape[0] == 4
+    with pytest.raises(ValueError, match="int8 copy for inference: save the float model"):
+        int8.save(tmp_path / "m")
+    with pytest.raises(ValueError, match="quantize\\('int4'\\); the one mode is 'int8'"):
+        model.quantize("int4")

@@ -1,0 +1,153 @@
+"""Linear layers for decoding steps, with weights prepacked for the CPU's matrix kernels.
+
+A decoding step multiplies a few rows by every weight matrix of the decoder: on a CPU it
+is bound by reading the weights, and oneDNN's blocked ("prepacked") weight layout reads
+them about 1.5x faster than the plain row-major layout (measured: benchmarks/
+bench_generation.py). `step_linear(layer)` gives the layer's arithmetic in that layout when
+PyTorch's CPU build has oneDNN, and plain F.linear otherwise (CUDA, or no oneDNN).
+
+Packed copies are made once per weight and kept in a table outside the model, keyed by the
+parameter and dropped with it. A copy is made again after any change the table can see: a
+new version of the weight (an in-place change: load_state_dict, copy_ or mul_ under
+no_grad), any optimizer's step (fused optimizers change weights without a new version), and
+model.train() or model.eval(). A change through `.data` shows none of these: call forget()
+after one.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+__all__ = ["PackedLinear", "StepLinears", "can_pack", "forget", "layer_step", "step_linear"]
+
+_EPOCH = [0]  # counts forget() calls: a packed copy from an earlier epoch is stale
+
+
+def forget(*_) -> None:
+    """Make every packed copy stale: the next decoding step packs the weights again."""
+    _EPOCH[0] += 1
+
+
+# every optimizer's step, fused ones included, changes weights: the copies go stale
+register_optimizer_step_post_hook(forget)
+
+
+def _stamp(*tensors: Tensor | None) -> tuple[int, ...]:
+    """What a packed copy of these tensors was made from: their versions and the epoch."""
+    return (_EPOCH[0], *(t._version for t in tensors if t is not None))
+
+
+class _ByTensor:
+    """A table keyed by tensor identity whose entries go when their tensor is freed (a
+    WeakKeyDictionary would compare tensors with ==, which works elementwise)."""
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[weakref.ref, object]] = {}
+
+    def get(self, tensor: Tensor):
+        found = self.entries.get(id(tensor))
+        return None if found is None or found[0]() is not tensor else found[1]
+
+    def put(self, tensor: Tensor, value) -> None:
+        key = id(tensor)
+        self.entries[key] = (weakref.ref(tensor, lambda _: self.entries.pop(key, None)), value)
+
+
+_PACKED = _ByTensor()  # weight -> (its stamp when packed, the packed tensor)
+
+
+def can_pack(weight: Tensor) -> bool:
+    """Whether a weight can go into oneDNN's packed layout here: float32 on the CPU of a
+    PyTorch build with oneDNN."""
+    return (
+        weight.device.type == "cpu"
+        and weight.dtype == torch.float32
+        and torch.backends.mkldnn.is_available()
+        and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    )
+
+
+def _packed(weight: Tensor) -> Tensor:
+    stamp = _stamp(weight)
+    found = _PACKED.get(weight)
+    if found is None or found[0] != stamp:
+        found = (stamp, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+        _PACKED.put(weight, found)
+    return found[1]
+
+
+class PackedLinear:
+    """y = x W^T + b with W read from its packed copy: the same arithmetic as the linear
+    layer (weight (out, in), bias (out,) or None), faster for a few rows of x."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        self.weight, self.bias = weight, bias
+        self.packed = _packed(weight)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+
+def step_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tensor], Tensor]:
+    """A callable computing F.linear(x, weight, bias) for decoding steps: packed when
+    can_pack(weight), plain otherwise; weight may be fused (not a module's own)."""
+    if can_pack(weight) and not torch.is_grad_enabled():
+        return PackedLinear(weight, bias)
+    return lambda x: F.linear(x, weight, bias)
+
+
+def layer_step(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A linear layer for decoding steps: an nn.Linear through step_linear, an int8 layer
+    (model.quantize) as it is."""
+    if isinstance(layer, nn.Linear):
+        return step_linear(layer.weight, layer.bias)
+    return layer
+
+
+_FUSED = _ByTensor()  # q projection weight -> (stamp of q, k, v; fused weight and bias)
+
+
+def _fused_qkv(attn) -> Callable[[Tensor], Tensor]:
+    """One linear for the q, k and v projections of a self-attention module (their weights
+    stacked), made again when one of them changes (an int8 model fused them already)."""
+    if hasattr(attn, "qkv_int8"):
+        return attn.qkv_int8
+    parts = (attn.q_proj, attn.k_proj, attn.v_proj)
+    stamp = _stamp(*(t for p in parts for t in (p.weight, p.bias)))
+    found = _FUSED.get(attn.q_proj.weight)
+    if found is None or found[0] != stamp:
+        found = (stamp, *attn.fused_projection())
+        _FUSED.put(attn.q_proj.weight, found)
+    return step_linear(found[1], found[2])
+
+
+@dataclass(frozen=True)
+class StepLinears:
+    """A decoder layer's linear layers for decoding steps (see step_linear): q, k and v of
+    self-attention fused into one, its output, cross-attention's q and output, and the
+    feed-forward layers."""
+
+    qkv: Callable[[Tensor], Tensor]
+    self_out: Callable[[Tensor], Tensor]
+    cross_q: Callable[[Tensor], Tensor]
+    cross_out: Callable[[Tensor], Tensor]
+    fc1: Callable[[Tensor], Tensor]
+    fc2: Callable[[Tensor], Tensor]
+
+    @classmethod
+    def of(cls, layer) -> StepLinears:
+        return cls(
+            _fused_qkv(layer.self_attn),
+            layer_step(layer.self_attn.out_proj),
+            layer_step(layer.cross_attn.q_proj),
+            layer_step(layer.cross_attn.out_proj),
+            layer_step(layer.ffn.fc1),
+            layer_step(layer.ffn.fc2),
+        )
