@@ -185,6 +185,32 @@ def test_timing_scores_of_word_spans():
         timing_scores([[(0.1, 0.2)]], [gold[0]])
 
 
+class ShiftedTiming:
+    """A task whose word times are off by an amount set by its timing settings: exact at
+    pause level -3.5 with width 3; each step of width adds 10 ms, each half level 60 ms."""
+
+    def __init__(self):
+        self.timing = {"median_filter_width": 1, "pause_log_weight": -4.0, "other": "kept"}
+
+    def word_spans(self, maps, heads, example):
+        assert self.timing["other"] == "kept"
+        off = 0.12 * abs(self.timing["pause_log_weight"] + 3.5)
+        off += 0.005 * abs(self.timing["median_filter_width"] - 3)
+        gold = [(example, example + 0.3), (example + 0.5, example + 0.6)]
+        return [(a + off, b - off) for a, b in gold], gold
+
+
+def test_choose_timing_picks_the_settings_that_time_validation_best():
+    from xattn.alignment import choose_timing
+
+    task = ShiftedTiming()
+    chosen = choose_timing(task, [None] * 4, [(0, 0)], [0.0, 0.4, 1.0, 2.0])
+    assert chosen == {"median_filter_width": 3, "pause_log_weight": -3.5, "other": "kept"}
+    assert task.timing["pause_log_weight"] == -4.0  # the task is left as it was
+    task.timing = {"median_filter_width": 3}  # no pause rows in the recipe: nothing to choose
+    assert choose_timing(task, [None], [(0, 0)], [0.0]) is None
+
+
 def test_token_times_with_pause_rows_find_spans_in_silence():
     """Heads that spread over each word (and the end token over the trailing silence): the
     pause rows take the silence before and between the words, so each word's span is its

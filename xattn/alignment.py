@@ -37,6 +37,7 @@ __all__ = [
     "attention_maps",
     "choose_alignment_heads",
     "choose_and_keep_alignment_heads",
+    "choose_timing",
     "describe_alignment_heads",
     "dynamic_time_warping",
     "group_words",
@@ -285,6 +286,35 @@ def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequ
     }
 
 
+TIMING_GRID = {"median_filter_width": (1, 3, 5), "pause_log_weight": (-2.5, -3.0, -3.5, -4.0, -5.0)}
+
+
+def choose_timing(task, maps: Sequence[Tensor], heads, examples: Sequence) -> dict | None:
+    """How to read word times from the alignment heads (median_filter_width and
+    pause_log_weight of token_times), chosen on these validation maps (L, H, T, S') and
+    examples: the settings of TIMING_GRID whose word boundaries land within 100 ms most
+    often, then with the smallest mean error. None for tasks without timed gold or without
+    pause rows in their recipe (task.timing)."""
+    if "pause_log_weight" not in task.timing or not examples:
+        return None
+    default = dict(task.timing)
+    best, best_key = None, None
+    try:
+        for width in TIMING_GRID["median_filter_width"]:
+            for level in TIMING_GRID["pause_log_weight"]:
+                task.timing = {**default, "median_filter_width": width, "pause_log_weight": level}
+                spans = [task.word_spans(m, heads, e) for m, e in zip(maps, examples, strict=True)]
+                if spans[0] is None:
+                    return None
+                scores = timing_scores([p for p, _ in spans], [g for _, g in spans])
+                key = (round(scores["f1_100ms"], 6), -scores["boundary_error"])
+                if best_key is None or key > best_key:
+                    best, best_key = dict(task.timing), key
+    finally:
+        task.timing = default
+    return best
+
+
 def keep_alignment_heads(
     model, heads: Sequence[Sequence[int]], folder: str | Path, **timing
 ) -> None:
@@ -302,10 +332,14 @@ def choose_and_keep_alignment_heads(
     model, task, examples: Sequence, folder: str | Path, *, count: int = 300
 ) -> list[tuple[int, int]]:
     """choose_alignment_heads on the first `count` of these validation examples, then
-    keep_alignment_heads (with the task's timing settings)."""
+    keep_alignment_heads with the timing settings chosen on them (choose_timing; the
+    task's own where it has none to choose)."""
     rates = HitRates(model, task, examples)
-    heads = choose_alignment_heads(*rates.maps(range(min(count, len(examples)))))
-    keep_alignment_heads(model, heads, folder, **task.timing)
+    first = range(min(count, len(examples)))
+    maps, gold = rates.maps(first)
+    heads = choose_alignment_heads(maps, gold)
+    timing = choose_timing(task, maps, heads, [examples[i] for i in first])
+    keep_alignment_heads(model, heads, folder, **(timing or task.timing))
     return heads
 
 

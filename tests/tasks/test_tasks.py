@@ -225,6 +225,10 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, browser, name):
         timing = summary["word_timing"]
         assert set(timing) >= {"start_error", "end_error", "f1_50ms", "f1_100ms", "iou"}
         assert f"start error {1000 * timing['start_error']:.0f} ms" in out
+        settings = summary["word_timing_settings"]  # chosen on validation, kept with the model
+        assert saved["pause_log_weight"] == settings["pause_log_weight"]
+        assert saved["median_filter_width"] == settings["median_filter_width"]
+        assert f"pause level {settings['pause_log_weight']} (chosen on validation)" in out
         for kind in ("real", "synthetic"):
             if f"exact_{kind}" in summary:
                 assert f"  {kind} examples (" in out and f"word_timing_{kind}" in summary

@@ -22,6 +22,7 @@ from ..alignment import (
     HitRates,
     alignment_heads,
     attention_maps,
+    choose_timing,
     describe_alignment_heads,
     head_mean,
     keep_alignment_heads,
@@ -183,6 +184,10 @@ def measure_alignment(model, task: Task, valid: Sequence, test: Sequence) -> dic
     valid_maps = HitRates(model, task, valid).maps(range(min(count, len(valid))))
     report = {"alignment_hit_rate": rates(first), **alignment_heads(valid_maps, rates.maps(first))}
     heads = report["alignment_heads"]
+    timing = choose_timing(task, valid_maps[0], heads, valid[: len(valid_maps[0])])
+    if timing is not None:  # read the test's word times the way validation chose
+        task.timing = timing
+        report["word_timing_settings"] = timing
     for kind in sorted({k for k in map(task.kind, test) if k is not None}):
         chosen = [i for i, e in enumerate(test) if task.kind(e) == kind][:count]
         report[f"alignment_hit_rate_{kind}"] = rates(chosen)
@@ -281,6 +286,12 @@ def _print_alignment(task, test, hyps, scores, report, out) -> None:
         )
     if "word_timing" in report:
         out(f"  word timestamps from the alignment heads: {_timing_line(report['word_timing'])}")
+        settings = report.get("word_timing_settings")
+        if settings is not None:
+            out(
+                f"    read with a median filter of {settings['median_filter_width']} positions "
+                f"and pause level {settings['pause_log_weight']} (chosen on validation)"
+            )
     for kind in sorted({k for k in map(task.kind, test) if k is not None}):
         chosen = [i for i, e in enumerate(test) if task.kind(e) == kind]
         kind_scores = task.metrics(

@@ -43,7 +43,8 @@ class SpeechTask(Task):
     demo_sizes: ClassVar[dict[str, int]] = {"train": 10000, "valid": 300, "test": 1000}
     model_overrides: ClassVar[dict] = {"source_features": N_MELS}
     # the alignment head is trained to cover each word (recipe: alignment_loss), so its
-    # spans are read with pause rows; 3 positions of smoothing = 120 ms
+    # spans are read with pause rows; the demo and `xattn train` choose the filter width and
+    # pause level on validation (alignment.choose_timing), starting from these
     timing: ClassVar[dict] = {"median_filter_width": 3, "pause_log_weight": -4.0}
 
     @staticmethod
