@@ -10,7 +10,8 @@ loaded into xattn with from_hf and into CTranslate2 with its converter, so all r
 weights; xattn's tokens are checked against transformers'. Every row generates exactly the
 same number of new tokens (min_new_tokens = max_new_tokens). Peers:
 - transformers' generate (cache on);
-- CTranslate2 float32 and int8 (`pip install 'xattn[bench]'`; rows left out without it);
+- CTranslate2 float32 and int8 (`pip install 'xattn[bench]'`; rows left out without it),
+  each Translator timed in a process that holds nothing else (ct2_worker.py);
 - an nn.Transformer model of the same size that re-runs the decoder over the whole prefix
   at every step (what a model without a cache does).
 """
@@ -18,7 +19,7 @@ same number of new tokens (min_new_tokens = max_new_tokens). Peers:
 from __future__ import annotations
 
 import argparse
-import functools
+import json
 import statistics
 import sys
 import tempfile
@@ -42,7 +43,6 @@ def write_tokenizer(folder: Path) -> dict[str, int]:
     """A Marian tokenizer of VOCAB stand-in tokens (CTranslate2's converter reads the
     vocabulary from it); tiny SentencePiece models, as the tokenizer files need them."""
     import io
-    import json
 
     import sentencepiece as spm
     import transformers
@@ -68,67 +68,51 @@ def write_tokenizer(folder: Path) -> dict[str, int]:
     return vocab
 
 
-class CTranslate2:
-    """CTranslate2's Translator on the same weights, driven with token ids."""
+class EngineProcess:
+    """CTranslate2 on the same weights, float32 and int8, each Translator timed in a
+    process of its own that imports nothing else (ct2_worker.py): `seconds(kind, src,
+    new_tokens, beams)` times one call there, after a warm-up call, and returns its
+    seconds."""
 
-    def __init__(self, folder: Path, vocab: dict[str, int], compute_type: str, threads: int):
+    def __init__(self, folder: Path, vocab: dict[str, int], threads: int):
+        import subprocess
+
         import ctranslate2
 
-        out = tempfile.mkdtemp()
-        quantization = None if compute_type == "float32" else compute_type
-        converter = ctranslate2.converters.TransformersConverter(str(folder))
-        converter.convert(out, quantization=quantization, force=True)
-        self.translator = ctranslate2.Translator(
-            out, device="cpu", compute_type=compute_type, inter_threads=1, intra_threads=threads
-        )
         self.tokens = {i: t for t, i in vocab.items()}
-
-    def generate(self, src: torch.Tensor, new_tokens: int, beams: int):
-        batch = [[self.tokens[int(i)] for i in row] for row in src]
-        return self.translator.translate_batch(
-            batch,
-            beam_size=beams,
-            max_decoding_length=new_tokens,
-            min_decoding_length=new_tokens,
-            max_batch_size=0,
-        )
-
-
-def _engine_worker(connection, folder, vocab, threads) -> None:
-    """A process of its own for CTranslate2 (its OpenMP and oneDNN never share a process
-    with PyTorch's): answers (kind, src, new_tokens, beams) with the seconds of one call
-    after a warm-up call."""
-    torch.set_num_threads(threads)
-    engines = {kind: CTranslate2(folder, vocab, kind, threads) for kind in ("float32", "int8")}
-    connection.send("ready")
-    while (request := connection.recv()) is not None:
-        engine, src, new_tokens, beams = engines[request[0]], *request[1:]
-        call = functools.partial(engine.generate, src, new_tokens, beams)
-        connection.send(median_time(call, 1))
-
-
-class EngineProcess:
-    """CTranslate2 timed in a worker process; `timer(kind, src, new_tokens, beams)` gives a
-    zero-argument function that times one call there and returns its seconds."""
-
-    def __init__(self, folder: Path, vocab: dict[str, int]):
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        self.connection, theirs = context.Pipe()
-        self.process = context.Process(
-            target=_engine_worker, args=(theirs, folder, vocab, torch.get_num_threads())
-        )
-        self.process.start()
-        assert self.connection.recv() == "ready"
+        self.workers = {}
+        for kind in ("float32", "int8"):
+            out = tempfile.mkdtemp()
+            converter = ctranslate2.converters.TransformersConverter(str(folder))
+            converter.convert(out, quantization=None if kind == "float32" else kind, force=True)
+            worker = subprocess.Popen(
+                [
+                    sys.executable,
+                    str(Path(__file__).with_name("ct2_worker.py")),
+                    out,
+                    kind,
+                    str(threads),
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            if worker.stdout.readline().strip() != "ready":
+                raise RuntimeError(f"the CTranslate2 {kind} worker did not start")
+            self.workers[kind] = worker
 
     def seconds(self, kind: str, src, new_tokens: int, beams: int) -> float:
-        self.connection.send((kind, src, new_tokens, beams))
-        return self.connection.recv()
+        batch = [[self.tokens[int(i)] for i in row] for row in src]
+        worker = self.workers[kind]
+        request = {"batch": batch, "new_tokens": new_tokens, "beams": beams}
+        worker.stdin.write(json.dumps(request) + "\n")
+        worker.stdin.flush()
+        return float(worker.stdout.readline())
 
     def close(self) -> None:
-        self.connection.send(None)
-        self.process.join()
+        for worker in self.workers.values():
+            worker.stdin.close()
+            worker.wait()
 
 
 def ctranslate2_engines(folder: Path, vocab: dict[str, int]) -> EngineProcess | None:
@@ -137,7 +121,7 @@ def ctranslate2_engines(folder: Path, vocab: dict[str, int]) -> EngineProcess | 
     except ImportError:
         print("(CTranslate2 rows left out: pip install 'xattn[bench]')")
         return None
-    return EngineProcess(folder, vocab)
+    return EngineProcess(folder, vocab, torch.get_num_threads())
 
 
 def build_models():
