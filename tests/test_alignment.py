@@ -1,6 +1,9 @@
 """xattn.alignment: hit rates, every head's own rate, the alignment heads, hard alignments,
 Pharaoh links and the word-alignment measures (precision, recall, AER)."""
 
+import itertools
+
+import numpy as np
 import pytest
 import torch
 
@@ -212,22 +215,63 @@ def test_choose_timing_picks_the_settings_that_time_validation_best():
 
 
 def test_token_times_with_pause_rows_find_spans_in_silence():
-    """Heads that spread over each word (and the end token over the trailing silence): the
-    pause rows take the silence before and between the words, so each word's span is its
-    own. Whisper's recipe (no pause rows) gives the leading silence to the first word."""
+    """Heads that spread over each word: the pause rows take the silence before, between
+    and after the words, so each word's span is its own (the last word does not stretch
+    to the end). Whisper's recipe (no pause rows) gives the leading silence to the first
+    word."""
     from xattn.alignment import token_times
 
     S, spans = 40, [(5, 12), (18, 25), (30, 36)]
-    weights = torch.full((4, S), 1e-4)
+    weights = torch.full((3, S), 1e-4)
     for t, (a, b) in enumerate(spans):
         weights[t, a:b] = 1.0 / (b - a)
-    weights[3, 36:] = 0.25  # </s> reads the end
     rows = torch.stack([weights, weights])  # two heads
     timed = token_times(rows, 0.04, median_filter_width=3, pause_log_weight=-4.0)
     found = [
         (round(s / 0.04), round(e / 0.04)) for s, e in zip(timed.starts, timed.ends, strict=True)
     ]
-    assert found[:3] == spans
+    assert found == spans
     whisper = token_times(rows, 0.04, median_filter_width=3)
     assert whisper.starts[0] == 0.0  # the first row must start the path
     assert whisper.starts[1:3] == pytest.approx([s * 0.04 for s, _ in spans[1:]], abs=0.13)
+
+
+def _labellings(T: int, S: int):
+    """Every labelling of S positions as pause (-1) or token 0..T-1: tokens in order, each
+    on one run of at least one position."""
+    for labels in itertools.product(range(-1, T), repeat=S):
+        tokens = [k for k in labels if k >= 0]
+        runs = [k for i, k in enumerate(tokens) if i == 0 or tokens[i - 1] != k]
+        contiguous = (
+            all(
+                labels[j] == k
+                for k in range(T)
+                for j in range(labels.index(k), S - labels[::-1].index(k))
+            )
+            if runs == list(range(T))
+            else False
+        )
+        if contiguous:
+            yield labels
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_pause_alignment_is_the_best_labelling(seed):
+    """pause_alignment against brute force on small matrices: its spans score the best of
+    every labelling with pauses before, between and after the tokens."""
+    from xattn.alignment import pause_alignment
+
+    rng = np.random.default_rng(seed)
+    T, S, pause = int(rng.integers(1, 4)), int(rng.integers(3, 8)), -0.3
+    score = rng.normal(size=(T, S))
+
+    def total(labels):
+        return sum(pause if k < 0 else score[k, j] for j, k in enumerate(labels))
+
+    best = max(total(labels) for labels in _labellings(T, S))
+    labels = [-1] * S
+    for t, (a, b) in enumerate(pause_alignment(score, pause)):
+        assert 0 <= a < b <= S and all(k == -1 for k in labels[a:b])
+        labels[a:b] = [t] * (b - a)
+    assert total(labels) == pytest.approx(best)
+    assert [k for k in labels if k >= 0] == sorted(k for k in labels if k >= 0)

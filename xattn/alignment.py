@@ -286,7 +286,10 @@ def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequ
     }
 
 
-TIMING_GRID = {"median_filter_width": (1, 3, 5), "pause_log_weight": (-2.5, -3.0, -3.5, -4.0, -5.0)}
+TIMING_GRID = {
+    "median_filter_width": (1, 3, 5),
+    "pause_log_weight": (-2.5, -3.0, -3.5, -4.0, -4.5, -5.0),
+}
 
 
 def choose_timing(task, maps: Sequence[Tensor], heads, examples: Sequence) -> dict | None:
@@ -440,9 +443,10 @@ def token_times(
     each position's weights normalized across the tokens, median-filtered along time,
     averaged over the heads, aligned to the tokens. With pause_log_weight (for heads
     trained to cover each word, xattn's speech models): the log of the heads' mean weights,
-    median-filtered, and a pause row of that constant log-weight before every token row, so
-    silence before, between and after words is nobody's; a token's span is then where its
-    attention stands out of that level."""
+    median-filtered, and pause rows of that constant log-weight before, between and after
+    the token rows, so silence before, between and after words is nobody's; a token's span
+    is then where its attention stands out of that level (pass the words' own rows: an end
+    token's row would take the silence after the last word)."""
     if weights.dim() != 3:
         raise ValueError(f"weights have shape {tuple(weights.shape)}; expected (heads, T, S)")
     T = weights.shape[1]
@@ -472,29 +476,29 @@ def token_times(
 
 def pause_alignment(score: np.ndarray, pause: float) -> list[tuple[int, int]]:
     """The best monotonic labelling of S positions with T tokens in order and optional
-    pauses before each token: every position is a pause or a token, each token takes at
-    least one position, the last position the last token; maximizes the summed score
-    (score (T, S) for tokens, `pause` for a pause position). Returns each token's
-    positions [start, end)."""
+    pauses before, between and after them: every position is a pause or a token, each
+    token takes at least one position; maximizes the summed score (score (T, S) for
+    tokens, `pause` for a pause position). Returns each token's positions [start, end)."""
     T, S = score.shape
     if S < T:
         raise ValueError(f"{T} tokens cannot be placed in {S} positions")
-    states = np.full((2 * T, S), pause)  # pause 0, token 0, pause 1, token 1, ...
+    states = np.full((2 * T + 1, S), pause)  # pause 0, token 0, ..., token T-1, pause T
     states[1::2] = score
-    best = np.full(2 * T, -np.inf)
+    best = np.full(2 * T + 1, -np.inf)
     best[:2] = states[:2, 0]  # start in the first pause or the first token
-    came = np.zeros((2 * T, S), dtype=np.int64)
-    skip = np.zeros(2 * T, dtype=bool)
-    skip[2::2] = True  # a pause may be skipped: token k - 1 straight to token k
+    came = np.zeros((2 * T + 1, S), dtype=np.int64)
+    into_token = np.zeros(2 * T + 1, dtype=bool)
+    into_token[1::2] = True  # a pause may be skipped: token k - 1 straight to token k
     for j in range(1, S):
         stay, step = best, np.concatenate([[-np.inf], best[:-1]])
         jump = np.concatenate([[-np.inf, -np.inf], best[:-2]])
-        jump[~np.roll(skip, 1)] = -np.inf  # only into a token state, over its pause
-        moves = np.stack([stay, step, jump])  # (3, 2T): from k, k - 1, k - 2
+        jump[~into_token] = -np.inf
+        moves = np.stack([stay, step, jump])  # (3, 2T + 1): from k, k - 1, k - 2
         pick = moves.argmax(0)
-        came[:, j] = np.arange(2 * T) - pick
-        best = moves[pick, np.arange(2 * T)] + states[:, j]
-    state, path = 2 * T - 1, []
+        came[:, j] = np.arange(2 * T + 1) - pick
+        best = moves[pick, np.arange(2 * T + 1)] + states[:, j]
+    state = 2 * T if best[2 * T] > best[2 * T - 1] else 2 * T - 1  # end in a pause or not
+    path = []
     for j in range(S - 1, -1, -1):
         path.append(state)
         state = came[state, j]

@@ -161,10 +161,11 @@ def _window(model, samples, spec, *, num_beams, max_new_tokens, language, task, 
 
 def _token_times(model, memory, prompt, tokens, ended, spec, samples):
     """TokenTimes of `tokens` from the alignment heads (teacher-forced over the output)."""
-    heads = model.generation_config.alignment_heads
+    generation = model.generation_config
+    heads = generation.alignment_heads
     if heads is None:
         raise ValueError("word timestamps need the model's alignment_heads (generation_config)")
-    eos = (model.generation_config.eos_token_id or (None,))[0]
+    eos = (generation.eos_token_id or (None,))[0]
     sequence = [*prompt, *tokens, *([eos] if ended else [])]
     inputs = torch.tensor([sequence[:-1]], device=memory.device)
     _, layers = model.decode(inputs, memory, return_weights=True)
@@ -175,10 +176,11 @@ def _token_times(model, memory, prompt, tokens, ended, spec, samples):
     )
     if model.config.front_end == "whisper":  # rows where the tokens are the input
         rows = weights[:, len(prompt) :, :positions]
-    else:  # rows that predict the tokens (and the end token)
+    elif generation.pause_log_weight is None:  # rows that predict the tokens and the end
         rows = weights[:, len(prompt) - 1 :, :positions]
+    else:  # the tokens' rows: pause rows take the silence after them
+        rows = weights[:, len(prompt) - 1 : len(prompt) - 1 + len(tokens), :positions]
     seconds = per_position * spec.frame_seconds
-    generation = model.generation_config
     times = token_times(rows, seconds, generation.median_filter_width, generation.pause_log_weight)
     starts, ends = times.starts, times.ends
     if len(starts) < len(tokens):  # no row has the last token as input: as transformers

@@ -72,11 +72,11 @@ class SpeechTask(Task):
 
     def word_times(self, maps, heads, count: int):
         """(start, end) seconds of the first `count` target words, read from the alignment
-        heads of maps (L, H, T, S') (rows that predict each word, then </s>) with the
-        task's timing recipe (alignment.token_times with pause rows)."""
+        heads of maps (L, H, T, S') (rows that predict each word, then </s>, whose row is
+        left out) with the task's timing recipe (alignment.token_times with pause rows)."""
         from ..alignment import token_times
 
-        rows = torch.stack([maps[layer, head] for layer, head in heads])  # (h, T, S')
+        rows = torch.stack([maps[layer, head, :count] for layer, head in heads])  # (h, n, S')
         times = token_times(rows, SUBSAMPLING * HOP / SAMPLE_RATE, **self.timing)
         return list(zip(times.starts[:count], times.ends[:count], strict=True))
 
