@@ -95,6 +95,21 @@ def test_packed_weights_follow_optimizer_steps(fused):
     torch.testing.assert_close(lean, checked, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("beams", [1, 3])
+def test_generate_under_inference_mode(beams):
+    """torch.inference_mode makes the fused and packed weights inference tensors, which keep
+    no version counter; a model built under it has such weights too."""
+    model = make()
+    src = torch.randint(3, 60, (2, 6))
+    expected = model.generate(src, max_new_tokens=6, num_beams=beams)
+    with torch.inference_mode():
+        assert torch.equal(model.generate(src, max_new_tokens=6, num_beams=beams), expected)
+        built = make()
+        assert torch.equal(built.generate(src, max_new_tokens=6, num_beams=beams), expected)
+        int8 = model.quantize("int8")
+        assert int8.generate(src, max_new_tokens=6, num_beams=beams).shape == expected.shape
+
+
 def test_beam_reordering_reuses_two_buffers():
     model = make()
     cache = model.decoder_layers[0].self_attn.new_cache(4, 8)

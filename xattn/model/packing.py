@@ -10,8 +10,8 @@ Packed copies are made once per weight and kept in a table outside the model, ke
 parameter and dropped with it. A copy is made again after any change the table can see: a
 new version of the weight (an in-place change: load_state_dict, copy_ or mul_ under
 no_grad), any optimizer's step (fused optimizers change weights without a new version), and
-model.train() or model.eval(). A change through `.data` shows none of these: call forget()
-after one.
+model.train() or model.eval(). A change through `.data`, or in place to a weight made under
+torch.inference_mode (which keeps no version), shows none of these: call forget() after one.
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ register_optimizer_step_post_hook(forget)
 
 
 def _stamp(*tensors: Tensor | None) -> tuple[int, ...]:
-    """What a packed copy of these tensors was made from: their versions and the epoch."""
-    return (_EPOCH[0], *(t._version for t in tensors if t is not None))
+    """What a packed copy of these tensors was made from: their versions and the epoch. An
+    inference tensor (made under torch.inference_mode) has no version: it counts as -1, so
+    an in-place change to one needs forget()."""
+    return (_EPOCH[0], *(-1 if t.is_inference() else t._version for t in tensors if t is not None))
 
 
 class _ByTensor:
