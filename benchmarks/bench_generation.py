@@ -239,6 +239,63 @@ def matmul_floor(model, rows, new_tokens):
             model.lm_head(h)
 
 
+class MinimalStep:
+    """The fewest eager PyTorch calls a greedy decoding step of this model size can make,
+    written by hand: q/k/v in one addmm, residual adds folded into addmm, the cache written
+    in place, SDPA, the output layer from oneDNN's packed layout when present; no checks,
+    no search beyond argmax. Its own random weights of the same shapes (pre-norm, ReLU), so
+    its tokens mean nothing: it is the floor of eager PyTorch's per-call cost, not a model."""
+
+    def __init__(self, rows: int, new_tokens: int):
+        torch.manual_seed(0)
+        self.rows, self.new_tokens, hd = rows, new_tokens, D // HEADS
+
+        def w(i, o):
+            return torch.randn(i, o) / i**0.5
+
+        ones, zeros = torch.ones(D), torch.zeros(D)
+        self.layers = [
+            dict(
+                qkv=w(D, 3 * D), out=w(D, D), q=w(D, D), cout=w(D, D), fc1=w(D, FFN),
+                fc2=w(FFN, D), b3=torch.zeros(3 * D), b1=torch.zeros(FFN), ln=(ones, zeros),
+                ck=torch.randn(rows, HEADS, SRC, hd), cv=torch.randn(rows, HEADS, SRC, hd),
+                sk=torch.zeros(rows, HEADS, new_tokens, hd),
+                sv=torch.zeros(rows, HEADS, new_tokens, hd),
+            )
+            for _ in range(LAYERS)
+        ]  # fmt: skip
+        self.embed, self.pos = torch.randn(VOCAB, D), torch.randn(new_tokens, D)
+        head = torch.randn(VOCAB, D) / D**0.5
+        if hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            packed = torch.ops.mkldnn._reorder_linear_weight(head, None)
+            self.head = lambda x: torch.ops.mkldnn._linear_pointwise(
+                x, packed, None, "none", [], ""
+            )
+        else:
+            self.head = lambda x: x @ head.T
+
+    def step(self, tokens, t):
+        rows, hd, ln = self.rows, D // HEADS, nn.functional.layer_norm
+        sdpa = nn.functional.scaled_dot_product_attention
+        x = self.embed[tokens] + self.pos[t]
+        for p in self.layers:
+            qkv = torch.addmm(p["b3"], ln(x, (D,), *p["ln"]), p["qkv"]).view(rows, 3, HEADS, 1, hd)
+            p["sk"][:, :, t] = qkv[:, 1, :, 0]
+            p["sv"][:, :, t] = qkv[:, 2, :, 0]
+            a = sdpa(qkv[:, 0], p["sk"][:, :, : t + 1], p["sv"][:, :, : t + 1])
+            x = torch.addmm(x, a.view(rows, D), p["out"])
+            q = torch.mm(ln(x, (D,), *p["ln"]), p["q"]).view(rows, HEADS, 1, hd)
+            x = torch.addmm(x, sdpa(q, p["ck"], p["cv"]).view(rows, D), p["cout"])
+            h = torch.addmm(p["b1"], ln(x, (D,), *p["ln"]), p["fc1"]).relu_()
+            x = torch.addmm(x, h, p["fc2"])
+        return self.head(ln(x, (D,), *self.layers[-1]["ln"])).argmax(-1)
+
+    def __call__(self):
+        tokens = torch.zeros(self.rows, dtype=torch.long)
+        for t in range(self.new_tokens):
+            tokens = self.step(tokens, t)
+
+
 def median_time(fn, repeats):
     fn()  # warm-up
     times = []
@@ -280,6 +337,7 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
             candidates["nn.Transformer re-run loop"] = lambda src=src: rerun.generate(
                 src, new_tokens, start
             )
+            candidates["a minimal eager step, by hand"] = MinimalStep(B, new_tokens)
         candidates["the step's matmuls alone, nn.Linear"] = lambda rows=B * beams: matmul_floor(
             ours, rows, new_tokens
         )

@@ -32,9 +32,11 @@ def search_both(model, src, mask, **kw):
     return lean, slow
 
 
+@pytest.mark.parametrize("kernel", ["packed", "plain", "auto"])
 @pytest.mark.parametrize("pre_norm", [True, False])
 @pytest.mark.parametrize("beams", [1, 3])
-def test_lean_steps_equal_the_checked_steps(pre_norm, beams):
+def test_lean_steps_equal_the_checked_steps(pre_norm, beams, kernel, monkeypatch):
+    monkeypatch.setenv("XATTN_STEP_KERNEL", kernel)
     model = make(pre_norm=pre_norm, num_kv_heads=2)  # grouped-query heads too
     src = torch.randint(3, 60, (3, 7))
     mask = torch.ones(3, 7, dtype=torch.bool)
@@ -58,7 +60,8 @@ def step_logits(model, src, tokens):
     return out
 
 
-def test_packed_weights_follow_weight_changes():
+def test_packed_weights_follow_weight_changes(monkeypatch):
+    monkeypatch.setenv("XATTN_STEP_KERNEL", "packed")
     model = make()
     src, tokens = torch.randint(3, 60, (2, 5)), torch.randint(3, 60, (2, 4))
     lean, checked = step_logits(model, src, tokens)
@@ -75,9 +78,10 @@ def test_packed_weights_follow_weight_changes():
 
 
 @pytest.mark.parametrize("fused", [True, False])
-def test_packed_weights_follow_optimizer_steps(fused):
+def test_packed_weights_follow_optimizer_steps(fused, monkeypatch):
     """A fused optimizer changes weights without a new tensor version; a step of any
     optimizer, like a change through .data followed by model.eval(), makes them stale."""
+    monkeypatch.setenv("XATTN_STEP_KERNEL", "packed")
     model = make()
     src, tokens = torch.randint(3, 60, (2, 5)), torch.randint(3, 60, (2, 4))
     before, _ = step_logits(model, src, tokens)  # packs every decoder weight
@@ -108,6 +112,38 @@ def test_generate_under_inference_mode(beams):
         assert torch.equal(built.generate(src, max_new_tokens=6, num_beams=beams), expected)
         int8 = model.quantize("int8")
         assert int8.generate(src, max_new_tokens=6, num_beams=beams).shape == expected.shape
+
+
+def test_kernel_choice_is_timed_once_per_shape_and_can_be_fixed(monkeypatch):
+    monkeypatch.setattr(packing, "_KERNELS", {})
+    timed = []
+    real = packing._best_time
+    monkeypatch.setattr(packing, "_best_time", lambda fn: timed.append(fn) or real(fn, 2, 1))
+    first = packing.choose_kernel(48, 16, 3)
+    assert first in ("packed", "plain") and len(timed) == 2  # both kernels, once
+    assert packing.choose_kernel(48, 16, 3) == first and len(timed) == 2
+    packing.choose_kernel(48, 16, 5)  # another number of rows: timed again
+    assert len(timed) == 4
+    monkeypatch.setenv("XATTN_STEP_KERNEL", "plain")
+    assert packing.choose_kernel(48, 16, 7) == "plain" and len(timed) == 4
+    monkeypatch.setenv("XATTN_STEP_KERNEL", "fast")
+    with pytest.raises(ValueError, match="XATTN_STEP_KERNEL='fast'"):
+        packing.choose_kernel(48, 16, 7)
+
+
+def test_step_linear_picks_the_kernel_per_row_count(monkeypatch):
+    """Each number of rows gets its own choice; either kernel gives F.linear's numbers."""
+    weight, bias = torch.randn(40, 24), torch.randn(40)
+    monkeypatch.setattr(
+        packing, "choose_kernel", lambda o, i, rows, b: ["plain", "packed"][rows % 2]
+    )
+    with torch.no_grad():
+        step = packing.step_linear(weight, bias)
+        for rows in (2, 3):
+            x = torch.randn(rows, 1, 24)
+            torch.testing.assert_close(step(x), torch.nn.functional.linear(x, weight, bias))
+    if packing.can_pack(weight):
+        assert step.kernels == {2: "plain", 3: "packed"} and step.packed is not None
 
 
 def test_beam_reordering_reuses_two_buffers():

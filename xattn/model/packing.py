@@ -1,10 +1,15 @@
-"""Linear layers for decoding steps, with weights prepacked for the CPU's matrix kernels.
+"""Linear layers for decoding steps, each in the faster of two layouts for its shape.
 
 A decoding step multiplies a few rows by every weight matrix of the decoder: on a CPU it
-is bound by reading the weights, and oneDNN's blocked ("prepacked") weight layout reads
-them about 1.5x faster than the plain row-major layout (measured: benchmarks/
-bench_generation.py). `step_linear(layer)` gives the layer's arithmetic in that layout when
-PyTorch's CPU build has oneDNN, and plain F.linear otherwise (CUDA, or no oneDNN).
+is bound by reading the weights and by the fixed cost of each call. Two kernels compete:
+the plain row-major F.linear, and oneDNN's blocked ("prepacked") weight layout, which has
+a higher fixed cost a call and reads a large weight faster. Which one wins depends on the
+CPU, the shape and the number of rows (measured in benchmarks/bench_generation.py: on one
+Intel Xeon the packed layout lost on every 256-wide layer and won on the 8,000-row output
+layer at 8 rows). So `step_linear(weight, bias)` times both once per process for each
+(weight shape, rows) it meets, on random inputs of that shape, and keeps the faster
+(`choose_kernel`); XATTN_STEP_KERNEL=packed or plain fixes the choice. Both compute
+F.linear's arithmetic to float rounding.
 
 Packed copies are made once per weight and kept in a table outside the model, keyed by the
 parameter and dropped with it. A copy is made again after any change the table can see: a
@@ -16,6 +21,8 @@ torch.inference_mode (which keeps no version), shows none of these: call forget(
 
 from __future__ import annotations
 
+import os
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +32,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-__all__ = ["PackedLinear", "StepLinears", "can_pack", "forget", "layer_step", "step_linear"]
+__all__ = [
+    "PackedLinear",
+    "StepLinears",
+    "can_pack",
+    "choose_kernel",
+    "forget",
+    "layer_step",
+    "step_linear",
+]
 
 _EPOCH = [0]  # counts forget() calls: a packed copy from an earlier epoch is stale
 
@@ -85,21 +100,71 @@ def _packed(weight: Tensor) -> Tensor:
     return found[1]
 
 
+_KERNELS: dict[tuple[int, int, int, bool], str] = {}  # (out, in, rows, bias) -> kernel
+
+
+def _best_time(fn: Callable[[], object], calls: int = 10, rounds: int = 3) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def choose_kernel(out_features: int, in_features: int, rows: int, bias: bool = True) -> str:
+    """ "packed" or "plain": the faster kernel for `rows` rows times a float32 weight
+    (out_features, in_features) on this CPU, timed once per process on random inputs (a few
+    ms) unless XATTN_STEP_KERNEL says which."""
+    fixed = os.environ.get("XATTN_STEP_KERNEL", "auto")
+    if fixed in ("packed", "plain"):
+        return fixed
+    if fixed != "auto":
+        raise ValueError(f"XATTN_STEP_KERNEL={fixed!r}: expected packed, plain or auto")
+    key = (out_features, in_features, rows, bias)
+    if key not in _KERNELS:
+        with torch.no_grad():
+            weight = torch.randn(out_features, in_features)
+            b = torch.randn(out_features) if bias else None
+            x = torch.randn(rows, in_features)
+            packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
+            plain = _best_time(lambda: F.linear(x, weight, b))
+            fast = _best_time(
+                lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+            )
+        _KERNELS[key] = "packed" if fast < plain else "plain"
+    return _KERNELS[key]
+
+
 class PackedLinear:
-    """y = x W^T + b with W read from its packed copy: the same arithmetic as the linear
-    layer (weight (out, in), bias (out,) or None), faster for a few rows of x."""
+    """y = x W^T + b for decoding steps (weight (out, in), bias (out,) or None): through
+    oneDNN's packed copy of W or plain F.linear, whichever choose_kernel finds faster for
+    the number of rows of x."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         self.weight, self.bias = weight, bias
-        self.packed = _packed(weight)
+        self.packed: Tensor | None = None
+        self.kernels: dict[int, str] = {}  # rows -> kernel
 
     def __call__(self, x: Tensor) -> Tensor:
+        rows = x.numel() // x.shape[-1]
+        kernel = self.kernels.get(rows)
+        if kernel is None:
+            out, features = self.weight.shape
+            kernel = self.kernels[rows] = choose_kernel(out, features, rows, self.bias is not None)
+        if kernel == "plain":
+            return F.linear(x, self.weight, self.bias)
+        if self.packed is None:
+            self.packed = _packed(self.weight)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
 def step_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tensor], Tensor]:
-    """A callable computing F.linear(x, weight, bias) for decoding steps: packed when
-    can_pack(weight), plain otherwise; weight may be fused (not a module's own)."""
+    """A callable computing F.linear(x, weight, bias) for decoding steps: in the faster
+    layout for its shape when can_pack(weight), plain otherwise; weight may be fused (not a
+    module's own)."""
     if can_pack(weight) and not torch.is_grad_enabled():
         return PackedLinear(weight, bias)
     return lambda x: F.linear(x, weight, bias)
