@@ -105,7 +105,9 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
-    assert len(rows) == 5  # transformers, xattn, xattn int8, nn.Transformer loop, matmuls
+    # transformers, xattn, xattn int8, nn.Transformer loop, minimal eager step, matmuls
+    assert len(rows) == 6
+    assert "a minimal eager step" in rows[4]
     assert "| yes" in rows[1]  # xattn produced the same tokens as transformers
     assert "% of tokens" in rows[2]  # int8 agreement with transformers is reported
 
