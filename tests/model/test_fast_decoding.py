@@ -110,40 +110,64 @@ def test_generate_under_inference_mode(beams):
         assert torch.equal(model.generate(src, max_new_tokens=6, num_beams=beams), expected)
         built = make()
         assert torch.equal(built.generate(src, max_new_tokens=6, num_beams=beams), expected)
-        int8 = model.quantize("int8")
-        assert int8.generate(src, max_new_tokens=6, num_beams=beams).shape == expected.shape
+    int8 = model.quantize("int8")
+    expected8 = int8.generate(src, max_new_tokens=6, num_beams=beams)
+    with torch.inference_mode():
+        assert torch.equal(int8.generate(src, max_new_tokens=6, num_beams=beams), expected8)
 
 
-def test_kernel_choice_is_timed_once_per_shape_and_can_be_fixed(monkeypatch):
+def test_kernel_choice_keeps_the_faster_timed_once_per_shape(monkeypatch):
     monkeypatch.setattr(packing, "_KERNELS", {})
-    timed = []
-    real = packing._best_time
-    monkeypatch.setattr(packing, "_best_time", lambda fn: timed.append(fn) or real(fn, 2, 1))
-    first = packing.choose_kernel(48, 16, 3)
-    assert first in ("packed", "plain") and len(timed) == 2  # both kernels, once
-    assert packing.choose_kernel(48, 16, 3) == first and len(timed) == 2
-    packing.choose_kernel(48, 16, 5)  # another number of rows: timed again
-    assert len(timed) == 4
+    assert packing.choose_kernel(48, 16, 3) in ("packed", "plain")  # both kernels really run
+    monkeypatch.setattr(packing, "_KERNELS", {})
+    timed = []  # choose_kernel times plain F.linear first, then the packed layout
+    times = iter([2.0, 1.0, 1.0, 2.0])
+    monkeypatch.setattr(packing, "_best_time", lambda fn: timed.append(fn) or next(times))
+    assert packing.choose_kernel(48, 16, 3) == "packed" and len(timed) == 2
+    assert packing.choose_kernel(48, 16, 3) == "packed" and len(timed) == 2  # kept
+    assert packing.choose_kernel(48, 16, 5) == "plain" and len(timed) == 4  # other rows
     monkeypatch.setenv("XATTN_STEP_KERNEL", "plain")
-    assert packing.choose_kernel(48, 16, 7) == "plain" and len(timed) == 4
+    assert packing.choose_kernel(48, 16, 3) == "plain" and len(timed) == 4
     monkeypatch.setenv("XATTN_STEP_KERNEL", "fast")
     with pytest.raises(ValueError, match="XATTN_STEP_KERNEL='fast'"):
         packing.choose_kernel(48, 16, 7)
 
 
-def test_step_linear_picks_the_kernel_per_row_count(monkeypatch):
-    """Each number of rows gets its own choice; either kernel gives F.linear's numbers."""
+def test_step_linear_takes_the_kernel_chosen_for_its_rows(monkeypatch):
+    """The choice is made once, when the step's linears are made for a number of rows;
+    either kernel gives F.linear's numbers."""
     weight, bias = torch.randn(40, 24), torch.randn(40)
-    monkeypatch.setattr(
-        packing, "choose_kernel", lambda o, i, rows, b: ["plain", "packed"][rows % 2]
-    )
+    asked = []
+
+    def choice(out, features, rows, bias):
+        asked.append((out, features, rows, bias))
+        return ["plain", "packed"][rows % 2]
+
+    monkeypatch.setattr(packing, "choose_kernel", choice)
     with torch.no_grad():
-        step = packing.step_linear(weight, bias)
         for rows in (2, 3):
+            step = packing.step_linear(weight, bias, rows)
             x = torch.randn(rows, 1, 24)
             torch.testing.assert_close(step(x), torch.nn.functional.linear(x, weight, bias))
+            if packing.can_pack(weight):
+                assert isinstance(step, packing.PackedLinear) == (rows == 3)
     if packing.can_pack(weight):
-        assert step.kernels == {2: "plain", 3: "packed"} and step.packed is not None
+        assert asked == [(40, 24, 2, True), (40, 24, 3, True)]
+
+
+def test_generate_chooses_kernels_for_its_rows(monkeypatch):
+    """Every linear of the step is chosen for the rows generate decodes: B * beams."""
+    asked = []
+
+    def choice(out, features, rows, bias):
+        asked.append(rows)
+        return "plain"
+
+    monkeypatch.setattr(packing, "choose_kernel", choice)
+    model = make()
+    model.generate(torch.randint(3, 60, (3, 5)), max_new_tokens=4, num_beams=2)
+    if packing.can_pack(model.lm_head.weight):
+        assert len(asked) == 6 * len(model.decoder_layers) + 1 and set(asked) == {6}
 
 
 def test_beam_reordering_reuses_two_buffers():

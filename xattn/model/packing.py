@@ -6,10 +6,10 @@ the plain row-major F.linear, and oneDNN's blocked ("prepacked") weight layout, 
 a higher fixed cost a call and reads a large weight faster. Which one wins depends on the
 CPU, the shape and the number of rows (measured in benchmarks/bench_generation.py: on one
 Intel Xeon the packed layout lost on every 256-wide layer and won on the 8,000-row output
-layer at 8 rows). So `step_linear(weight, bias)` times both once per process for each
-(weight shape, rows) it meets, on random inputs of that shape, and keeps the faster
-(`choose_kernel`); XATTN_STEP_KERNEL=packed or plain fixes the choice. Both compute
-F.linear's arithmetic to float rounding.
+layer at 8 rows). So `step_linear(weight, bias, rows)`, called when decoding starts, times
+both once per process for each (weight shape, rows) it meets, on random inputs of that
+shape, and keeps the faster (`choose_kernel`); XATTN_STEP_KERNEL=packed or plain fixes the
+choice. Both compute F.linear's arithmetic to float rounding.
 
 Packed copies are made once per weight and kept in a table outside the model, keyed by the
 parameter and dropped with it. A copy is made again after any change the table can see: a
@@ -139,49 +139,42 @@ def choose_kernel(out_features: int, in_features: int, rows: int, bias: bool = T
 
 
 class PackedLinear:
-    """y = x W^T + b for decoding steps (weight (out, in), bias (out,) or None): through
-    oneDNN's packed copy of W or plain F.linear, whichever choose_kernel finds faster for
-    the number of rows of x."""
+    """y = x W^T + b with W read from its packed copy: the same arithmetic as the linear
+    layer (weight (out, in), bias (out,) or None)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         self.weight, self.bias = weight, bias
-        self.packed: Tensor | None = None
-        self.kernels: dict[int, str] = {}  # rows -> kernel
+        self.packed = _packed(weight)
 
     def __call__(self, x: Tensor) -> Tensor:
-        rows = x.numel() // x.shape[-1]
-        kernel = self.kernels.get(rows)
-        if kernel is None:
-            out, features = self.weight.shape
-            kernel = self.kernels[rows] = choose_kernel(out, features, rows, self.bias is not None)
-        if kernel == "plain":
-            return F.linear(x, self.weight, self.bias)
-        if self.packed is None:
-            self.packed = _packed(self.weight)
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
 
 
-def step_linear(weight: Tensor, bias: Tensor | None = None) -> Callable[[Tensor], Tensor]:
-    """A callable computing F.linear(x, weight, bias) for decoding steps: in the faster
-    layout for its shape when can_pack(weight), plain otherwise; weight may be fused (not a
-    module's own)."""
+def step_linear(
+    weight: Tensor, bias: Tensor | None = None, rows: int = 1
+) -> Callable[[Tensor], Tensor]:
+    """A callable computing F.linear(x, weight, bias) for decoding steps of `rows` rows: a
+    PackedLinear when can_pack(weight) and choose_kernel finds the packed layout faster for
+    that shape, plain F.linear otherwise; weight may be fused (not a module's own)."""
     if can_pack(weight) and not torch.is_grad_enabled():
-        return PackedLinear(weight, bias)
+        out, features = weight.shape
+        if choose_kernel(out, features, rows, bias is not None) == "packed":
+            return PackedLinear(weight, bias)
     return lambda x: F.linear(x, weight, bias)
 
 
-def layer_step(layer: nn.Module) -> Callable[[Tensor], Tensor]:
-    """A linear layer for decoding steps: an nn.Linear through step_linear, an int8 layer
-    (model.quantize) as it is."""
+def layer_step(layer: nn.Module, rows: int = 1) -> Callable[[Tensor], Tensor]:
+    """A linear layer for decoding steps of `rows` rows: an nn.Linear through step_linear,
+    an int8 layer (model.quantize) as it is."""
     if isinstance(layer, nn.Linear):
-        return step_linear(layer.weight, layer.bias)
+        return step_linear(layer.weight, layer.bias, rows)
     return layer
 
 
 _FUSED = _ByTensor()  # q projection weight -> (stamp of q, k, v; fused weight and bias)
 
 
-def _fused_qkv(attn) -> Callable[[Tensor], Tensor]:
+def _fused_qkv(attn, rows: int) -> Callable[[Tensor], Tensor]:
     """One linear for the q, k and v projections of a self-attention module (their weights
     stacked), made again when one of them changes (an int8 model fused them already)."""
     if hasattr(attn, "qkv_int8"):
@@ -192,14 +185,14 @@ def _fused_qkv(attn) -> Callable[[Tensor], Tensor]:
     if found is None or found[0] != stamp:
         found = (stamp, *attn.fused_projection())
         _FUSED.put(attn.q_proj.weight, found)
-    return step_linear(found[1], found[2])
+    return step_linear(found[1], found[2], rows)
 
 
 @dataclass(frozen=True)
 class StepLinears:
     """A decoder layer's linear layers for decoding steps (see step_linear): q, k and v of
     self-attention fused into one, its output, cross-attention's q and output, and the
-    feed-forward layers."""
+    feed-forward layers, each chosen for steps of `rows` rows."""
 
     qkv: Callable[[Tensor], Tensor]
     self_out: Callable[[Tensor], Tensor]
@@ -209,12 +202,12 @@ class StepLinears:
     fc2: Callable[[Tensor], Tensor]
 
     @classmethod
-    def of(cls, layer) -> StepLinears:
+    def of(cls, layer, rows: int = 1) -> StepLinears:
         return cls(
-            _fused_qkv(layer.self_attn),
-            layer_step(layer.self_attn.out_proj),
-            layer_step(layer.cross_attn.q_proj),
-            layer_step(layer.cross_attn.out_proj),
-            layer_step(layer.ffn.fc1),
-            layer_step(layer.ffn.fc2),
+            _fused_qkv(layer.self_attn, rows),
+            layer_step(layer.self_attn.out_proj, rows),
+            layer_step(layer.cross_attn.q_proj, rows),
+            layer_step(layer.cross_attn.out_proj, rows),
+            layer_step(layer.ffn.fc1, rows),
+            layer_step(layer.ffn.fc2, rows),
         )

@@ -343,8 +343,8 @@ class EncoderDecoder(nn.Module):
             layer.self_attn.new_cache(N, max_length, dtype=memory.dtype, device=memory.device)
             for layer in self.decoder_layers
         )
-        linears = tuple(StepLinears.of(layer) for layer in self.decoder_layers)
-        output = layer_step(self.lm_head)
+        linears = tuple(StepLinears.of(layer, N) for layer in self.decoder_layers)
+        output = layer_step(self.lm_head, N)
         return DecoderState(self.project_memories(memory, src_mask), caches, 0, linears, output)
 
     def decode_step(
