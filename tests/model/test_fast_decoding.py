@@ -170,17 +170,35 @@ def test_generate_chooses_kernels_for_its_rows(monkeypatch):
         assert len(asked) == 6 * len(model.decoder_layers) + 1 and set(asked) == {6}
 
 
-def test_beam_reordering_reuses_two_buffers():
+@pytest.mark.parametrize("order", [[1, 1, 0, 3], [2, 0, 1, 3], [0, 1, 2, 3], [3, 3, 3, 3]], ids=str)
+def test_beam_reordering_copies_only_moved_rows_in_place(order, monkeypatch):
+    """Row i continues row order[i]: a cycle of rows (each the source of another), all rows
+    from one, and no move at all; the rows that stay are not copied."""
     model = make()
     cache = model.decoder_layers[0].self_attn.new_cache(4, 8)
+    order = torch.tensor(order)
     with torch.no_grad():
         cache, _, _ = cache.write(torch.randn(4, 4, 3, 8), torch.randn(4, 4, 3, 8))
-        first = cache.reorder(torch.tensor([1, 1, 0, 3]))
-        second = first.reorder(torch.tensor([2, 0, 1, 3]))
-    assert second.key.data_ptr() == cache.key.data_ptr()  # back in the first buffer
-    assert first.key.data_ptr() != cache.key.data_ptr()
-    expected = cache.key[:, :, :3][torch.tensor([1, 1, 0, 3])][torch.tensor([2, 0, 1, 3])]
-    torch.testing.assert_close(second.key[:, :, :3], expected)
+        expected = (cache.key[:, :, :3][order].clone(), cache.value[:, :, :3][order].clone())
+        unfilled = cache.key[:, :, 3:].clone()
+        copied = []
+        real = torch.Tensor.index_copy_
+        monkeypatch.setattr(
+            torch.Tensor,
+            "index_copy_",
+            lambda t, d, rows, x: copied.append(rows) or real(t, d, rows, x),
+        )
+        moved = cache.reorder(order)
+    assert moved.key.data_ptr() == cache.key.data_ptr() and moved.length == 3
+    torch.testing.assert_close(moved.key[:, :, :3], expected[0], rtol=0, atol=0)
+    torch.testing.assert_close(moved.value[:, :, :3], expected[1], rtol=0, atol=0)
+    assert torch.equal(moved.key[:, :, 3:], unfilled)  # positions past the length untouched
+    stay = order == torch.arange(4)
+    if stay.all():
+        assert copied == []
+    else:
+        assert all(torch.equal(rows, (~stay).nonzero().squeeze(1)) for rows in copied)
+        assert len(copied) == 2  # keys and values
 
 
 def test_int8_copy_reads_alike_and_is_not_saved(tmp_path):

@@ -15,7 +15,13 @@ from torch import Tensor
 
 from ..utils import format_shape
 
-__all__ = ["CrossAttentionMemory", "KVCache"]
+__all__ = ["CrossAttentionMemory", "KVCache", "moved_rows"]
+
+
+def moved_rows(indices: Tensor) -> Tensor:
+    """The rows i with indices[i] != i (those a reorder by `indices` must copy)."""
+    rows = torch.arange(len(indices), device=indices.device)
+    return (indices != rows).nonzero().squeeze(1)
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,6 @@ class KVCache:
     key: Tensor
     value: Tensor
     length: int = 0
-    spare: tuple[Tensor, Tensor] | None = None  # the other buffer of reorder
 
     @classmethod
     def empty(
@@ -127,7 +132,7 @@ class KVCache:
             )
         self.key[:, :, self.length : end] = key
         self.value[:, :, self.length : end] = value
-        new = KVCache(self.key, self.value, end, self.spare)
+        new = KVCache(self.key, self.value, end)
         return new, self.key[:, :, :end], self.value[:, :, :end]
 
     def write(self, key: Tensor, value: Tensor) -> tuple[KVCache, Tensor, Tensor]:
@@ -137,22 +142,24 @@ class KVCache:
         self.key[:, :, self.length : end] = key
         self.value[:, :, self.length : end] = value
         return (
-            KVCache(self.key, self.value, end, self.spare),
+            KVCache(self.key, self.value, end),
             self.key[:, :, :end],
             self.value[:, :, :end],
         )
 
-    def reorder(self, indices: Tensor) -> KVCache:
-        """The cache of batch rows `indices` (e.g. surviving beams): the filled positions
-        copied into a second buffer of the same size, kept for the next reorder, so beam
-        search allocates nothing per step."""
+    def reorder(self, indices: Tensor, moved: Tensor | None = None) -> KVCache:
+        """The cache of batch rows `indices` (B,) (e.g. surviving beams: row i continues
+        row indices[i]), written into the same buffers: only the rows that continue another
+        row are copied (beam search keeps most rows where they are), so the cache this is
+        called on is not to be used after. moved: the rows i with indices[i] != i, when the
+        caller has them (one reorder per layer needs them once)."""
         if self.key.requires_grad or self.value.requires_grad:  # autograd: new tensors
             keys, values = self.key.index_select(0, indices), self.value.index_select(0, indices)
             return KVCache(keys, values, self.length)
-        spare = self.spare
-        if spare is None:
-            spare = (torch.empty_like(self.key), torch.empty_like(self.value))
-        L = self.length
-        torch.index_select(self.key[:, :, :L], 0, indices, out=spare[0][:, :, :L])
-        torch.index_select(self.value[:, :, :L], 0, indices, out=spare[1][:, :, :L])
-        return KVCache(spare[0], spare[1], L, (self.key, self.value))
+        if moved is None:
+            moved = moved_rows(indices)
+        if len(moved):
+            sources, L = indices[moved], self.length
+            for buffer in (self.key[:, :, :L], self.value[:, :, :L]):
+                buffer.index_copy_(0, moved, buffer.index_select(0, sources))
+        return self

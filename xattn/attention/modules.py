@@ -14,7 +14,7 @@ from ..utils import format_shape
 from .cache import CrossAttentionMemory, KVCache
 from .functional import ReturnWeights, attention
 
-__all__ = ["CrossAttention", "SelfAttention", "attend_memory"]
+__all__ = ["CrossAttention", "SelfAttention"]
 
 
 def _head_sizes(dim, num_heads, head_dim, num_kv_heads) -> tuple[int, int, int]:
@@ -217,23 +217,19 @@ class CrossAttention(_MultiHeadProjections):
         y = self._merge(out)  # (B, T, D)
         return y if weights is None else (y, weights)
 
-
-def attend_memory(
-    module: CrossAttention, x: Tensor, memory: CrossAttentionMemory, q_proj, out_proj
-):
-    """CrossAttention.forward's arithmetic for decoding steps, without its checks (generate
-    checked the inputs once, and every source has a real position): x (N, T, D) over the
-    projected memory, beams folded into the query length; q_proj and out_proj compute the
-    module's projections (model.packing.StepLinears). Returns y (N, T, D)."""
-    N, T, _ = x.shape
-    Bm, H, Dh = memory.batch_size, module.num_heads, module.head_dim
-    k = N // Bm
-    q = q_proj(x).view(Bm, k * T, H, Dh).transpose(1, 2)  # (Bm, H, k*T, Dh)
-    mask = None if memory.mask is None else memory.mask[:, None, None, :]
-    out = F.scaled_dot_product_attention(
-        q, memory.key, memory.value, attn_mask=mask, enable_gqa=H != module.num_kv_heads
-    )  # (Bm, H, k*T, Dh)
-    return out_proj(out.transpose(1, 2).reshape(N, T, H * Dh))
+    def attend_one(self, x: Tensor, memory: CrossAttentionMemory, q_proj, out_proj) -> Tensor:
+        """forward's arithmetic for one decoding step, without its checks (generate checked
+        the inputs once, and every source has a real position): x (N, D), one query per row,
+        over the projected memory, the N // Bm rows of each source folded into its query
+        length; q_proj and out_proj compute the module's projections (model.packing.
+        StepLinears). Returns y (N, D)."""
+        N, Bm, H, Dh = x.shape[0], memory.batch_size, self.num_heads, self.head_dim
+        q = q_proj(x).view(Bm, N // Bm, H, Dh).transpose(1, 2)  # (Bm, H, N // Bm, Dh)
+        mask = None if memory.mask is None else memory.mask[:, None, None, :]
+        out = F.scaled_dot_product_attention(
+            q, memory.key, memory.value, attn_mask=mask, enable_gqa=H != self.num_kv_heads
+        )  # (Bm, H, N // Bm, Dh)
+        return out_proj(out.transpose(1, 2).reshape(N, H * Dh))
 
 
 class SelfAttention(_MultiHeadProjections):
@@ -274,15 +270,16 @@ class SelfAttention(_MultiHeadProjections):
         return weight, bias
 
     def decode_one(self, x: Tensor, cache: KVCache, qkv, out) -> tuple[Tensor, KVCache]:
-        """One decoding step without checks (generate checked its inputs once): x (N, 1, D)
-        attends to itself and the cache's positions; the new key and value are written into
-        the cache in place. qkv and out compute the fused q/k/v projection and the output
-        projection (model.packing.StepLinears). Returns (y (N, 1, D), the longer cache)."""
+        """One decoding step without checks (generate checked its inputs once): x (N, D),
+        one position per row, attends to itself and the cache's positions; its key and value
+        are written into the cache in place. qkv and out compute the fused q/k/v projection
+        and the output projection (model.packing.StepLinears). Returns (y (N, D), the
+        longer cache)."""
         N, H, Hkv, Dh = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
-        q, k, v = qkv(x).view(N, 1, H + 2 * Hkv, Dh).transpose(1, 2).split((H, Hkv, Hkv), 1)
+        q, k, v = qkv(x).view(N, H + 2 * Hkv, 1, Dh).split((H, Hkv, Hkv), 1)
         cache, keys, values = cache.write(k, v)  # (N, Hkv, length + 1, Dh)
         attended = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != Hkv)
-        return out(attended.transpose(1, 2).reshape(N, 1, H * Dh)), cache
+        return out(attended.reshape(N, H * Dh)), cache
 
     def new_cache(
         self,

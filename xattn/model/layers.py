@@ -7,24 +7,29 @@ Shape letters: B batch, S source length, T target length, D = d_model, F feature
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import CrossAttention, CrossAttentionMemory, KVCache, SelfAttention
-from ..attention.modules import attend_memory
 from .config import ModelConfig
+from .packing import StepLinears
 
 __all__ = [
     "DecoderLayer",
     "EncoderLayer",
     "FeatureFrontEnd",
     "FeedForward",
+    "LayerStep",
     "LearnedPositions",
     "SinusoidalPositions",
     "decode_one",
     "make_norm",
+    "norm_function",
 ]
 
 
@@ -195,20 +200,60 @@ class DecoderLayer(nn.Module):
         return self.ffn_block.merge(x, self.ffn(h)), cache, weights
 
 
-def decode_one(layer: DecoderLayer, x: Tensor, memory, cache: KVCache, linears) -> tuple:
-    """DecoderLayer.forward for one decoding step (x (N, 1, D)), in eval mode, without the
-    checks generate made once: the same modules and arithmetic with fewer calls (one matrix
-    product for q, k and v; the cache written in place; linears: the layer's StepLinears,
-    weights prepacked for the CPU). Returns (x, cache)."""
-    h = layer.self_attn_block.branch_input(x)
-    y, cache = layer.self_attn.decode_one(h, cache, linears.qkv, linears.self_out)
-    x = layer.self_attn_block.merge(x, y)
-    h = layer.cross_attn_block.branch_input(x)
-    y = attend_memory(layer.cross_attn, h, memory, linears.cross_q, linears.cross_out)
-    x = layer.cross_attn_block.merge(x, y)
-    h = layer.ffn_block.branch_input(x)
-    y = linears.fc2(layer.ffn.activation(linears.fc1(h)))  # (N, 1, D)
-    return layer.ffn_block.merge(x, y), cache
+def norm_function(norm: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A norm module's forward as a plain function of x (no module call), for decoding
+    steps: F.layer_norm or F.rms_norm with the module's own weights."""
+    if isinstance(norm, nn.LayerNorm):
+        shape, weight, bias, eps = norm.normalized_shape, norm.weight, norm.bias, norm.eps
+        return partial(F.layer_norm, normalized_shape=shape, weight=weight, bias=bias, eps=eps)
+    if isinstance(norm, nn.RMSNorm):
+        shape, weight, eps = norm.normalized_shape, norm.weight, norm.eps
+        return partial(F.rms_norm, normalized_shape=shape, weight=weight, eps=eps)
+    return norm
+
+
+@dataclass(frozen=True)
+class LayerStep:
+    """A decoder layer read once for the decoding steps of generate (`rows` rows a step):
+    its attention modules' one-step methods, its linear layers (model.packing.StepLinears),
+    the three blocks' norms as functions, its activation and where its norms sit. The same
+    parameters as the layer's; nothing is copied but the prepacked weights."""
+
+    self_attend: Callable
+    cross_attend: Callable
+    linears: StepLinears
+    norms: tuple[Callable[[Tensor], Tensor], ...]
+    activation: Callable[[Tensor], Tensor]
+    pre_norm: bool
+
+    @classmethod
+    def of(cls, layer: DecoderLayer, rows: int = 1) -> LayerStep:
+        blocks = (layer.self_attn_block, layer.cross_attn_block, layer.ffn_block)
+        return cls(
+            layer.self_attn.decode_one,
+            layer.cross_attn.attend_one,
+            StepLinears.of(layer, rows),
+            tuple(norm_function(block.norm) for block in blocks),
+            layer.ffn.activation,
+            layer.self_attn_block.pre_norm,
+        )
+
+
+def decode_one(step: LayerStep, x: Tensor, memory, cache: KVCache) -> tuple[Tensor, KVCache]:
+    """DecoderLayer.forward for one decoding step, x (N, D) one position per row, in eval
+    mode, without the checks generate made once: the same arithmetic with fewer calls (one
+    matrix product for q, k and v, the cache written in place, no module calls, no
+    dropout). Returns (x (N, D), the longer cache)."""
+    linears, (norm1, norm2, norm3) = step.linears, step.norms
+    if step.pre_norm:
+        y, cache = step.self_attend(norm1(x), cache, linears.qkv, linears.self_out)
+        x = x + y
+        x = x + step.cross_attend(norm2(x), memory, linears.cross_q, linears.cross_out)
+        return x + linears.fc2(step.activation(linears.fc1(norm3(x)))), cache
+    y, cache = step.self_attend(x, cache, linears.qkv, linears.self_out)
+    x = norm1(x + y)
+    x = norm2(x + step.cross_attend(x, memory, linears.cross_q, linears.cross_out))
+    return norm3(x + linears.fc2(step.activation(linears.fc1(x)))), cache
 
 
 def embed_scale(config: ModelConfig) -> float:

@@ -165,10 +165,10 @@ def step_linear(
 
 def layer_step(layer: nn.Module, rows: int = 1) -> Callable[[Tensor], Tensor]:
     """A linear layer for decoding steps of `rows` rows: an nn.Linear through step_linear,
-    an int8 layer (model.quantize) as it is."""
+    an int8 layer (model.quantize) through its forward (no module call)."""
     if isinstance(layer, nn.Linear):
         return step_linear(layer.weight, layer.bias, rows)
-    return layer
+    return layer.forward
 
 
 _FUSED = _ByTensor()  # q projection weight -> (stamp of q, k, v; fused weight and bias)
@@ -178,7 +178,7 @@ def _fused_qkv(attn, rows: int) -> Callable[[Tensor], Tensor]:
     """One linear for the q, k and v projections of a self-attention module (their weights
     stacked), made again when one of them changes (an int8 model fused them already)."""
     if hasattr(attn, "qkv_int8"):
-        return attn.qkv_int8
+        return attn.qkv_int8.forward
     parts = (attn.q_proj, attn.k_proj, attn.v_proj)
     stamp = _stamp(*(t for p in parts for t in (p.weight, p.bias)))
     found = _FUSED.get(attn.q_proj.weight)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attention import CrossAttentionMemory, KVCache
+from ..attention.cache import moved_rows
 from ..attention.functional import ReturnWeights
 from ..generation import GenerationConfig, search
 from ..utils import format_shape, replace_dir
@@ -36,13 +37,14 @@ from .layers import (
     DecoderLayer,
     EncoderLayer,
     FeatureFrontEnd,
+    LayerStep,
     LearnedPositions,
     SinusoidalPositions,
     decode_one,
     embed_scale,
     make_norm,
 )
-from .packing import StepLinears, forget, layer_step
+from .packing import forget, layer_step
 
 __all__ = ["DecoderState", "EncoderDecoder", "GenerationOutput"]
 
@@ -58,21 +60,24 @@ class DecoderState:
     memories: per decoder layer, the projected source keys/values (batch B).
     caches: per decoder layer, the self-attention KVCache (batch N, a multiple of B).
     length: target positions consumed so far.
-    linears: per decoder layer, its linear layers for the steps of generate, weights
-    prepacked for the CPU (model.packing.StepLinears), and output, the output layer's.
+    steps: per decoder layer, the layer read once for the steps of generate (a
+    layers.LayerStep, weights prepacked for the CPU), and output, the output layer's.
     """
 
     memories: tuple[CrossAttentionMemory, ...]
     caches: tuple[KVCache, ...]
     length: int = 0
-    linears: tuple = ()
+    steps: tuple = ()
     output: Any = None
 
     def reorder(self, indices: Tensor) -> DecoderState:
         """Row i continues row indices[i] (beam search). The memories are shared, untouched:
-        indices must keep each row among the rows of its own source."""
-        caches = tuple(c.reorder(indices) for c in self.caches)
-        return DecoderState(self.memories, caches, self.length, self.linears, self.output)
+        indices must keep each row among the rows of its own source. The caches are
+        reordered in place (KVCache.reorder): the state this is called on is not to be
+        used after."""
+        moved = moved_rows(indices)
+        caches = tuple(c.reorder(indices, moved) for c in self.caches)
+        return DecoderState(self.memories, caches, self.length, self.steps, self.output)
 
 
 @dataclass(frozen=True)
@@ -343,9 +348,9 @@ class EncoderDecoder(nn.Module):
             layer.self_attn.new_cache(N, max_length, dtype=memory.dtype, device=memory.device)
             for layer in self.decoder_layers
         )
-        linears = tuple(StepLinears.of(layer, N) for layer in self.decoder_layers)
+        steps = tuple(LayerStep.of(layer, N) for layer in self.decoder_layers)
         output = layer_step(self.lm_head, N)
-        return DecoderState(self.project_memories(memory, src_mask), caches, 0, linears, output)
+        return DecoderState(self.project_memories(memory, src_mask), caches, 0, steps, output)
 
     def decode_step(
         self, tgt_ids: Tensor, state: DecoderState, *, return_weights: ReturnWeights = False
@@ -369,9 +374,9 @@ class EncoderDecoder(nn.Module):
 
     def _decode_one(self, tgt_ids: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """decode_step for one token of every row (N, 1) inside generate, which checked its
-        inputs once: the same modules and arithmetic without per-step checks (see
-        layers.decode_one). Returns (logits (N, V), new state)."""
-        x = self.tgt_embed(tgt_ids)  # (N, 1, D)
+        inputs once: the same arithmetic without per-step checks or module calls (see
+        layers.decode_one), on rows (N, D). Returns (logits (N, V), new state)."""
+        x = F.embedding(tgt_ids[:, 0], self.tgt_embed.weight)  # (N, D)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
         if self.decoder_positions is not None:
@@ -379,17 +384,16 @@ class EncoderDecoder(nn.Module):
         if self.decoder_embed_norm is not None:
             x = self.decoder_embed_norm(x)
         caches = []
-        steps = zip(self.decoder_layers, state.memories, state.caches, state.linears, strict=True)
-        for layer, memory, cache, linears in steps:
-            x, cache = decode_one(layer, x, memory, cache, linears)
+        for step, memory, cache in zip(state.steps, state.memories, state.caches, strict=True):
+            x, cache = decode_one(step, x, memory, cache)
             caches.append(cache)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        logits = state.output(x[:, -1])  # (N, V)
+        logits = state.output(x)  # (N, V)
         if self.final_logits_bias is not None:
             logits = logits + self.final_logits_bias
-        state = dataclasses.replace(state, caches=tuple(caches), length=state.length + 1)
-        return logits, state
+        caches, length = tuple(caches), state.length + 1
+        return logits, DecoderState(state.memories, caches, length, state.steps, state.output)
 
     # ---- generation ----------------------------------------------------------------------
 
