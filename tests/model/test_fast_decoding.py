@@ -60,6 +60,21 @@ def step_logits(model, src, tokens):
     return out
 
 
+@pytest.mark.parametrize("bias", ["zeros", "random"])
+def test_lean_step_adds_the_final_logits_bias(bias):
+    """The output layer of the steps carries the final logits bias (left out when it is
+    all zeros, which changes no logit)."""
+    model = make(final_logits_bias=True)
+    if bias == "random":
+        model.final_logits_bias.normal_()
+    src, tokens = torch.randint(3, 60, (2, 5)), torch.randint(3, 60, (2, 4))
+    lean, checked = step_logits(model, src, tokens)
+    torch.testing.assert_close(lean, checked, atol=1e-5, rtol=1e-5)
+    model.final_logits_bias = None
+    plain, _ = step_logits(model, src, tokens)
+    assert torch.equal(plain, lean) == (bias == "zeros")
+
+
 def test_packed_weights_follow_weight_changes(monkeypatch):
     monkeypatch.setenv("XATTN_STEP_KERNEL", "packed")
     model = make()

@@ -61,7 +61,8 @@ class DecoderState:
     caches: per decoder layer, the self-attention KVCache (batch N, a multiple of B).
     length: target positions consumed so far.
     steps: per decoder layer, the layer read once for the steps of generate (a
-    layers.LayerStep, weights prepacked for the CPU), and output, the output layer's.
+    layers.LayerStep, weights prepacked for the CPU), and output, the output layer's
+    (with the final logits bias).
     """
 
     memories: tuple[CrossAttentionMemory, ...]
@@ -350,6 +351,13 @@ class EncoderDecoder(nn.Module):
         )
         steps = tuple(LayerStep.of(layer, N) for layer in self.decoder_layers)
         output = layer_step(self.lm_head, N)
+        bias = self.final_logits_bias
+        if bias is not None and bool(bias.any()):  # a bias of zeros changes no logit
+            head = output
+
+            def output(x: Tensor) -> Tensor:
+                return head(x) + bias
+
         return DecoderState(self.project_memories(memory, src_mask), caches, 0, steps, output)
 
     def decode_step(
@@ -389,9 +397,7 @@ class EncoderDecoder(nn.Module):
             caches.append(cache)
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        logits = state.output(x)  # (N, V)
-        if self.final_logits_bias is not None:
-            logits = logits + self.final_logits_bias
+        logits = state.output(x)  # (N, V), the final logits bias included
         caches, length = tuple(caches), state.length + 1
         return logits, DecoderState(state.memories, caches, length, state.steps, state.output)
 
