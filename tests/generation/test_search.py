@@ -163,3 +163,28 @@ def test_greedy_pads_finished_rows_and_forces_the_end():
         TableStepper(table, 1, [0.1, 0.5, 0.4, 0.0]), torch.tensor([[3]]), config
     ).sequences
     assert out.tolist() == [[3, 1, 1, 0]]  # the end is forced at the last position
+
+
+@pytest.mark.parametrize("n", [40, 8000, 32000, 51865 * 3])
+@pytest.mark.parametrize("k", [2, 8, 16])
+def test_top_candidates_equal_torch_topk(n, k):
+    """Beam search's top-k over beams x vocabulary (chunked) gives torch.topk's values and
+    indices on distinct values, padded vocabularies and small ones included."""
+    from xattn.generation.search import _top
+
+    torch.manual_seed(n + k)
+    x = torch.randn(5, n)
+    x[1, : n // 2] = -math.inf  # banned tokens, as processors leave them
+    values, indices = _top(x, k)
+    expected = torch.topk(x, k)
+    assert torch.equal(values, expected.values) and torch.equal(indices, expected.indices)
+
+
+def test_top_candidates_with_ties_keep_the_tied_values():
+    from xattn.generation.search import _top
+
+    x = torch.randint(0, 3, (4, 32000)).float()  # thousands of entries tie at the top
+    values, indices = _top(x, 16)
+    assert torch.equal(values, torch.topk(x, 16).values)
+    assert torch.equal(x.gather(1, indices), values)
+    assert all(len(set(row.tolist())) == 16 for row in indices)
