@@ -382,8 +382,9 @@ class EncoderDecoder(nn.Module):
 
     def _decode_one(self, tgt_ids: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
         """decode_step for one token of every row (N, 1) inside generate, which checked its
-        inputs once: the same arithmetic without per-step checks or module calls (see
-        layers.decode_one), on rows (N, D). Returns (logits (N, V), new state)."""
+        inputs once: the same arithmetic without per-step checks, on rows (N, D); the
+        decoder layers make no module calls (see layers.decode_one), only the positions and
+        the embedding and final norms do. Returns (logits (N, V), new state)."""
         x = F.embedding(tgt_ids[:, 0], self.tgt_embed.weight)  # (N, D)
         if self.embed_scale != 1.0:
             x = x * self.embed_scale
