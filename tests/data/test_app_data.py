@@ -249,6 +249,25 @@ def test_training_utterances_are_augmented_and_held_out_ones_are_not():
     assert np.mean(faster) < 0.85 * np.mean(length)
 
 
+def test_a_microphone_colours_every_frame_of_an_utterance_the_same_way():
+    import dataclasses
+
+    from xattn.data.speech import CHANNEL_KNOTS, DB_PER_UNIT, NO_AUGMENT
+
+    plain = make_utterances(1, 0, 0, seed=2, augment=NO_AUGMENT)["train"][0]
+    loud = dataclasses.replace(NO_AUGMENT, channel=6.0)
+    coloured = make_utterances(1, 0, 0, seed=2, augment=loud)["train"][0]
+    assert coloured.spans == plain.spans
+    offset = coloured.features - plain.features  # (frames, bands)
+    assert np.allclose(offset, offset[:1], atol=1e-6)  # one gain per band, in every frame
+    curve = offset[0] * DB_PER_UNIT  # dB
+    assert 0.5 < np.abs(curve).max() < 30
+    # linear between the knots: the slope changes only around the inner knots, unlike
+    # independent gains per band
+    bends = np.abs(np.diff(curve, 2)) > 1e-3
+    assert 0 < bends.sum() <= 2 * (CHANNEL_KNOTS - 2)
+
+
 def test_a_fresh_synthesizer_repeats_itself_whatever_was_said_before(monkeypatch):
     import tempfile
 

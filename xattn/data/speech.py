@@ -9,7 +9,8 @@ Every synthetic voice speaks every digit word at three rates and pitches once (t
 bank); a real speaker has 50 recordings of each digit. An utterance strings 1-4 clips of
 one voice with random gaps and gain; training utterances are also changed the ways real
 recordings differ: speed (tempo, pitch and vocal-tract length together), room
-reverberation and background noise. Whole voices are held out: test utterances come from
+reverberation, background noise and the colouring of a microphone (a smooth random gain
+over the mel bands). Whole voices are held out: test utterances come from
 synthetic voices and a real speaker never heard in training; validation uses other
 unseen synthetic voices and recordings of the training speakers that training never sees.
 
@@ -253,16 +254,27 @@ class Augment:
     the speed factor for synthetic and for real voices (resampling changes tempo, pitch and
     apparent vocal-tract length together); reverb: the chance of a room (an exponentially
     decaying noise impulse response, RT60 in `rt60` seconds); noise: the range of the
-    background noise's standard deviation."""
+    background noise's standard deviation; channel: the standard deviation in dB of a
+    microphone's colouring, gains drawn at CHANNEL_KNOTS points evenly spread over the mel
+    bands and linear in between (0: none)."""
 
     synthetic_speed: tuple[float, float] = (0.9, 1.1)
     real_speed: tuple[float, float] = (0.85, 1.15)
     reverb: float = 0.3
     rt60: tuple[float, float] = (0.1, 0.5)
     noise: tuple[float, float] = (0.001, 0.02)
+    channel: float = 3.0
 
 
-NO_AUGMENT = Augment((1.0, 1.0), (1.0, 1.0), 0.0, (0.1, 0.5), (0.001, 0.02))
+NO_AUGMENT = Augment((1.0, 1.0), (1.0, 1.0), 0.0, (0.1, 0.5), (0.001, 0.02), 0.0)
+CHANNEL_KNOTS = 5
+DB_PER_UNIT = 40.0  # log-mel features are log10(power) / 4 (+ 1): 10 dB is 0.25
+
+
+def _colouring(rng: np.random.Generator, bands: int, db: float) -> np.ndarray:
+    """(bands,) feature offsets of a random smooth gain curve with `db` dB spread."""
+    knots = rng.normal(0.0, db / DB_PER_UNIT, CHANNEL_KNOTS)
+    return np.interp(np.linspace(0, CHANNEL_KNOTS - 1, bands), np.arange(CHANNEL_KNOTS), knots)
 
 
 def _speed(clip: np.ndarray, factor: float) -> np.ndarray:
@@ -331,6 +343,8 @@ def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | N
         audio = _room(audio, rng, float(rng.uniform(*augment.rt60)))
     audio = audio + noise.normal(0, rng.uniform(*plan.noise), audio.shape).astype(np.float32)
     features = log_mel(audio, SPEECH)
+    if augment is not None and augment.channel > 0:
+        features = features + _colouring(rng, N_MELS, augment.channel).astype(np.float32)
     frames = features.shape[0]
     spans = tuple((min(frames - 1, s // HOP), min(frames, -(-(s + n_) // HOP))) for s, n_ in starts)
     kind = "real" if real else "synthetic"
