@@ -7,7 +7,8 @@
 A Marian-sized model (d_model 256, 3 + 3 layers, 4 heads, ffn 1024, vocab 8000) is built
 with transformers (random weights), saved with a tokenizer of 8,000 stand-in tokens, and
 loaded into xattn with from_hf and into CTranslate2 with its converter, so all run the same
-weights; xattn's tokens are checked against transformers'. Every row generates exactly the
+weights; xattn's tokens (eager and generate(compile=True), whose first call per case
+compiles and is timed apart) are checked against transformers'. Every row generates exactly the
 same number of new tokens (min_new_tokens = max_new_tokens). Peers:
 - transformers' generate (cache on);
 - CTranslate2 float32 and int8 (`pip install 'xattn[bench]'`; rows left out without it),
@@ -309,7 +310,7 @@ def median_time(fn, repeats):
 def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
     """Tokens/s of every implementation on each (B, beams) case; CTranslate2 (engines, an
     EngineProcess) in a process of its own."""
-    rows = []
+    rows, warmups = [], []
     start = ours.config.decoder_start_token_id
     for B, beams in cases:
         src = torch.randint(1, VOCAB - 1, (B, SRC), generator=torch.Generator().manual_seed(B))
@@ -319,6 +320,10 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
             expected = hf.generate(src, attention_mask=mask.long(), do_sample=False, **kw)
         got = ours.generate(src, src_mask=mask, **kw)
         same = "yes" if torch.equal(got, expected) else "NO"
+        started = time.perf_counter()
+        got_compiled = ours.generate(src, src_mask=mask, compile=True, **kw)
+        warmups.append(f"{label(B, beams)} {time.perf_counter() - started:.1f} s")
+        same_compiled = "yes" if torch.equal(got_compiled, expected) else "NO"
         int8 = ours.quantize("int8")
         got8 = int8.generate(src, src_mask=mask, **kw)
         agree = (got8 == expected).float().mean().item() if got8.shape == expected.shape else 0.0
@@ -328,6 +333,9 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
             ),
             "xattn generate": lambda src=src, mask=mask, kw=kw: ours.generate(
                 src, src_mask=mask, **kw
+            ),
+            "xattn generate (compile=True)": lambda src=src, mask=mask, kw=kw: ours.generate(
+                src, src_mask=mask, compile=True, **kw
             ),
             "xattn int8 (quantize)": lambda src=src, mask=mask, kw=kw, m=int8: m.generate(
                 src, src_mask=mask, **kw
@@ -355,15 +363,18 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
         for name in candidates:
             t = statistics.median(times[name])
             tokens = B * new_tokens  # new tokens of the returned sequences
-            label = f"B{B} {'greedy' if beams == 1 else f'beam {beams}'}"
-            checks = {"xattn generate": same, "xattn int8 (quantize)": f"{agree:.0%} of tokens"}
+            checks = {
+                "xattn generate": same,
+                "xattn generate (compile=True)": same_compiled,
+                "xattn int8 (quantize)": f"{agree:.0%} of tokens",
+            }
             check = checks.get(name, "")
             reference = (
                 statistics.median(times.get("CTranslate2 int8", [ct2])) if "int8" in name else ct2
             )
             rows.append(
                 [
-                    label,
+                    label(B, beams),
                     name,
                     f"{tokens / t:,.0f}",
                     f"{base / t:.2f}x",
@@ -384,6 +395,14 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
         ],
         rows,
     )
+    print(
+        "generate(compile=True), the first call of each case (compiling; from the second "
+        "shape on, with symbolic sizes): " + ", ".join(warmups)
+    )
+
+
+def label(B: int, beams: int) -> str:
+    return f"B{B} {'greedy' if beams == 1 else f'beam {beams}'}"
 
 
 def bench_accelerator(hf, ours, cases, new_tokens, repeats, device, dtype):
@@ -408,24 +427,40 @@ def bench_accelerator(hf, ours, cases, new_tokens, repeats, device, dtype):
         def run_hf(src=src, mask=mask, kw=kw):
             return hf.generate(src, attention_mask=mask.long(), do_sample=False, **kw)
 
-        def run_ours(src=src, mask=mask, kw=kw):
-            return ours.generate(src, src_mask=mask, **kw)
+        def run_ours(src=src, mask=mask, kw=kw, compile=False):
+            return ours.generate(src, src_mask=mask, compile=compile, **kw)
+
+        def run_compiled(src=src, mask=mask, kw=kw):
+            return run_ours(src, mask, kw, compile=True)
 
         with torch.no_grad():
-            expected, got = run_hf(), run_ours()
-            theirs, mine = [], []
+            expected, got, got_compiled = run_hf(), run_ours(), run_compiled()
+            theirs, mine, compiled = [], [], []
             for _ in range(repeats):  # interleaved, each call after its own warm-up
                 theirs.append(timed(run_hf))
                 mine.append(timed(run_ours))
-        agree = (got == expected).float().mean().item() if got.shape == expected.shape else 0.0
-        base, t = statistics.median(theirs), statistics.median(mine)
-        label = f"B{B} {'greedy' if beams == 1 else f'beam {beams}'}"
-        rows.append([label, f"{B * new_tokens / base:,.0f}", f"{B * new_tokens / t:,.0f}"])
-        rows[-1] += [f"{base / t:.2f}x", f"{agree:.0%}"]
+                compiled.append(timed(run_compiled))
+        base = statistics.median(theirs)
+        row = [label(B, beams), f"{B * new_tokens / base:,.0f}"]
+        for times, tokens in ((mine, got), (compiled, got_compiled)):
+            t = statistics.median(times)
+            same_shape = tokens.shape == expected.shape
+            agree = (tokens == expected).float().mean().item() if same_shape else 0.0
+            row += [f"{B * new_tokens / t:,.0f}", f"{base / t:.2f}x", f"{agree:.0%}"]
+        rows.append(row)
     print_table(
         f"Generation on {torch.cuda.get_device_name(device)}, {dtype}: {SRC} source tokens, "
         f"{new_tokens} new tokens",
-        ["case", "transformers tokens/s", "xattn tokens/s", "xattn vs transformers", "same"],
+        [
+            "case",
+            "transformers tokens/s",
+            "xattn tokens/s",
+            "xattn vs transformers",
+            "same",
+            "xattn compile=True tokens/s",
+            "compiled vs transformers",
+            "same (compiled)",
+        ],
         rows,
     )
 

@@ -1,9 +1,12 @@
 """The lean decoding step of generate: the same tokens and scores as the checked path (and,
 in tests/test_hf.py, as transformers), prepacked weights that follow weight changes, beam
-reordering without new buffers, and int8 copies for CPU inference."""
+reordering without new buffers, int8 copies for CPU inference, and generate(compile=True):
+one compiled graph for every position, the eager tokens, a new graph after a weight
+change."""
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 import xattn
 from xattn.model import packing
@@ -11,7 +14,10 @@ from xattn.model.transformer import _ModelStepper
 
 
 def make(**kw):
+    """A tiny random model whose greedy tokens vary (a tied output layer repeats the start
+    token)."""
     torch.manual_seed(0)
+    kw = {"tie_output": False, **kw}
     config = xattn.ModelConfig.preset("tiny", vocab_size=60, dropout=0.0, **kw)
     return xattn.EncoderDecoder(config).eval()
 
@@ -21,7 +27,7 @@ def search_both(model, src, mask, **kw):
     lean = model.generate(src, src_mask=mask, **kw)
     real = _ModelStepper.__init__
 
-    def checked(self, model, state, weights, lean=False):
+    def checked(self, model, state, weights, *_):
         real(self, model, state, weights, False)
 
     _ModelStepper.__init__ = checked
@@ -43,6 +49,7 @@ def test_lean_steps_equal_the_checked_steps(pre_norm, beams, kernel, monkeypatch
     mask[1, 4:] = False
     lean, slow = search_both(model, src, mask, max_new_tokens=9, num_beams=beams)
     assert torch.equal(lean, slow)
+    assert lean[:, 1:].unique().numel() > 5  # tokens that tell the steps apart
 
 
 def step_logits(model, src, tokens):
@@ -232,3 +239,48 @@ def test_int8_copy_reads_alike_and_is_not_saved(tmp_path):
         int8.save(tmp_path / "m")
     with pytest.raises(ValueError, match="quantize\\('int4'\\); the one mode is 'int8'"):
         model.quantize("int4")
+
+
+def inputs():
+    src = torch.randint(3, 60, (3, 7), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(3, 7, dtype=torch.bool)
+    mask[1, 4:] = False
+    return src, mask
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(pre_norm):
+    model = make(pre_norm=pre_norm, num_kv_heads=2)
+    src, mask = inputs()
+    frames = counters["frames"]["ok"]
+    compiled = model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)
+    assert counters["frames"]["ok"] - frames == 1  # nine positions, one graph
+    assert torch.equal(compiled, model.generate(src, src_mask=mask, max_new_tokens=9))
+    assert compiled[:, 1:].unique().numel() > 5  # tokens that tell the steps apart
+    # other shapes (beams, a longer cache, a prompt) after the first: still the same tokens
+    prompt = torch.tensor([[model.config.decoder_start_token_id, 5, 9]] * 3)
+    for kw in (dict(num_beams=3), dict(max_new_tokens=12, decoder_input_ids=prompt)):
+        eager = model.generate(src, src_mask=mask, **kw)
+        assert torch.equal(model.generate(src, src_mask=mask, compile=True, **kw), eager)
+
+
+def test_compiled_step_follows_weight_changes():
+    """The weights are frozen into the graph: a change to them makes a new one."""
+    model = make()
+    src, mask = inputs()
+    before = model.generate(src, src_mask=mask, max_new_tokens=8, compile=True)
+    with torch.no_grad():
+        model.decoder_layers[0].ffn.fc1.weight.mul_(-3.0)
+        model.lm_head.weight.add_(torch.randn_like(model.lm_head.weight))
+    eager = model.generate(src, src_mask=mask, max_new_tokens=8)
+    assert not torch.equal(eager, before)
+    assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
+
+
+def test_compile_refuses_int8_copies_and_non_booleans():
+    model = make()
+    src, mask = inputs()
+    with pytest.raises(ValueError, match="int8 copy"):
+        model.quantize("int8").generate(src, src_mask=mask, compile=True)
+    with pytest.raises(ValueError, match="compile='yes'"):
+        model.generate(src, src_mask=mask, compile="yes")

@@ -147,6 +147,20 @@ class KVCache:
             self.value[:, :, :end],
         )
 
+    def write_at(self, key: Tensor, value: Tensor, position: Tensor) -> tuple[Tensor, Tensor]:
+        """write for compiled decoding steps, at a tensor position (1,) rather than at
+        `length`, so one compiled graph serves every length: writes key (B, Hkv, 1, Dh) and
+        value in place there and returns the whole buffers (B, Hkv, max_length, Dh), whose
+        positions after `position` are to be masked (`filled`). The length is left to the
+        caller."""
+        self.key.index_copy_(2, position, key)
+        self.value.index_copy_(2, position, value)
+        return self.key, self.value
+
+    def filled(self, position: Tensor) -> Tensor:
+        """The attention mask (1, 1, 1, max_length) of the positions up to `position` (1,)."""
+        return (torch.arange(self.max_length, device=position.device) <= position)[None, None, None]
+
     def reorder(self, indices: Tensor, moved: Tensor | None = None) -> KVCache:
         """The cache of batch rows `indices` (B,) (e.g. surviving beams: row i continues
         row indices[i]), written into the same buffers: only the rows that continue another

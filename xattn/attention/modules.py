@@ -269,16 +269,27 @@ class SelfAttention(_MultiHeadProjections):
         bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
         return weight, bias
 
-    def decode_one(self, x: Tensor, cache: KVCache, qkv, out) -> tuple[Tensor, KVCache]:
+    def decode_one(
+        self, x: Tensor, cache: KVCache, qkv, out, position: Tensor | None = None
+    ) -> tuple[Tensor, KVCache]:
         """One decoding step without checks (generate checked its inputs once): x (N, D),
         one position per row, attends to itself and the cache's positions; its key and value
         are written into the cache in place. qkv and out compute the fused q/k/v projection
         and the output projection (model.packing.StepLinears). Returns (y (N, D), the
-        longer cache)."""
+        longer cache). With position (1,) (compiled steps), the key and value go there and
+        the whole cache is attended under the mask of its filled positions; the cache
+        returned is the one given (its length is the caller's to advance)."""
         N, H, Hkv, Dh = x.shape[0], self.num_heads, self.num_kv_heads, self.head_dim
         q, k, v = qkv(x).view(N, H + 2 * Hkv, 1, Dh).split((H, Hkv, Hkv), 1)
-        cache, keys, values = cache.write(k, v)  # (N, Hkv, length + 1, Dh)
-        attended = F.scaled_dot_product_attention(q, keys, values, enable_gqa=H != Hkv)
+        mask = None
+        if position is None:
+            cache, keys, values = cache.write(k, v)  # (N, Hkv, length + 1, Dh)
+        else:
+            keys, values = cache.write_at(k, v, position)  # (N, Hkv, max_length, Dh)
+            mask = cache.filled(position)
+        attended = F.scaled_dot_product_attention(
+            q, keys, values, attn_mask=mask, enable_gqa=H != Hkv
+        )
         return out(attended.reshape(N, H * Dh)), cache
 
     def new_cache(

@@ -58,6 +58,10 @@ class SinusoidalPositions(nn.Module):
     def forward(self, start: int, length: int) -> Tensor:
         return self.table[start : start + length]  # (length, D)
 
+    def at(self, position: Tensor) -> Tensor:
+        """The rows (1, D) of a position held in a tensor (1,) (compiled decoding steps)."""
+        return self.table.index_select(0, position)
+
 
 class LearnedPositions(nn.Module):
     """Learned positions; `offset` shifts the row used for position 0 (BART uses 2)."""
@@ -73,6 +77,10 @@ class LearnedPositions(nn.Module):
 
     def forward(self, start: int, length: int) -> Tensor:
         return self.weight[self.offset + start : self.offset + start + length]  # (length, D)
+
+    def at(self, position: Tensor) -> Tensor:
+        """The rows (1, D) of a position held in a tensor (1,) (compiled decoding steps)."""
+        return self.weight.index_select(0, position + self.offset)
 
 
 class FeatureFrontEnd(nn.Module):
@@ -227,30 +235,35 @@ class LayerStep:
     pre_norm: bool
 
     @classmethod
-    def of(cls, layer: DecoderLayer, rows: int = 1) -> LayerStep:
+    def of(cls, layer: DecoderLayer, rows: int = 1, *, traced: bool = False) -> LayerStep:
+        """traced: plain linear layers (StepLinears.plain), for a step torch.compile traces."""
         blocks = (layer.self_attn_block, layer.cross_attn_block, layer.ffn_block)
         return cls(
             layer.self_attn.decode_one,
             layer.cross_attn.attend_one,
-            StepLinears.of(layer, rows),
+            StepLinears.plain(layer) if traced else StepLinears.of(layer, rows),
             tuple(norm_function(block.norm) for block in blocks),
             layer.ffn.activation,
             layer.self_attn_block.pre_norm,
         )
 
 
-def decode_one(step: LayerStep, x: Tensor, memory, cache: KVCache) -> tuple[Tensor, KVCache]:
+def decode_one(
+    step: LayerStep, x: Tensor, memory, cache: KVCache, position: Tensor | None = None
+) -> tuple[Tensor, KVCache]:
     """DecoderLayer.forward for one decoding step, x (N, D) one position per row, in eval
     mode, without the checks generate made once: the same arithmetic with fewer calls (one
     matrix product for q, k and v, the cache written in place, no module calls, no
-    dropout). Returns (x (N, D), the longer cache)."""
+    dropout). Returns (x (N, D), the longer cache). position (1,): the step of a compiled
+    graph (see SelfAttention.decode_one)."""
     linears, (norm1, norm2, norm3) = step.linears, step.norms
+    qkv, out = linears.qkv, linears.self_out
     if step.pre_norm:
-        y, cache = step.self_attend(norm1(x), cache, linears.qkv, linears.self_out)
+        y, cache = step.self_attend(norm1(x), cache, qkv, out, position)
         x = x + y
         x = x + step.cross_attend(norm2(x), memory, linears.cross_q, linears.cross_out)
         return x + linears.fc2(step.activation(linears.fc1(norm3(x)))), cache
-    y, cache = step.self_attend(x, cache, linears.qkv, linears.self_out)
+    y, cache = step.self_attend(x, cache, qkv, out, position)
     x = norm1(x + y)
     x = norm2(x + step.cross_attend(x, memory, linears.cross_q, linears.cross_out))
     return norm3(x + linears.fc2(step.activation(linears.fc1(x)))), cache

@@ -26,6 +26,7 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -200,6 +201,18 @@ class StepLinears:
     cross_out: Callable[[Tensor], Tensor]
     fc1: Callable[[Tensor], Tensor]
     fc2: Callable[[Tensor], Tensor]
+
+    @classmethod
+    def plain(cls, layer) -> StepLinears:
+        """The layer's linear layers as plain F.linear of its own weights, q, k and v
+        stacked at each call: for steps that torch.compile traces (a frozen graph holds the
+        stacked weight as a constant and chooses its own kernels)."""
+        attn = layer.self_attn
+        weight, bias = attn.fused_projection()
+        qkv = partial(F.linear, weight=weight, bias=bias)
+        linears = (attn.out_proj, layer.cross_attn.q_proj, layer.cross_attn.out_proj)
+        linears += (layer.ffn.fc1, layer.ffn.fc2)
+        return cls(qkv, *(partial(F.linear, weight=m.weight, bias=m.bias) for m in linears))
 
     @classmethod
     def of(cls, layer, rows: int = 1) -> StepLinears:

@@ -385,13 +385,7 @@ class EncoderDecoder(nn.Module):
         inputs once: the same arithmetic without per-step checks, on rows (N, D); the
         decoder layers make no module calls (see layers.decode_one), only the positions and
         the embedding and final norms do. Returns (logits (N, V), new state)."""
-        x = F.embedding(tgt_ids[:, 0], self.tgt_embed.weight)  # (N, D)
-        if self.embed_scale != 1.0:
-            x = x * self.embed_scale
-        if self.decoder_positions is not None:
-            x = x + self.decoder_positions(state.length, 1)
-        if self.decoder_embed_norm is not None:
-            x = self.decoder_embed_norm(x)
+        x = self._embed_one(tgt_ids[:, 0], state.length)  # (N, D)
         caches = []
         for step, memory, cache in zip(state.steps, state.memories, state.caches, strict=True):
             x, cache = decode_one(step, x, memory, cache)
@@ -401,6 +395,31 @@ class EncoderDecoder(nn.Module):
         logits = state.output(x)  # (N, V), the final logits bias included
         caches, length = tuple(caches), state.length + 1
         return logits, DecoderState(state.memories, caches, length, state.steps, state.output)
+
+    def _embed_one(self, tokens: Tensor, position: int | Tensor) -> Tensor:
+        """The decoder's input (N, D) for tokens (N,) at one position (an int, or a tensor
+        (1,) in a compiled step)."""
+        x = F.embedding(tokens, self.tgt_embed.weight)
+        if self.embed_scale != 1.0:
+            x = x * self.embed_scale
+        if self.decoder_positions is not None:
+            if isinstance(position, int):
+                x = x + self.decoder_positions(position, 1)
+            else:
+                x = x + self.decoder_positions.at(position)
+        if self.decoder_embed_norm is not None:
+            x = self.decoder_embed_norm(x)
+        return x
+
+    def _step_at(self, tokens: Tensor, position: Tensor, memories, caches) -> Tensor:
+        """_decode_one at a position held in a tensor (1,), for generate(compile=True)
+        (model.compiled): tokens (N,); every layer's key and value written into its cache
+        at `position` and the whole cache attended under the mask of the filled positions,
+        so that the shapes are the same at every step. Returns logits (N, V)."""
+        x = self._embed_one(tokens, position)
+        for layer, memory, cache in zip(self.decoder_layers, memories, caches, strict=True):
+            x, _ = decode_one(LayerStep.of(layer, traced=True), x, memory, cache, position)
+        return self._logits(x)
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -415,6 +434,7 @@ class EncoderDecoder(nn.Module):
         return_weights: ReturnWeights = False,
         generation_config: GenerationConfig | None = None,
         decoder_input_ids: Tensor | None = None,
+        compile: bool = False,
         **overrides: Any,
     ):
         """Generate targets for src_ids (B, S) (or features (B, S, F)).
@@ -431,7 +451,21 @@ class EncoderDecoder(nn.Module):
         With return_weights True (every head) or "mean" (their mean), a GenerationOutput that
         also holds the cross-attention weights of the generated tokens, collected during the
         search (no re-run).
+        compile=True: the decoding steps run one graph compiled with torch.compile (weights
+        frozen into it), made on the first call (seconds to tens of seconds on a CPU; a C++
+        compiler is needed there) and again after the weights change or, once, for the
+        first call with other shapes (model.compiled). The same search; logits to float
+        rounding, so tokens may differ where two are near-tied. Where generate takes its
+        checked steps (return_weights, training mode, a source without a real position),
+        they run uncompiled.
         """
+        if not isinstance(compile, bool):
+            raise ValueError(f"compile={compile!r}; expected True or False")
+        if compile and self.quantized is not None:
+            raise ValueError(
+                f"generate(compile=True) runs float models; this is a {self.quantized} copy "
+                f"(quantize), whose steps run uncompiled: pass compile=False"
+            )
         config = generation_config or self.generation_config
         if max_new_tokens is not None:
             overrides["max_new_tokens"] = max_new_tokens
@@ -466,7 +500,12 @@ class EncoderDecoder(nn.Module):
         lean = not (return_weights or self.training) and (
             memory_mask is None or bool(memory_mask.any(-1).all())
         )
-        stepper = _ModelStepper(self, state, return_weights, lean)
+        compiled = None
+        if compile and lean:
+            from .compiled import compiled_step
+
+            compiled = compiled_step(self)
+        stepper = _ModelStepper(self, state, return_weights, lean, compiled)
         result = search(stepper, start, config, B)
         if not return_weights:
             return result.sequences
@@ -677,10 +716,24 @@ def _check_return_weights(return_weights) -> None:
 class _ModelStepper:
     """The search's view of a model: one decode_step per call, the state kept here."""
 
-    def __init__(self, model, state: DecoderState, weights: ReturnWeights, lean: bool = False):
+    def __init__(
+        self, model, state: DecoderState, weights: ReturnWeights, lean=False, compiled=None
+    ):
         self.model, self.state, self.weights, self.lean = model, state, weights, lean
+        self.compiled = compiled  # model.compiled.compiled_step, or None
+        if compiled is not None:
+            device = state.caches[0].key.device if state.caches else None
+            self.position = torch.tensor([state.length], device=device)
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.compiled is not None:
+            state = self.state
+            tokens = tokens[:, 0].contiguous()  # the same strides at every step
+            logits = self.compiled(tokens, self.position, state.memories, state.caches)
+            self.position += 1
+            caches = tuple(KVCache(c.key, c.value, c.length + 1) for c in state.caches)
+            self.state = dataclasses.replace(state, caches=caches, length=state.length + 1)
+            return logits, None
         if self.lean:
             logits, self.state = self.model._decode_one(tokens, self.state)
             return logits, None

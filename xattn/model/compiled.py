@@ -1,0 +1,81 @@
+"""The decoding step of generate(compile=True), compiled once per model with torch.compile.
+
+The step is EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_one) at a
+position held in a tensor, attending the whole preallocated self-attention cache under the
+mask of its filled positions, so that no shape changes from one length to the next and one
+graph serves every step of every length. It is compiled with inductor's weight freezing
+(the weights become constants of the graph, laid out for its kernels), which is what makes
+it faster on a CPU; a graph frozen on weights that have changed since would be wrong, so a
+model's compiled step is made again after any change `packing` can see (a new version of a
+parameter or buffer, an optimizer step, train() / eval(), packing.forget()).
+
+Each model's step is compiled from its own copy of the function's code, so that dynamo
+keeps its graphs apart from other models' and drops them with the model. The first call
+traces and compiles (seconds to tens of seconds on a CPU); calls with the same shapes
+reuse the graph; the first call with other shapes (rows, cache length, source length)
+compiles once more, with those sizes left symbolic, and that graph serves all later shapes.
+"""
+
+from __future__ import annotations
+
+import types
+import weakref
+from collections.abc import Callable
+
+import torch
+import torch._inductor.config as inductor_config
+from torch import nn
+
+from .packing import _stamp
+
+__all__ = ["compiled_step"]
+
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, fn)
+
+
+class _Step(nn.Module):
+    """The model's _step_at as the forward of a module that holds the model, so that
+    inductor's freezing sees its weights as the module's own (for a function given the
+    model as an argument they stay graph inputs)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, position, memories, caches):
+        return self.model._step_at(tokens, position, memories, caches)
+
+
+def _own_copy(function: types.FunctionType) -> types.FunctionType:
+    """The same function with its own code object (dynamo keeps its graphs per code)."""
+    return types.FunctionType(
+        function.__code__.replace(),
+        function.__globals__,
+        function.__name__,
+        function.__defaults__,
+        function.__closure__,
+    )
+
+
+def compiled_step(model: nn.Module) -> Callable:
+    """model._step_at compiled (tokens (N,), position (1,), memories, caches) -> logits
+    (N, V): the one made for this model, unless its weights changed since."""
+    stamp = _stamp(*model.parameters(), *model.buffers())
+    found = _COMPILED.get(model)
+    if found is None or found[0] != stamp:
+        step = type("_Step", (_Step,), {"forward": _own_copy(_Step.forward)})(model)
+        found = (stamp, _Frozen(torch.compile(step)))
+        _COMPILED[model] = found
+    return found[1]
+
+
+class _Frozen:
+    """Calls a compiled module with inductor's freezing on, for whichever call compiles
+    (torch.compile's options= did not reach it in PyTorch 2.13)."""
+
+    def __init__(self, compiled: Callable) -> None:
+        self.compiled = compiled
+
+    def __call__(self, *args):
+        with inductor_config.patch(freezing=True):
+            return self.compiled(*args)
