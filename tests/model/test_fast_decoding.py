@@ -4,6 +4,9 @@ reordering without new buffers, int8 copies for CPU inference, and generate(comp
 one compiled graph for every position, the eager tokens, a new graph after a weight
 change."""
 
+import gc
+import weakref
+
 import pytest
 import torch
 from torch._dynamo.utils import counters
@@ -275,6 +278,16 @@ def test_compiled_step_follows_weight_changes():
     eager = model.generate(src, src_mask=mask, max_new_tokens=8)
     assert not torch.equal(eager, before)
     assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
+
+
+def test_a_compiled_model_is_freed_with_its_graphs():
+    model = make()
+    src, mask = inputs()
+    model.generate(src, src_mask=mask, max_new_tokens=3, compile=True)
+    held = weakref.ref(model)
+    del model
+    gc.collect()
+    assert held() is None
 
 
 def test_compile_refuses_int8_copies_and_non_booleans():

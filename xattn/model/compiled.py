@@ -21,6 +21,7 @@ from __future__ import annotations
 import types
 import weakref
 from collections.abc import Callable
+from functools import partial
 
 import torch
 import torch._inductor.config as inductor_config
@@ -31,19 +32,6 @@ from .packing import _stamp
 __all__ = ["compiled_step"]
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, fn)
-
-
-class _Step(nn.Module):
-    """The model's _step_at as the forward of a module that holds the model, so that
-    inductor's freezing sees its weights as the module's own (for a function given the
-    model as an argument they stay graph inputs)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, tokens, position, memories, caches):
-        return self.model._step_at(tokens, position, memories, caches)
 
 
 def _own_copy(function: types.FunctionType) -> types.FunctionType:
@@ -63,15 +51,15 @@ def compiled_step(model: nn.Module) -> Callable:
     stamp = _stamp(*model.parameters(), *model.buffers())
     found = _COMPILED.get(model)
     if found is None or found[0] != stamp:
-        step = type("_Step", (_Step,), {"forward": _own_copy(_Step.forward)})(model)
-        found = (stamp, _Frozen(torch.compile(step)))
+        found = (stamp, _Frozen(torch.compile(_own_copy(type(model)._step_at))))
         _COMPILED[model] = found
-    return found[1]
+    return partial(found[1], model)
 
 
 class _Frozen:
-    """Calls a compiled module with inductor's freezing on, for whichever call compiles
-    (torch.compile's options= did not reach it in PyTorch 2.13)."""
+    """Calls a compiled function with inductor's freezing on, for whichever call compiles
+    (torch.compile's options= did not reach it in PyTorch 2.13). It holds no model: the
+    table's entry goes with its model."""
 
     def __init__(self, compiled: Callable) -> None:
         self.compiled = compiled
