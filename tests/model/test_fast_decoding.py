@@ -251,9 +251,18 @@ def inputs():
     return src, mask
 
 
-@pytest.mark.parametrize("pre_norm", [True, False])
-def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(pre_norm):
-    model = make(pre_norm=pre_norm, num_kv_heads=2)
+BART_LIKE = dict(
+    pre_norm=False, positions="learned", position_offset=2, embed_norm=True, embed_scale=True
+)
+
+
+@pytest.mark.parametrize(
+    "config",
+    [dict(num_kv_heads=2), dict(pre_norm=False, norm="rmsnorm"), BART_LIKE],
+    ids=["pre-norm-gqa", "post-norm-rms", "bart-like"],
+)
+def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(config):
+    model = make(**config)
     src, mask = inputs()
     frames = counters["frames"]["ok"]
     compiled = model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)
