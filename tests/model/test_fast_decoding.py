@@ -289,6 +289,21 @@ def test_compiled_step_follows_weight_changes():
     assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
 
 
+def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch):
+    """Frozen means the graph keeps the weights it was made with: a change that shows no
+    new version (through .data) is not seen until packing.forget(), as documented."""
+    monkeypatch.setenv("XATTN_STEP_KERNEL", "plain")  # eager steps read the live weights
+    model = make()
+    src, mask = inputs()
+    before = model.generate(src, src_mask=mask, max_new_tokens=8, compile=True)
+    model.lm_head.weight.data.add_(torch.randn_like(model.lm_head.weight))
+    eager = model.generate(src, src_mask=mask, max_new_tokens=8)
+    assert not torch.equal(eager, before)
+    assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), before)
+    packing.forget()
+    assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
+
+
 def test_a_compiled_model_is_freed_with_its_graphs():
     model = make()
     src, mask = inputs()

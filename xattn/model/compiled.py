@@ -4,10 +4,11 @@ The step is EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_o
 position held in a tensor, attending the whole preallocated self-attention cache under the
 mask of its filled positions, so that no shape changes from one length to the next and one
 graph serves every step of every length. It is compiled with inductor's weight freezing
-(the weights become constants of the graph, laid out for its kernels), which is what makes
-it faster on a CPU; a graph frozen on weights that have changed since would be wrong, so a
-model's compiled step is made again after any change `packing` can see (a new version of a
-parameter or buffer, an optimizer step, train() / eval(), packing.forget()).
+(the weights become constants of the graph, laid out for its kernels; without it the
+step compiled slower still on a CPU); a graph frozen on weights that have changed since
+would be wrong, so a model's compiled step is made again after any change `packing` can
+see (a new version of a parameter or buffer, an optimizer step, train() / eval(),
+packing.forget()).
 
 Each model's step is compiled from its own copy of the function's code, so that dynamo
 keeps its graphs apart from other models' and drops them with the model. The first call
@@ -57,9 +58,10 @@ def compiled_step(model: nn.Module) -> Callable:
 
 
 class _Frozen:
-    """Calls a compiled function with inductor's freezing on, for whichever call compiles
-    (torch.compile's options= did not reach it in PyTorch 2.13). It holds no model: the
-    table's entry goes with its model."""
+    """Calls a compiled function with inductor's freezing on (torch.compile's options= did
+    not reach it in PyTorch 2.13). Every call, not only the one that compiles: dynamo reads
+    the setting while it traces and checks it on each call (a call without it compiles an
+    unfrozen graph). It holds no model: the table's entry goes with its model."""
 
     def __init__(self, compiled: Callable) -> None:
         self.compiled = compiled
