@@ -5,6 +5,7 @@ one compiled graph for every position, the eager tokens, a new graph after a wei
 change."""
 
 import gc
+import types
 import weakref
 
 import pytest
@@ -12,7 +13,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import xattn
-from xattn.model import packing
+from xattn.attention import modules
+from xattn.model import compiled, packing
 from xattn.model.transformer import _ModelStepper
 
 
@@ -256,27 +258,93 @@ BART_LIKE = dict(
 )
 
 
-@pytest.mark.parametrize(
-    "config",
-    [dict(num_kv_heads=2), dict(pre_norm=False, norm="rmsnorm"), BART_LIKE],
-    ids=["pre-norm-gqa", "post-norm-rms", "bart-like"],
-)
-def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(config):
-    model = make(**config)
+@pytest.fixture
+def quick_compile(monkeypatch):
+    """Compile with freezing alone (seconds, not the tens of seconds that timing each matrix
+    product's kernels takes on a CPU), for the tests of what compiling means, not of which
+    kernels it picks."""
+    monkeypatch.setattr(compiled, "compile_options", lambda device: {"freezing": True})
+
+
+def check_compiled_tokens(model):
+    """One graph serves the nine steps of a first call, with the eager tokens; other shapes
+    after it (beams, a longer cache, a prompt) give the eager tokens too."""
     src, mask = inputs()
     frames = counters["frames"]["ok"]
-    compiled = model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)
+    got = model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)
     assert counters["frames"]["ok"] - frames == 1  # nine positions, one graph
-    assert torch.equal(compiled, model.generate(src, src_mask=mask, max_new_tokens=9))
-    assert compiled[:, 1:].unique().numel() > 5  # tokens that tell the steps apart
-    # other shapes (beams, a longer cache, a prompt) after the first: still the same tokens
+    assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=9))
+    assert got[:, 1:].unique().numel() > 5  # tokens that tell the steps apart
     prompt = torch.tensor([[model.config.decoder_start_token_id, 5, 9]] * 3)
     for kw in (dict(num_beams=3), dict(max_new_tokens=12, decoder_input_ids=prompt)):
         eager = model.generate(src, src_mask=mask, **kw)
         assert torch.equal(model.generate(src, src_mask=mask, compile=True, **kw), eager)
 
 
-def test_compiled_step_follows_weight_changes():
+def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position():
+    """With the CPU's compile options: inductor's own matrix-product kernels, timed against
+    ATen's, and the attention formula fused into the graph."""
+    assert compiled.compile_options(torch.device("cpu"))["max_autotune"]
+    check_compiled_tokens(make(num_kv_heads=2))
+
+
+@pytest.mark.parametrize(
+    "config", [dict(pre_norm=False, norm="rmsnorm"), BART_LIKE], ids=["post-norm-rms", "bart-like"]
+)
+def test_compiled_steps_of_other_model_shapes_give_the_eager_tokens(config, quick_compile):
+    check_compiled_tokens(make(**config))
+
+
+def test_one_source_compiles_one_graph_for_every_step(quick_compile):
+    """A single row: its token column is a view with another stride at every step; the step
+    reads it from one tensor of its own, so no step compiles again."""
+    model = make()
+    src, mask = inputs()
+    frames = counters["frames"]["ok"]
+    for _ in range(2):
+        got = model.generate(src[:1], src_mask=mask[:1], max_new_tokens=9, compile=True)
+    assert counters["frames"]["ok"] - frames == 1
+    assert torch.equal(got, model.generate(src[:1], src_mask=mask[:1], max_new_tokens=9))
+
+
+def test_compile_options_are_set_for_the_calls_that_may_compile(quick_compile, monkeypatch):
+    """Inductor reads its settings while compiling: they are put in place for the first
+    step with new shapes, not for the other steps (a step of generate keeps its shapes)."""
+    patched = []
+    real = compiled.inductor_config.patch
+
+    def patch(options):
+        patched.append(options)
+        return real(options)
+
+    monkeypatch.setattr(compiled, "inductor_config", types.SimpleNamespace(patch=patch))
+    model = make()
+    src, mask = inputs()
+    for beams, calls in ((1, 1), (1, 1), (2, 2)):
+        model.generate(src, src_mask=mask, max_new_tokens=6, num_beams=beams, compile=True)
+        assert len(patched) == calls and patched[-1] == {"freezing": True}
+
+
+def test_compiled_steps_attend_with_the_formula():
+    """Inside a compiled graph the step's attention is the math backend's formula (fused by
+    inductor); eager steps call SDPA. Both give the same attention to float rounding."""
+    q, k, v = torch.randn(3, 4, 1, 8), torch.randn(3, 4, 6, 8), torch.randn(3, 4, 6, 8)
+    mask = torch.tensor([True] * 4 + [False] * 2)[None, None, None]
+    seen = []
+
+    def attend(*args):
+        seen.append(torch.compiler.is_compiling())
+        return modules._step_attention(*args)
+
+    eager = attend(q, k, v, mask, False)
+    traced = torch.compile(attend, backend="eager", fullgraph=True)(q, k, v, mask, False)
+    assert seen == [False, True]
+    torch.testing.assert_close(traced, eager)
+    weights = torch.softmax((q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~mask, -1e30), -1)
+    torch.testing.assert_close(eager, weights @ v)
+
+
+def test_compiled_step_follows_weight_changes(quick_compile):
     """The weights are frozen into the graph: a change to them makes a new one."""
     model = make()
     src, mask = inputs()
@@ -289,7 +357,7 @@ def test_compiled_step_follows_weight_changes():
     assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
 
 
-def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch):
+def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch, quick_compile):
     """Frozen means the graph keeps the weights it was made with: a change that shows no
     new version (through .data) is not seen until packing.forget(), as documented."""
     monkeypatch.setenv("XATTN_STEP_KERNEL", "plain")  # eager steps read the live weights
@@ -304,7 +372,7 @@ def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch):
     assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
 
 
-def test_a_compiled_model_is_freed_with_its_graphs():
+def test_a_compiled_model_is_freed_with_its_graphs(quick_compile):
     model = make()
     src, mask = inputs()
     model.generate(src, src_mask=mask, max_new_tokens=3, compile=True)

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from ..utils import format_shape
 from .cache import CrossAttentionMemory, KVCache
-from .functional import ReturnWeights, attention
+from .functional import ReturnWeights, _math_attention, attention
 
 __all__ = ["CrossAttention", "SelfAttention"]
 
@@ -37,6 +37,17 @@ def _head_sizes(dim, num_heads, head_dim, num_kv_heads) -> tuple[int, int, int]:
             f"num_kv_heads={num_kv_heads!r}; expected a positive divisor of num_heads={num_heads}"
         )
     return num_heads, num_kv_heads, head_dim
+
+
+def _step_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, gqa: bool) -> Tensor:
+    """Attention for one decoding step (every query row has a key to attend to): torch's
+    fused SDPA kernel, the one transformers' models call; in a step that torch.compile
+    traces for a CPU, the formula itself (the math backend), which inductor fuses into
+    loops of its own and runs faster than the fused kernel at decoding's few queries
+    (benchmarks/bench_generation.py)."""
+    if q.device.type == "cpu" and torch.compiler.is_compiling():
+        return _math_attention(q, k, v, mask, None, False, q.shape[-1] ** -0.5, 0.0, False)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 
 
 def _check_dropout(dropout) -> float:
@@ -226,9 +237,7 @@ class CrossAttention(_MultiHeadProjections):
         N, Bm, H, Dh = x.shape[0], memory.batch_size, self.num_heads, self.head_dim
         q = q_proj(x).view(Bm, N // Bm, H, Dh).transpose(1, 2)  # (Bm, H, N // Bm, Dh)
         mask = None if memory.mask is None else memory.mask[:, None, None, :]
-        out = F.scaled_dot_product_attention(
-            q, memory.key, memory.value, attn_mask=mask, enable_gqa=H != self.num_kv_heads
-        )  # (Bm, H, N // Bm, Dh)
+        out = _step_attention(q, memory.key, memory.value, mask, H != self.num_kv_heads)
         return out_proj(out.transpose(1, 2).reshape(N, H * Dh))
 
 
@@ -287,9 +296,7 @@ class SelfAttention(_MultiHeadProjections):
         else:
             keys, values = cache.write_at(k, v, position)  # (N, Hkv, max_length, Dh)
             mask = cache.filled(position)
-        attended = F.scaled_dot_product_attention(
-            q, keys, values, attn_mask=mask, enable_gqa=H != Hkv
-        )
+        attended = _step_attention(q, keys, values, mask, H != Hkv)  # (N, H, 1, Dh)
         return out(attended.reshape(N, H * Dh)), cache
 
     def new_cache(

@@ -4,17 +4,19 @@ The step is EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_o
 position held in a tensor, attending the whole preallocated self-attention cache under the
 mask of its filled positions, so that no shape changes from one length to the next and one
 graph serves every step of every length. It is compiled with inductor's weight freezing
-(the weights become constants of the graph, laid out for its kernels; without it the
-step compiled slower still on a CPU); a graph frozen on weights that have changed since
-would be wrong, so a model's compiled step is made again after any change `packing` can
-see (a new version of a parameter or buffer, an optimizer step, train() / eval(),
-packing.forget()).
+(the weights become constants of the graph, laid out for its kernels); on a CPU also with
+inductor's own C++ matrix-product kernels, chosen against ATen's by timing each product
+of the step once (max-autotune), each fused with what follows it (bias, activation,
+residual), and a C++ wrapper that calls the kernels without Python in between. A graph
+frozen on weights that have changed since would be wrong, so a model's compiled step is
+made again after any change `packing` can see (a new version of a parameter or buffer, an
+optimizer step, train() / eval(), packing.forget()).
 
 Each model's step is compiled from its own copy of the function's code, so that dynamo
 keeps its graphs apart from other models' and drops them with the model. The first call
-traces and compiles (seconds to tens of seconds on a CPU); calls with the same shapes
-reuse the graph; the first call with other shapes (rows, cache length, source length)
-compiles once more, with those sizes left symbolic, and that graph serves all later shapes.
+traces and compiles (tens of seconds on a CPU); calls with the same shapes reuse the
+graph; the first call with other shapes (rows, cache length, source length) compiles once
+more, with those sizes left symbolic, and that graph serves all later shapes.
 """
 
 from __future__ import annotations
@@ -22,17 +24,28 @@ from __future__ import annotations
 import types
 import weakref
 from collections.abc import Callable
-from functools import partial
 
 import torch
 import torch._inductor.config as inductor_config
-from torch import nn
+from torch import Tensor, nn
 
 from .packing import _stamp
 
-__all__ = ["compiled_step"]
+__all__ = ["compile_options", "compiled_step"]
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, fn)
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, step)
+
+
+def compile_options(device: torch.device) -> dict[str, object]:
+    """The inductor settings a step on `device` is compiled with."""
+    if device.type != "cpu":
+        return {"freezing": True}
+    return {
+        "freezing": True,
+        "max_autotune": True,
+        "max_autotune_gemm_backends": "CPP,ATEN",
+        "cpp_wrapper": True,
+    }
 
 
 def _own_copy(function: types.FunctionType) -> types.FunctionType:
@@ -46,26 +59,47 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
     )
 
 
-def compiled_step(model: nn.Module) -> Callable:
-    """model._step_at compiled (tokens (N,), position (1,), memories, caches) -> logits
-    (N, V): the one made for this model, unless its weights changed since."""
+def compiled_step(model: nn.Module) -> CompiledStep:
+    """model._step_at compiled: (tokens (N,), position (1,), memories, caches) -> logits
+    (N, V); the one made for this model, unless its weights changed since."""
     stamp = _stamp(*model.parameters(), *model.buffers())
     found = _COMPILED.get(model)
     if found is None or found[0] != stamp:
-        found = (stamp, _Frozen(torch.compile(_own_copy(type(model)._step_at))))
+        device = next(model.parameters()).device
+        compiled = torch.compile(_own_copy(type(model)._step_at))
+        found = (stamp, _CompiledStep(compiled, compile_options(device)))
         _COMPILED[model] = found
-    return partial(found[1], model)
+    return CompiledStep(model, found[1])
 
 
-class _Frozen:
-    """Calls a compiled function with inductor's freezing on (torch.compile's options= did
-    not reach it in PyTorch 2.13). Every call, not only the one that compiles: dynamo reads
-    the setting while it traces and checks it on each call (a call without it compiles an
-    unfrozen graph). It holds no model: the table's entry goes with its model."""
+class _CompiledStep:
+    """The compiled function and the settings it compiles under. The settings are read
+    while dynamo traces and inductor compiles, not when a graph runs, so they are put in
+    place only for a call that may compile: the first with shapes other than the last
+    call's (a step of generate never changes a shape). It holds no model, so that the
+    table's entry goes with its model."""
 
-    def __init__(self, compiled: Callable) -> None:
-        self.compiled = compiled
+    def __init__(self, compiled: Callable, options: dict[str, object]) -> None:
+        self.compiled, self.options = compiled, options
+        self.shapes: tuple = ()
 
-    def __call__(self, *args):
-        with inductor_config.patch(freezing=True):
-            return self.compiled(*args)
+    def __call__(self, model, tokens: Tensor, position: Tensor, memories, caches) -> Tensor:
+        shapes = (tokens.shape, len(caches))
+        if caches:
+            shapes += (memories[0].key.shape, memories[0].mask is None, caches[0].key.shape)
+        if shapes == self.shapes:
+            return self.compiled(model, tokens, position, memories, caches)
+        with inductor_config.patch(self.options):
+            logits = self.compiled(model, tokens, position, memories, caches)
+        self.shapes = shapes
+        return logits
+
+
+class CompiledStep:
+    """A model's compiled step, called as (tokens, position, memories, caches)."""
+
+    def __init__(self, model: nn.Module, step: _CompiledStep) -> None:
+        self.model, self.step = model, step
+
+    def __call__(self, tokens: Tensor, position: Tensor, memories, caches) -> Tensor:
+        return self.step(self.model, tokens, position, memories, caches)

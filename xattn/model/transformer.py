@@ -452,12 +452,13 @@ class EncoderDecoder(nn.Module):
         also holds the cross-attention weights of the generated tokens, collected during the
         search (no re-run).
         compile=True: the decoding steps run one graph compiled with torch.compile (weights
-        frozen into it), made on the first call (seconds to tens of seconds on a CPU; a C++
-        compiler is needed there) and again after the weights change or, once, for the
-        first call with other shapes (model.compiled). The same search; logits to float
-        rounding, so tokens may differ where two are near-tied. Where generate takes its
-        checked steps (return_weights, training mode, a source without a real position),
-        they run uncompiled.
+        frozen into it; on a CPU, inductor's own matrix-product kernels where they time
+        faster, a C++ wrapper and the attention formula fused; model.compiled), made on the
+        first call (tens of seconds on a CPU; a C++ compiler is needed there) and again
+        after the weights change or, once, for the first call with other shapes. The same
+        search; logits to float rounding, so tokens may differ where two are near-tied.
+        Where generate takes its checked steps (return_weights, training mode, a source
+        without a real position), they run uncompiled.
         """
         if not isinstance(compile, bool):
             raise ValueError(f"compile={compile!r}; expected True or False")
@@ -724,12 +725,14 @@ class _ModelStepper:
         if compiled is not None:
             device = state.caches[0].key.device if state.caches else None
             self.position = torch.tensor([state.length], device=device)
+            rows = state.caches[0].key.shape[0] if state.caches else 0
+            self.tokens = torch.empty(rows, dtype=torch.long, device=device)
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.compiled is not None:
             state = self.state
-            tokens = tokens[:, 0].contiguous()  # the same strides at every step
-            logits = self.compiled(tokens, self.position, state.memories, state.caches)
+            self.tokens.copy_(tokens[:, 0])  # the same tensor at every step
+            logits = self.compiled(self.tokens, self.position, state.memories, state.caches)
             self.position += 1
             caches = tuple(KVCache(c.key, c.value, c.length + 1) for c in state.caches)
             self.state = dataclasses.replace(state, caches=caches, length=state.length + 1)
