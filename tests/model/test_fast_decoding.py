@@ -325,6 +325,27 @@ def test_compile_options_are_set_for_the_calls_that_may_compile(quick_compile, m
         assert len(patched) == calls and patched[-1] == {"freezing": True}
 
 
+def test_only_the_first_step_of_a_call_evaluates_the_guards(quick_compile, monkeypatch):
+    """The later steps of one generate call pass the same objects as its first: they run
+    the graph the first step's guards chose, skipping the guards; the next call checks
+    them again."""
+    skipped = []
+    real = torch.compiler.set_stance
+
+    def set_stance(*args, **kwargs):
+        skipped.append(kwargs.get("skip_guard_eval_unsafe", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.compiler, "set_stance", set_stance)
+    model = make()
+    src, mask = inputs()
+    kw = dict(src_mask=mask, max_new_tokens=6, min_new_tokens=6, compile=True)
+    for calls in (1, 2):
+        got = model.generate(src, **kw)
+        assert skipped == [True] * 5 * calls  # six steps: the first checked, five skipped
+    assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=6, min_new_tokens=6))
+
+
 def test_compiled_steps_attend_with_the_formula():
     """Inside a compiled graph the step's attention is the math backend's formula (fused by
     inductor); eager steps call SDPA. Both give the same attention to float rounding."""
