@@ -151,7 +151,8 @@ def _candidates(
     for beam sampling): (scores (B, keep), sequences (B, keep, L), origins)."""
     B, K, _ = beams.running.shape
     V = log_probs.shape[-1]
-    totals = (log_probs.view(B, K, V) + beams.running_scores[:, :, None]).view(B, K * V)
+    # log_probs is the search's own (its buffer, or a processor's new tensor): add in place
+    totals = log_probs.view(B, K, V).add_(beams.running_scores[:, :, None]).view(B, K * V)
     if do_sample:
         picked = torch.multinomial(torch.softmax(totals, -1), keep)
         scores, order = torch.gather(totals, 1, picked).sort(dim=-1, descending=True)
@@ -240,12 +241,16 @@ def beam_search(
     fill = (pad if pad else eos_ids[0]) if eos_ids else -1  # transformers' fill value
     beams = _Beams.start(start, B, K, max_length, fill)
     step_extras: list[Tensor] = []
+    buffer = None  # the log-probabilities of a step, written into the same memory each step
     while True:
         rows = beams.running.view(B * K, -1)[:, :cur_len]  # a view: no copy
         logits, extra = stepper.step(rows[:, -1:])
         if extra is not None:
             step_extras.append(extra)
-        log_probs = apply_processors(procs, rows, torch.log_softmax(logits.float(), dim=-1))
+        if buffer is None or buffer.shape != logits.shape:
+            buffer = torch.empty(logits.shape, device=logits.device)
+        log_probs = torch.log_softmax(logits.float(), dim=-1, out=buffer)
+        log_probs = apply_processors(procs, rows, log_probs)
         scores, seqs, origin = _candidates(
             beams, log_probs, cur_len, prompt_len, keep, config.do_sample
         )
