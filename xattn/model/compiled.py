@@ -33,7 +33,7 @@ from .packing import _stamp
 
 __all__ = ["compile_options", "compiled_step"]
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, step)
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, fn)
 
 
 def compile_options(device: torch.device) -> dict[str, object]:
@@ -66,51 +66,30 @@ def compiled_step(model: nn.Module) -> CompiledStep:
     stamp = _stamp(*model.parameters(), *model.buffers())
     found = _COMPILED.get(model)
     if found is None or found[0] != stamp:
-        device = next(model.parameters()).device
-        compiled = torch.compile(_own_copy(type(model)._step_at))
-        found = (stamp, _CompiledStep(compiled, compile_options(device)))
+        found = (stamp, torch.compile(_own_copy(type(model)._step_at)))
         _COMPILED[model] = found
-    return CompiledStep(model, found[1])
-
-
-class _CompiledStep:
-    """The compiled function and the settings it compiles under. The settings are read
-    while dynamo traces and inductor compiles, not when a graph runs, so they are put in
-    place only for a call that may compile: the first with shapes other than the last
-    call's (a step of generate never changes a shape). It holds no model, so that the
-    table's entry goes with its model."""
-
-    def __init__(self, compiled: Callable, options: dict[str, object]) -> None:
-        self.compiled, self.options = compiled, options
-        self.shapes: tuple = ()
-
-    def __call__(self, model, tokens: Tensor, position: Tensor, memories, caches) -> Tensor:
-        shapes = (tokens.shape, len(caches))
-        if caches:
-            shapes += (memories[0].key.shape, memories[0].mask is None, caches[0].key.shape)
-        if shapes == self.shapes:
-            return self.compiled(model, tokens, position, memories, caches)
-        with inductor_config.patch(self.options):
-            logits = self.compiled(model, tokens, position, memories, caches)
-        self.shapes = shapes
-        return logits
+    options = compile_options(next(model.parameters()).device)
+    return CompiledStep(model, found[1], options)
 
 
 class CompiledStep:
     """A model's compiled step for the steps of one generate call, called as (tokens,
     position, memories, caches). The first call goes through dynamo's guards, which choose
-    (or compile) the graph; the later ones pass the same tensors, shapes and objects (only
-    the values in tokens and position change, which no guard reads), so they run the graph
-    the guards chose without evaluating them again (skip_guard_eval_unsafe: about a tenth
-    of a step at one row on a CPU)."""
+    the graph or compile one, under the compile settings (inductor reads them while it
+    compiles, not when a graph runs). The later calls pass the same tensors, shapes and
+    objects (only the values in tokens and position change, which no guard reads), so they
+    run the graph the guards chose without evaluating them again (skip_guard_eval_unsafe:
+    about a tenth of a step at one row on a CPU)."""
 
-    def __init__(self, model: nn.Module, step: _CompiledStep) -> None:
-        self.model, self.step, self.checked = model, step, False
+    def __init__(self, model: nn.Module, compiled: Callable, options: dict[str, object]) -> None:
+        self.model, self.compiled, self.options = model, compiled, options
+        self.checked = False
 
     def __call__(self, tokens: Tensor, position: Tensor, memories, caches) -> Tensor:
         if self.checked:
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return self.step.compiled(self.model, tokens, position, memories, caches)
-        logits = self.step(self.model, tokens, position, memories, caches)
+                return self.compiled(self.model, tokens, position, memories, caches)
+        with inductor_config.patch(self.options):
+            logits = self.compiled(self.model, tokens, position, memories, caches)
         self.checked = True
         return logits
