@@ -158,6 +158,7 @@ def test_greedy_pads_finished_rows_and_forces_the_end():
     stepper.table[(3,)] = [0.9, 0.1, 0.0, 0.0]
     out = greedy_search(stepper, torch.full((2, 1), START), config).sequences
     assert out.tolist() == [[3, 0], [3, 0]]
+    assert out.is_contiguous()  # the rows stopped early: a copy of the filled columns
     config = config.replace(min_new_tokens=1)
     out = greedy_search(
         TableStepper(table, 1, [0.1, 0.5, 0.4, 0.0]), torch.tensor([[3]]), config

@@ -78,12 +78,15 @@ def bad_words(sequences: Sequence[Sequence[int]], eos: Sequence[int]) -> Process
 
 def min_length(length: int, eos: Sequence[int], skip: int = 0) -> Processor:
     """No end token while the row (minus `skip` prompt tokens) is shorter than `length`."""
+    banned: dict[torch.device, Tensor] = {}  # the end tokens as an index, made once a device
 
     def process(ids: Tensor, scores: Tensor) -> Tensor:
-        if ids.shape[1] - skip < length:
-            scores = scores.clone()
-            scores[:, list(eos)] = NEG_INF
-        return scores
+        if ids.shape[1] - skip >= length:
+            return scores
+        index = banned.get(scores.device)
+        if index is None:
+            index = banned[scores.device] = torch.tensor(list(eos), device=scores.device)
+        return scores.index_fill(1, index, NEG_INF)
 
     return process
 

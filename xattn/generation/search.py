@@ -59,16 +59,18 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
 
     start: (N, 1) decoder start tokens. Finished rows are padded with pad_token_id.
     """
-    max_length = config.total_length(start.shape[1])
-    procs = build_processors(config, max_length, start.shape[1])
+    length = start.shape[1]
+    max_length = config.total_length(length)
+    procs = build_processors(config, max_length, length)
     eos = torch.tensor(config.eos_token_id or (), dtype=torch.long, device=start.device)
     pad = _pad_id(config)
-    ids = start
+    ids = start.new_empty(start.shape[0], max(length, max_length))  # written column by column
+    ids[:, :length] = start
     unfinished = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
     extras: list[Tensor] = []
-    while ids.shape[1] < max_length:
-        logits, extra = stepper.step(ids[:, -1:])
-        scores = apply_processors(procs, ids, logits.float())  # (N, V)
+    while length < max_length:
+        logits, extra = stepper.step(ids[:, length - 1 : length])
+        scores = apply_processors(procs, ids[:, :length], logits.float())  # (N, V)
         if config.do_sample:
             next_tokens = torch.multinomial(torch.softmax(scores, -1), 1).squeeze(1)
         else:
@@ -76,11 +78,13 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
         next_tokens = torch.where(unfinished, next_tokens, pad)
         if extra is not None:
             extras.append(extra * unfinished.view(-1, *[1] * (extra.dim() - 1)))
-        ids = torch.cat([ids, next_tokens[:, None]], dim=1)
+        ids[:, length] = next_tokens
+        length += 1
         unfinished &= ~torch.isin(next_tokens, eos)
         if not bool(unfinished.any()):
             break
-    return SearchResult(ids, None, torch.stack(extras, 1) if extras else None)
+    sequences = ids[:, :length].contiguous()
+    return SearchResult(sequences, None, torch.stack(extras, 1) if extras else None)
 
 
 @dataclass
