@@ -347,21 +347,28 @@ def test_only_the_first_step_of_a_call_evaluates_the_guards(quick_compile, monke
     assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=6, min_new_tokens=6))
 
 
-def test_compiled_steps_attend_with_the_formula():
-    """Inside a compiled graph the step's attention is the math backend's formula (fused by
-    inductor); eager steps call SDPA. Both give the same attention to float rounding."""
+def test_compiled_steps_attend_with_the_formula(monkeypatch):
+    """Inside a compiled CPU graph the step's attention is the math backend's formula (fused
+    by inductor); eager steps call SDPA. Both give the same attention to float rounding."""
     q, k, v = torch.randn(3, 4, 1, 8), torch.randn(3, 4, 6, 8), torch.randn(3, 4, 6, 8)
     mask = torch.tensor([True] * 4 + [False] * 2)[None, None, None]
-    seen = []
+    called = []
+    math, sdpa = modules._math_attention, torch.nn.functional.scaled_dot_product_attention
 
-    def attend(*args):
-        seen.append(torch.compiler.is_compiling())
-        return modules._step_attention(*args)
+    def spy(name, real):
+        def call(*args, **kwargs):
+            called.append(name)
+            return real(*args, **kwargs)
 
-    eager = attend(q, k, v, mask, False)
-    traced = torch.compile(attend, backend="eager", fullgraph=True)(q, k, v, mask, False)
-    assert seen == [False, True]
-    torch.testing.assert_close(traced, eager)
+        return call
+
+    monkeypatch.setattr(modules, "_math_attention", spy("math", math))
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy("sdpa", sdpa))
+    eager = modules._step_attention(q, k, v, mask, False)
+    traced = torch.compile(modules._step_attention, backend="eager", fullgraph=True)
+    compiled_out = traced(q, k, v, mask, False)
+    assert called == ["sdpa", "math"]
+    torch.testing.assert_close(compiled_out, eager)
     weights = torch.softmax((q @ k.transpose(-1, -2) / 8**0.5).masked_fill(~mask, -1e30), -1)
     torch.testing.assert_close(eager, weights @ v)
 

@@ -45,7 +45,7 @@ def _step_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None, gqa: b
     traces for a CPU, the formula itself (the math backend), which inductor fuses into
     loops of its own and runs faster than the fused kernel at decoding's few queries
     (benchmarks/bench_generation.py)."""
-    if q.device.type == "cpu" and torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() and q.device.type == "cpu":
         return _math_attention(q, k, v, mask, None, False, q.shape[-1] ** -0.5, 0.0, False)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=gqa)
 

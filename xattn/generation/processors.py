@@ -76,17 +76,17 @@ def bad_words(sequences: Sequence[Sequence[int]], eos: Sequence[int]) -> Process
     return process
 
 
+def _ban(scores: Tensor, tokens: Sequence[int]) -> Tensor:
+    """scores (N, V) with the columns of `tokens` set to -inf (a new tensor)."""
+    return scores.index_fill(1, torch.tensor(tokens, device=scores.device), NEG_INF)
+
+
 def min_length(length: int, eos: Sequence[int], skip: int = 0) -> Processor:
     """No end token while the row (minus `skip` prompt tokens) is shorter than `length`."""
-    banned: dict[torch.device, Tensor] = {}  # the end tokens as an index, made once a device
+    eos = list(eos)
 
     def process(ids: Tensor, scores: Tensor) -> Tensor:
-        if ids.shape[1] - skip >= length:
-            return scores
-        index = banned.get(scores.device)
-        if index is None:
-            index = banned[scores.device] = torch.tensor(list(eos), device=scores.device)
-        return scores.index_fill(1, index, NEG_INF)
+        return _ban(scores, eos) if ids.shape[1] - skip < length else scores
 
     return process
 
@@ -142,9 +142,7 @@ def suppress(tokens: Sequence[int], *, only_at: int | None = None) -> Processor:
     def process(ids: Tensor, scores: Tensor) -> Tensor:
         if only_at is not None and ids.shape[1] != only_at:
             return scores
-        scores = scores.clone()
-        scores[:, banned] = NEG_INF
-        return scores
+        return _ban(scores, banned)
 
     return process
 

@@ -251,8 +251,8 @@ def beam_search(
         logits, extra = stepper.step(rows[:, -1:])
         if extra is not None:
             step_extras.append(extra)
-        if buffer is None or buffer.shape != logits.shape:
-            buffer = torch.empty(logits.shape, device=logits.device)
+        if buffer is None:  # (B * K, V) at every step
+            buffer = torch.empty_like(logits, dtype=torch.float32)
         log_probs = torch.log_softmax(logits.float(), dim=-1, out=buffer)
         log_probs = apply_processors(procs, rows, log_probs)
         scores, seqs, origin = _candidates(

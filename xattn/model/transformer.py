@@ -725,13 +725,14 @@ class _ModelStepper:
         if compiled is not None:
             device = state.caches[0].key.device if state.caches else None
             self.position = torch.tensor([state.length], device=device)
-            rows = state.caches[0].key.shape[0] if state.caches else 0
-            self.tokens = torch.empty(rows, dtype=torch.long, device=device)
+            self.tokens: Tensor | None = None  # the step's input, the same tensor every step
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.compiled is not None:
             state = self.state
-            self.tokens.copy_(tokens[:, 0])  # the same tensor at every step
+            if self.tokens is None:
+                self.tokens = tokens.new_empty(tokens.shape[0])
+            self.tokens.copy_(tokens[:, 0])
             logits = self.compiled(self.tokens, self.position, state.memories, state.caches)
             self.position += 1
             caches = tuple(KVCache(c.key, c.value, c.length + 1) for c in state.caches)
