@@ -118,6 +118,19 @@ def test_alignment_heads_are_chosen_on_validation_and_reported_on_test():
         alignment_heads((valid, gold), ([test[0][:1]], gold))
 
 
+def test_a_head_trained_to_align_is_the_choice_even_where_another_peaks_as_well():
+    maps, gold = complementary_heads()
+    # head (1, 1) misses every word here, yet training taught it the spans: it is read
+    assert choose_alignment_heads(maps, gold, trained=(-1, 1)) == [(1, 1)]
+    assert choose_alignment_heads(maps, gold, trained=(0, 1)) == [(0, 1)]
+    heads = alignment_heads((maps, gold), (maps, gold), trained=(-1, 0))
+    assert heads["alignment_heads"] == [[1, 0]] and heads["alignment_heads_hit_rate"] == 0.0
+    assert "trained to align: layer 2 head 1" in describe_alignment_heads(heads, trained=True)
+    for wrong in ((2, 0), (-3, 0), (0, 2)):
+        with pytest.raises(ValueError, match=r"trained alignment head .*2 layers x 2 heads"):
+            choose_alignment_heads(maps, gold, trained=wrong)
+
+
 def test_head_mean_of_chosen_or_all_heads():
     maps, _ = complementary_heads()
     layers = list(maps[0])  # two (H, N, S) maps, as the decoder returns them

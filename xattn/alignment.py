@@ -243,16 +243,33 @@ class HitRates:
 
 
 def choose_alignment_heads(
-    maps: Sequence[Tensor], gold: Sequence[Gold], *, min_gain: float = 0.005
+    maps: Sequence[Tensor],
+    gold: Sequence[Gold],
+    *,
+    min_gain: float = 0.005,
+    trained: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """The cross-attention heads whose mean attention aligns best on these (validation)
     maps, as Whisper reads word times from a few alignment heads rather than from all:
     grown greedily from the best single head, one head at a time while a head raises the
     hit rate by at least `min_gain` (a guard against choosing on a few words' noise); all
-    heads if their mean does at least as well. maps[i]: (L, H, T, S)."""
+    heads if their mean does at least as well. maps[i]: (L, H, T, S).
+
+    trained: the (layer, head) that training pulled toward the gold alignment (supervised
+    attention, TrainConfig.alignment_loss; the layer may count from the end). It is the
+    choice: other heads may place their peak inside the words as often, but only the
+    trained one was taught where the words begin and end, which word times read."""
     if not maps:
         raise ValueError("no attention maps to choose alignment heads on")
     layers, per_layer = maps[0].shape[:2]
+    if trained is not None:
+        layer, head = trained
+        if not (-layers <= layer < layers and 0 <= head < per_layer):
+            raise ValueError(
+                f"trained alignment head {tuple(trained)}: the maps have {layers} layers x "
+                f"{per_layer} heads"
+            )
+        return [(layer % layers, head)]
     every = [(layer, head) for layer in range(layers) for head in range(per_layer)]
     rate: dict[tuple, float] = {}
 
@@ -271,13 +288,19 @@ def choose_alignment_heads(
     return every if score(every) >= score(chosen) else sorted(chosen)
 
 
-def alignment_heads(valid: tuple[Sequence, Sequence], test: tuple[Sequence, Sequence]) -> dict:
-    """Alignment heads chosen on the validation split and measured on the test split, with
-    every head's own test rate; valid and test are (maps, gold), maps[i] (L, H, T, S)."""
+def alignment_heads(
+    valid: tuple[Sequence, Sequence],
+    test: tuple[Sequence, Sequence],
+    *,
+    trained: Sequence[int] | None = None,
+) -> dict:
+    """Alignment heads chosen on the validation split (choose_alignment_heads; the trained
+    head where there is one) and measured on the test split, with every head's own test
+    rate; valid and test are (maps, gold), maps[i] (L, H, T, S)."""
     shapes = {tuple(m.shape[:2]) for m in (*valid[0], *test[0])}
     if len(shapes) != 1:
         raise ValueError(f"maps with different layers x heads: {sorted(shapes)}")
-    heads = choose_alignment_heads(*valid)
+    heads = choose_alignment_heads(*valid, trained=trained)
     return {
         "alignment_heads": [list(h) for h in heads],
         "alignment_heads_hit_rate": heads_hit_rate(*test, heads),
@@ -332,15 +355,21 @@ def keep_alignment_heads(
 
 
 def choose_and_keep_alignment_heads(
-    model, task, examples: Sequence, folder: str | Path, *, count: int = 300
+    model,
+    task,
+    examples: Sequence,
+    folder: str | Path,
+    *,
+    count: int = 300,
+    trained: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
-    """choose_alignment_heads on the first `count` of these validation examples, then
-    keep_alignment_heads with the timing settings chosen on them (choose_timing; the
-    task's own where it has none to choose)."""
+    """choose_alignment_heads on the first `count` of these validation examples (the
+    trained head where there is one), then keep_alignment_heads with the timing settings
+    chosen on them (choose_timing; the task's own where it has none to choose)."""
     rates = HitRates(model, task, examples)
     first = range(min(count, len(examples)))
     maps, gold = rates.maps(first)
-    heads = choose_alignment_heads(maps, gold)
+    heads = choose_alignment_heads(maps, gold, trained=trained)
     timing = choose_timing(task, maps, heads, [examples[i] for i in first])
     keep_alignment_heads(model, heads, folder, **(timing or task.timing))
     return heads
@@ -357,15 +386,17 @@ def which_heads(heads: Sequence[Sequence[int]] | None) -> str:
     return "every layer and head" if heads is None else f"the alignment heads {head_names(heads)}"
 
 
-def describe_alignment_heads(result: dict) -> str:
-    """One line for a demo's output from an alignment_heads result."""
+def describe_alignment_heads(result: dict, trained: bool = False) -> str:
+    """One line for a demo's output from an alignment_heads result (trained: the head
+    that training taught to align)."""
     chosen, per_head = result["alignment_heads"], result["alignment_hit_rate_per_head"]
     if len(chosen) == len(per_head) * len(per_head[0]):
         which = "all of them (no subset does better there)"
     else:
         which = head_names(chosen)
+    where = "trained to align" if trained else "chosen on the validation split"
     return (
-        f"  alignment heads chosen on the validation split: {which}: "
+        f"  alignment heads {where}: {which}: "
         f"{result['alignment_heads_hit_rate']:.1%} of test words; every head: summary.json"
     )
 

@@ -16,12 +16,15 @@ from xattn.data.digits import (
     warp_glyphs,
 )
 from xattn.data.speech import (
+    FLITE_VOICES,
     N_MELS,
     REAL_SPEAKERS,
+    SAMPLE_RATE,
     SYNTH_RATE,
     VALID_TAKES,
     VARIANTS,
     Synthesizer,
+    flite_clips,
     make_utterances,
     real_clips,
 )
@@ -229,6 +232,24 @@ def test_real_recordings_are_split_by_speaker_and_take():
         assert any(len(c) <= len(u.audio) - start + 2 for c in word)
     with pytest.raises(ValueError, match="unknown speaker 'theo'"):
         real_clips("theo")
+
+
+def test_flite_voices_speak_in_training_only(utterances):
+    bank = flite_clips()
+    assert sorted(bank) == sorted(f"flite:{v}" for v in FLITE_VOICES)
+    for words in bank.values():
+        assert sorted(words) == sorted(DIGIT_WORDS) and all(len(c) == 9 for c in words.values())
+        for clip in words["seven"]:
+            assert clip.dtype == np.float32 and 0.1 < np.abs(clip).max() <= 1.0
+            assert 0.2 * SAMPLE_RATE < len(clip) < 1.5 * SAMPLE_RATE
+    assert len({c.tobytes() for c in bank["flite:awb"]["seven"]}) == 9  # nine ways, not copies
+    voices_of = {n: {u.voice for u in v} for n, v in utterances.items()}
+    flite = {v for v in voices_of["train"] if v.startswith("flite:")}
+    assert flite == set(bank)  # about 0.5 x 0.3 of 300 training utterances
+    assert not any(v.startswith("flite:") for v in voices_of["valid"] | voices_of["test"])
+    assert all(u.kind == "synthetic" for u in utterances["train"] if u.voice in flite)
+    without = make_utterances(300, 0, 0, seed=0, flite_share=0.0)["train"]
+    assert not any(u.voice.startswith("flite:") for u in without)
 
 
 def test_training_utterances_are_augmented_and_held_out_ones_are_not():

@@ -1,10 +1,12 @@
-"""Speech recognition data: spoken digit words by synthetic voices (eSpeak NG) and by real
+"""Speech recognition data: spoken digit words by synthetic voices (eSpeak NG; in training
+also Flite's voices made from recordings of four people, shipped in data/flite) and by real
 people (four speakers of the Free Spoken Digit Dataset, shipped in data/fsdd), strung into
 utterances of 1-4 words whose true word spans are known, as log-mel frames at 8 kHz.
 
 Everything runs at 8 kHz, the rate of the recordings (telephone band: nothing above 4 kHz),
 so the synthetic voices are resampled, which band-limits them the same way. A voice is an
-eSpeak NG accent with a variant ("en-gb-scotland+steph") or a real speaker ("fsdd:george").
+eSpeak NG accent with a variant ("en-gb-scotland+steph"), a Flite voice ("flite:awb") or a
+real speaker ("fsdd:george").
 Every synthetic voice speaks every digit word at three rates and pitches once (the clip
 bank); a real speaker has 50 recordings of each digit. An utterance strings 1-4 clips of
 one voice with random gaps and gain; training utterances are also changed the ways real
@@ -42,6 +44,7 @@ from .audio import SPEECH, log_mel, resample
 from .digits import DIGIT_WORDS
 
 __all__ = [
+    "FLITE_VOICES",
     "HOP",
     "N_MELS",
     "REAL_SPEAKERS",
@@ -50,6 +53,7 @@ __all__ = [
     "SpeechUnavailable",
     "Synthesizer",
     "Utterance",
+    "flite_clips",
     "make_utterances",
     "real_clips",
     "voices",
@@ -60,6 +64,8 @@ HOP = SPEECH.hop_length  # samples per frame: 10 ms
 N_MELS = SPEECH.n_mels
 SYNTH_RATE = 22050  # what eSpeak NG speaks at
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
+FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
+FLITE_TAKES = 9  # clips of each word by each Flite voice
 VALID_TAKES = range(45, 50)  # recordings of each digit kept from training, for validation
 
 ACCENTS = (
@@ -242,6 +248,25 @@ def real_clips(speaker: str) -> dict[str, list[np.ndarray]]:
     return clips
 
 
+@lru_cache(maxsize=1)
+def flite_clips() -> Bank:
+    """Flite's voices made from recordings of four people, as a bank: "flite:VOICE" ->
+    word -> its FLITE_TAKES clips (float32 at 8 kHz; three durations x three pitches;
+    data/flite, rendered by scripts/flite_voices.py)."""
+    with (files("xattn.data") / "flite" / "voices.npz").open("rb") as f:
+        table = np.load(f)
+        return {
+            f"flite:{voice}": {
+                word: [
+                    table[f"{voice}/{digit}_{take}"].astype(np.float32) / 32768.0
+                    for take in range(FLITE_TAKES)
+                ]
+                for digit, word in enumerate(DIGIT_WORDS)
+            }
+            for voice in FLITE_VOICES
+        }
+
+
 def _real_bank(speakers, takes) -> Bank:
     return {
         f"fsdd:{s}": {w: [c[i] for i in takes] for w, c in real_clips(s).items()} for s in speakers
@@ -363,11 +388,14 @@ def make_utterances(
     test_speaker: str = "george",
     augment: Augment | None = Augment(),
     synthesizer: Synthesizer | None = None,
+    flite_share: float = 0.3,
 ) -> dict[str, list[Utterance]]:
     """Utterances per split, each by a synthetic voice or (with chance real_share) a real
     speaker. test_speaker is heard only in the test split; the other three speakers train,
     their takes 45-49 kept for validation. Synthetic valid and test voices are never heard
-    in training. Training utterances are augmented (augment=None: not)."""
+    in training; a synthetic training utterance is spoken by one of Flite's voices of
+    recorded people (flite_clips) with chance flite_share, by eSpeak NG otherwise.
+    Training utterances are augmented (augment=None: not)."""
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
@@ -382,7 +410,8 @@ def make_utterances(
     bank = _default_bank(settings) if synthesizer is None else _clip_bank(synthesizer, settings)
     speakers = [s for s in REAL_SPEAKERS if s != test_speaker]
     train_takes = [t for t in range(50) if t not in VALID_TAKES]
-    bank = {**bank, **_real_bank(speakers, train_takes)}
+    flite = flite_clips() if flite_share > 0 else {}
+    bank = {**bank, **_real_bank(speakers, train_takes), **flite}
     held_bank = {
         **bank,
         **_real_bank(speakers, VALID_TAKES),
@@ -401,6 +430,8 @@ def make_utterances(
         split = []
         for _ in range(size):
             pool = real[name] if r.random() < real_share else synthetic[name]
+            if flite and name == "train" and pool is synthetic[name] and r.random() < flite_share:
+                pool = list(flite)
             voice = pool[int(r.integers(0, len(pool)))]
             split.append(_utterance(source, voice, r, max_words, plan, name != "train"))
         out[name] = split

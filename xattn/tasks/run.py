@@ -174,15 +174,25 @@ def draw_example(
     }
 
 
-def measure_alignment(model, task: Task, valid: Sequence, test: Sequence) -> dict:
+def trained_head(config: TrainConfig) -> tuple[int, int] | None:
+    """The (layer, head) a training run taught to align (supervised attention), or None."""
+    return tuple(config.alignment_head) if config.alignment_loss > 0 else None
+
+
+def measure_alignment(
+    model, task: Task, valid: Sequence, test: Sequence, trained: Sequence[int] | None = None
+) -> dict:
     """Where cross-attention looks, on the first ALIGNMENT_EXAMPLES of each split: the hit
-    rate of the mean of every head (test), the alignment heads chosen on valid and their
-    test rate, per kind of example, and the word-alignment scores where the task has them."""
+    rate of the mean of every head (test), the alignment heads chosen on valid (trained:
+    the head training taught to align, which is then the choice) and their test rate, per
+    kind of example, and the word-alignment scores where the task has them."""
     count = ALIGNMENT_EXAMPLES
     rates = HitRates(model, task, test)
     first = range(min(count, len(test)))
     valid_maps = HitRates(model, task, valid).maps(range(min(count, len(valid))))
-    report = {"alignment_hit_rate": rates(first), **alignment_heads(valid_maps, rates.maps(first))}
+    chosen = alignment_heads(valid_maps, rates.maps(first), trained=trained)
+    report = {"alignment_hit_rate": rates(first), **chosen}
+    report["alignment_heads_trained"] = trained is not None
     heads = report["alignment_heads"]
     timing = choose_timing(task, valid_maps[0], heads, valid[: len(valid_maps[0])])
     if timing is not None:  # read the test's word times the way validation chose
@@ -243,7 +253,7 @@ def run_demo(
     test, hyps = splits["test"], []
     eval_config = dataclasses.replace(config, eval_size=len(test))
     scores = evaluate(model, task, test, eval_config, hypotheses=hyps)
-    report = measure_alignment(model, task, splits["valid"], test)
+    report = measure_alignment(model, task, splits["valid"], test, trained_head(config))
     keep_alignment_heads(model, report["alignment_heads"], run_dir / "model", **task.timing)
     alignments = report.pop("pharaoh", None)
     if alignments is not None:
@@ -276,7 +286,7 @@ def _print_alignment(task, test, hyps, scores, report, out) -> None:
         f"Cross-attention peak on the input that produced the word: "
         f"{report['alignment_hit_rate']:.1%} of words (mean of the layers and heads)"
     )
-    out(describe_alignment_heads(report))
+    out(describe_alignment_heads(report, report["alignment_heads_trained"]))
     if "word_alignment" in report:
         word = report["word_alignment"]
         out(
