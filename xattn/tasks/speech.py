@@ -28,10 +28,10 @@ class SpeechTask(Task):
     title = "a speech recognizer (spoken digits, synthetic voices and real speakers -> words)"
     front_end = "audio"
     recipe: ClassVar[TrainConfig] = TrainConfig(
-        steps=1000,
+        steps=1200,
         batch_size=64,
         lr=2e-3,
-        warmup_steps=188,
+        warmup_steps=225,
         label_smoothing=0.0,
         eval_every=200,
         eval_size=300,
