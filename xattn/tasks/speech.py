@@ -31,7 +31,7 @@ class SpeechTask(Task):
         steps=1200,
         batch_size=64,
         lr=2e-3,
-        warmup_steps=225,
+        warmup_steps=226,
         label_smoothing=0.0,
         eval_every=200,
         eval_size=300,
