@@ -196,11 +196,16 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, browser, name):
     assert chosen and all(0 <= a < len(per_head) and 0 <= b < len(per_head[a]) for a, b in chosen)
     if len(chosen) == 1:  # chosen on the validation split, reported on test
         assert summary["alignment_heads_hit_rate"] == per_head[chosen[0][0]][chosen[0][1]]
+    trained = name == "speech"  # its recipe trains the last layer's first head to align
+    assert summary["alignment_heads_trained"] is trained
+    if trained:
+        assert chosen == [[len(per_head) - 1, 0]]
     assert (run / "attention" / "index.html").is_file()
     assert (run / "attention" / "example-01.png").is_file()
     out = capsys.readouterr().out
     assert "Cross-attention peak on the input that produced the word" in out
     assert f"{summary['alignment_heads_hit_rate']:.1%} of test words" in out
+    assert ("alignment heads trained to align" in out) is trained
     # kept with the model as Whisper keeps them (generation_config.json, counting from 0)
     saved = json.loads((run / "model" / "generation_config.json").read_text())
     assert saved["alignment_heads"] == chosen  # the same pairs, counting from 0
