@@ -3,8 +3,8 @@
 - `train_task`: the task's tokenizer and model (or the latest checkpoint's, to resume),
   training, the final model saved to run_dir/model.
 - `run_demo`: the data, training, the test scores, where cross-attention looks (the mean of
-  every head and the alignment heads chosen on the validation split), pictures of held-out
-  examples and an HTML page, summary.json.
+  every head and the alignment heads: chosen on the validation split, or the head the
+  recipe trains to align), pictures of held-out examples and an HTML page, summary.json.
 - `draw_example`: the task's picture and the layers x heads grid of one example.
 """
 
