@@ -20,7 +20,7 @@ import numpy as np
 
 from xattn.data.audio import resample
 from xattn.data.digits import DIGIT_WORDS
-from xattn.data.speech import FLITE_VOICES, SAMPLE_RATE, _trim
+from xattn.data.speech import FLITE_TAKES, FLITE_VOICES, SAMPLE_RATE, _trim
 
 STRETCHES = (0.85, 1.0, 1.2)  # Flite's duration_stretch: slower than 1 is longer
 F0_TARGETS = {"kal": (85, 110, 140), "awb": (85, 110, 140), "rms": (85, 110, 140)}
@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
         for voice in FLITE_VOICES:
             for digit, word in enumerate(DIGIT_WORDS):
                 ways = [(s, f0) for s in STRETCHES for f0 in F0_TARGETS[voice]]
+                if len(ways) != FLITE_TAKES:  # what xattn.data.speech.flite_clips reads
+                    raise ValueError(f"{len(ways)} ways to speak a word; expected {FLITE_TAKES}")
                 for take, (stretch, f0) in enumerate(ways):
                     table[f"{voice}/{digit}_{take}"] = speak(word, voice, stretch, f0, Path(folder))
     np.savez_compressed(out, **table)

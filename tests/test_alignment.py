@@ -107,6 +107,7 @@ def test_alignment_heads_are_chosen_on_validation_and_reported_on_test():
     test = [valid[0].flip(0)]  # on the test maps the chosen heads miss everything
     heads = alignment_heads((valid, gold), (test, gold))
     assert heads["alignment_heads"] == [[0, 0], [0, 1]]  # counting from 0, like the config
+    assert heads["alignment_heads_trained"] is False
     assert heads["alignment_heads_valid_hit_rate"] == 1.0
     assert heads["alignment_heads_hit_rate"] == 0.0
     assert heads["alignment_hit_rate_per_head"] == [[0.0, 0.0], [1 / 3, 1 / 3]]
@@ -125,7 +126,8 @@ def test_a_head_trained_to_align_is_the_choice_even_where_another_peaks_as_well(
     assert choose_alignment_heads(maps, gold, trained=(0, 1)) == [(0, 1)]
     heads = alignment_heads((maps, gold), (maps, gold), trained=(-1, 0))
     assert heads["alignment_heads"] == [[1, 0]] and heads["alignment_heads_hit_rate"] == 0.0
-    assert "trained to align: layer 2 head 1" in describe_alignment_heads(heads, trained=True)
+    assert heads["alignment_heads_trained"] is True
+    assert "trained to align: layer 2 head 1" in describe_alignment_heads(heads)
     for wrong in ((2, 0), (-3, 0), (0, 2)):
         with pytest.raises(ValueError, match=r"trained alignment head .*2 layers x 2 heads"):
             choose_alignment_heads(maps, gold, trained=wrong)

@@ -47,6 +47,7 @@ __all__ = [
     "head_names",
     "heads_hit_rate",
     "hit_rate",
+    "how_chosen",
     "keep_alignment_heads",
     "median_filter",
     "pause_alignment",
@@ -303,6 +304,7 @@ def alignment_heads(
     heads = choose_alignment_heads(*valid, trained=trained)
     return {
         "alignment_heads": [list(h) for h in heads],
+        "alignment_heads_trained": trained is not None,
         "alignment_heads_hit_rate": heads_hit_rate(*test, heads),
         "alignment_heads_valid_hit_rate": heads_hit_rate(*valid, heads),
         "alignment_hit_rate_per_head": head_hit_rates(*test).tolist(),
@@ -386,17 +388,20 @@ def which_heads(heads: Sequence[Sequence[int]] | None) -> str:
     return "every layer and head" if heads is None else f"the alignment heads {head_names(heads)}"
 
 
-def describe_alignment_heads(result: dict, trained: bool = False) -> str:
-    """One line for a demo's output from an alignment_heads result (trained: the head
-    that training taught to align)."""
+def how_chosen(trained: bool) -> str:
+    """How alignment heads were picked, in words (trained: the head training taught)."""
+    return "trained to align" if trained else "chosen on the validation split"
+
+
+def describe_alignment_heads(result: dict) -> str:
+    """One line for a demo's output from an alignment_heads result."""
     chosen, per_head = result["alignment_heads"], result["alignment_hit_rate_per_head"]
     if len(chosen) == len(per_head) * len(per_head[0]):
         which = "all of them (no subset does better there)"
     else:
         which = head_names(chosen)
-    where = "trained to align" if trained else "chosen on the validation split"
     return (
-        f"  alignment heads {where}: {which}: "
+        f"  alignment heads {how_chosen(result['alignment_heads_trained'])}: {which}: "
         f"{result['alignment_heads_hit_rate']:.1%} of test words; every head: summary.json"
     )
 

@@ -137,9 +137,8 @@ def training_splits(args) -> dict:
 def cmd_train(args) -> int:
     """Train on a corpus or a task's data; with gold alignments in the validation split, also
     choose the alignment heads and keep them with the model."""
-    from .alignment import choose_and_keep_alignment_heads, head_names
+    from .alignment import choose_and_keep_alignment_heads, head_names, how_chosen
     from .tasks import TASKS, train_task
-    from .tasks.run import trained_head
     from .training.distributed import rank
     from .viz import plot_loss_curve
 
@@ -171,14 +170,13 @@ def cmd_train(args) -> int:
     plot_loss_curve(out / "metrics.jsonl", out / "loss.png")
     print(f"valid: {task.score_line(result)}; model saved to {out / 'model'}")
     if any(task.gold(e) for e in splits["valid"]):
-        trained = trained_head(config)
+        trained = config.trained_head
         heads = choose_and_keep_alignment_heads(
             model, task, splits["valid"], out / "model", trained=trained
         )
-        where = "trained to align" if trained else "chosen on the validation split"
         print(
-            f"alignment heads {where} (kept in the model's generation_config.json): "
-            f"{head_names(heads)}"
+            f"alignment heads {how_chosen(trained is not None)} (kept in the model's "
+            f"generation_config.json): {head_names(heads)}"
         )
     return 0
 

@@ -264,6 +264,9 @@ def test_cli_demo_train_and_attention(tmp_path, capsys, browser, name):
     names = " + ".join(f"layer {a + 1} head {b + 1}" for a, b in kept)
     out = capsys.readouterr().out
     assert f"(kept in the model's generation_config.json): {names}" in out
+    assert ("alignment heads trained to align" in out) is trained  # xattn train as the demo
+    if trained:
+        assert [list(h) for h in kept] == chosen
 
 
 def test_cli_task_errors(tmp_path, capsys):

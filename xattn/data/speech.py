@@ -411,6 +411,7 @@ def make_utterances(
     speakers = [s for s in REAL_SPEAKERS if s != test_speaker]
     train_takes = [t for t in range(50) if t not in VALID_TAKES]
     flite = flite_clips() if flite_share > 0 else {}
+    flite_voices = list(flite)
     bank = {**bank, **_real_bank(speakers, train_takes), **flite}
     held_bank = {
         **bank,
@@ -431,7 +432,7 @@ def make_utterances(
         for _ in range(size):
             pool = real[name] if r.random() < real_share else synthetic[name]
             if flite and name == "train" and pool is synthetic[name] and r.random() < flite_share:
-                pool = list(flite)
+                pool = flite_voices
             voice = pool[int(r.integers(0, len(pool)))]
             split.append(_utterance(source, voice, r, max_words, plan, name != "train"))
         out[name] = split

@@ -174,11 +174,6 @@ def draw_example(
     }
 
 
-def trained_head(config: TrainConfig) -> tuple[int, int] | None:
-    """The (layer, head) a training run taught to align (supervised attention), or None."""
-    return tuple(config.alignment_head) if config.alignment_loss > 0 else None
-
-
 def measure_alignment(
     model, task: Task, valid: Sequence, test: Sequence, trained: Sequence[int] | None = None
 ) -> dict:
@@ -192,7 +187,6 @@ def measure_alignment(
     valid_maps = HitRates(model, task, valid).maps(range(min(count, len(valid))))
     chosen = alignment_heads(valid_maps, rates.maps(first), trained=trained)
     report = {"alignment_hit_rate": rates(first), **chosen}
-    report["alignment_heads_trained"] = trained is not None
     heads = report["alignment_heads"]
     timing = choose_timing(task, valid_maps[0], heads, valid[: len(valid_maps[0])])
     if timing is not None:  # read the test's word times the way validation chose
@@ -253,7 +247,7 @@ def run_demo(
     test, hyps = splits["test"], []
     eval_config = dataclasses.replace(config, eval_size=len(test))
     scores = evaluate(model, task, test, eval_config, hypotheses=hyps)
-    report = measure_alignment(model, task, splits["valid"], test, trained_head(config))
+    report = measure_alignment(model, task, splits["valid"], test, config.trained_head)
     keep_alignment_heads(model, report["alignment_heads"], run_dir / "model", **task.timing)
     alignments = report.pop("pharaoh", None)
     if alignments is not None:
@@ -286,7 +280,7 @@ def _print_alignment(task, test, hyps, scores, report, out) -> None:
         f"Cross-attention peak on the input that produced the word: "
         f"{report['alignment_hit_rate']:.1%} of words (mean of the layers and heads)"
     )
-    out(describe_alignment_heads(report, report["alignment_heads_trained"]))
+    out(describe_alignment_heads(report))
     if "word_alignment" in report:
         word = report["word_alignment"]
         out(

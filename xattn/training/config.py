@@ -69,6 +69,11 @@ class TrainConfig:
         if len(self.alignment_head) != 2 or self.alignment_head[1] < 0:
             fail("alignment_head", "expected a (layer, head) pair")
 
+    @property
+    def trained_head(self) -> tuple[int, int] | None:
+        """The (layer, head) this run teaches to align (supervised attention), or None."""
+        return tuple(self.alignment_head) if self.alignment_loss > 0 else None
+
     def lr_factor(self, step: int) -> float:
         """Multiplier of lr at optimizer step `step` (0-based)."""
         if step < self.warmup_steps:
