@@ -16,6 +16,7 @@ from xattn.data.digits import (
     warp_glyphs,
 )
 from xattn.data.speech import (
+    FESTIVAL_VOICES,
     FLITE_VOICES,
     N_MELS,
     REAL_SPEAKERS,
@@ -24,9 +25,9 @@ from xattn.data.speech import (
     VALID_TAKES,
     VARIANTS,
     Synthesizer,
-    flite_clips,
     make_utterances,
     real_clips,
+    recorded_clips,
 )
 from xattn.data.stories import PLACES, TAKES, make_stories
 
@@ -234,22 +235,34 @@ def test_real_recordings_are_split_by_speaker_and_take():
         real_clips("theo")
 
 
-def test_flite_voices_speak_in_training_only(utterances):
-    bank = flite_clips()
-    assert sorted(bank) == sorted(f"flite:{v}" for v in FLITE_VOICES)
+def test_voices_of_recorded_people_speak_in_training_only(utterances):
+    bank = recorded_clips()
+    expected = [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in FESTIVAL_VOICES]
+    assert sorted(bank) == sorted(expected) and len(bank) == 13
     for words in bank.values():
         assert sorted(words) == sorted(DIGIT_WORDS) and all(len(c) == 9 for c in words.values())
         for clip in words["seven"]:
             assert clip.dtype == np.float32 and 0.1 < np.abs(clip).max() <= 1.0
-            assert 0.2 * SAMPLE_RATE < len(clip) < 1.5 * SAMPLE_RATE
-    assert len({c.tobytes() for c in bank["flite:awb"]["seven"]}) == 9  # nine ways, not copies
+            assert 0.1 * SAMPLE_RATE < len(clip) < 1.5 * SAMPLE_RATE
+    for voice in ("flite:awb", "festival:krb", "festival:machac"):  # nine ways, not copies
+        assert len({c.tobytes() for c in bank[voice]["nine"]}) == 9
+    for voice in FESTIVAL_VOICES:  # each word its own clip (a voice saying its spelling)
+        words = bank[f"festival:{voice}"]
+        assert len({words[w][4].tobytes() for w in DIGIT_WORDS}) == 10
+    assert sorted(recorded_clips(("flite",))) == sorted(f"flite:{v}" for v in FLITE_VOICES)
+    with pytest.raises(ValueError, match="unknown synthesizer"):
+        recorded_clips(("mbrola",))
     voices_of = {n: {u.voice for u in v} for n, v in utterances.items()}
-    flite = {v for v in voices_of["train"] if v.startswith("flite:")}
-    assert flite == set(bank)  # about 0.5 x 0.3 of 300 training utterances
-    assert not any(v.startswith("flite:") for v in voices_of["valid"] | voices_of["test"])
-    assert all(u.kind == "synthetic" for u in utterances["train"] if u.voice in flite)
-    without = make_utterances(300, 0, 0, seed=0, flite_share=0.0)["train"]
-    assert not any(u.voice.startswith("flite:") for u in without)
+    people = {v for v in voices_of["train"] if v in bank}
+    assert len(people) >= 10  # about 0.5 x 0.3 of 300 training utterances, 13 voices
+    assert any(v.startswith("flite:") for v in people)
+    assert any(v.startswith("festival:") for v in people)
+    assert not (voices_of["valid"] | voices_of["test"]) & set(bank)
+    assert all(u.kind == "synthetic" for u in utterances["train"] if u.voice in people)
+    without = make_utterances(300, 0, 0, seed=0, recorded_share=0.0)["train"]
+    assert not {u.voice for u in without} & set(bank)
+    flite = make_utterances(300, 0, 0, seed=0, recorded=("flite",))["train"]
+    assert {u.voice for u in flite} & set(bank) <= {f"flite:{v}" for v in FLITE_VOICES}
 
 
 def test_training_utterances_are_augmented_and_held_out_ones_are_not():

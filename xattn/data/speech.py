@@ -1,12 +1,13 @@
 """Speech recognition data: spoken digit words by synthetic voices (eSpeak NG; in training
-also Flite's voices made from recordings of four people, shipped in data/flite) and by real
-people (four speakers of the Free Spoken Digit Dataset, shipped in data/fsdd), strung into
-utterances of 1-4 words whose true word spans are known, as log-mel frames at 8 kHz.
+also Flite's and Festival's voices made from recordings of thirteen people, shipped in
+data/flite and data/festival) and by real people (four speakers of the Free Spoken Digit
+Dataset, shipped in data/fsdd), strung into utterances of 1-4 words whose true word spans
+are known, as log-mel frames at 8 kHz.
 
 Everything runs at 8 kHz, the rate of the recordings (telephone band: nothing above 4 kHz),
 so the synthetic voices are resampled, which band-limits them the same way. A voice is an
-eSpeak NG accent with a variant ("en-gb-scotland+steph"), a Flite voice ("flite:awb") or a
-real speaker ("fsdd:george").
+eSpeak NG accent with a variant ("en-gb-scotland+steph"), a Flite or Festival voice
+("flite:awb", "festival:krb") or a real speaker ("fsdd:george").
 Every synthetic voice speaks every digit word at three rates and pitches once (the clip
 bank); a real speaker has 50 recordings of each digit. An utterance strings 1-4 clips of
 one voice with random gaps and gain; training utterances are also changed the ways real
@@ -44,6 +45,7 @@ from .audio import SPEECH, log_mel, resample
 from .digits import DIGIT_WORDS
 
 __all__ = [
+    "FESTIVAL_VOICES",
     "FLITE_VOICES",
     "HOP",
     "N_MELS",
@@ -53,9 +55,9 @@ __all__ = [
     "SpeechUnavailable",
     "Synthesizer",
     "Utterance",
-    "flite_clips",
     "make_utterances",
     "real_clips",
+    "recorded_clips",
     "voices",
 ]
 
@@ -65,7 +67,19 @@ N_MELS = SPEECH.n_mels
 SYNTH_RATE = 22050  # what eSpeak NG speaks at
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
-FLITE_TAKES = 9  # clips of each word by each Flite voice
+FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festival): name -> voice
+    "ked": "ked_diphone",
+    "lp": "lp_diphone",
+    "pc": "pc_diphone",
+    "dita": "czech_dita",
+    "krb": "czech_krb",
+    "machac": "czech_machac",
+    "ph": "czech_ph",
+    "lj": "suo_fi_lj_diphone",
+    "mv": "hy_fi_mv_diphone",
+}
+RECORDED_TAKES = 9  # clips of each word by each Flite or Festival voice
+RECORDED = ("flite", "festival")  # synthesizers whose voices were made from recorded people
 VALID_TAKES = range(45, 50)  # recordings of each digit kept from training, for validation
 
 ACCENTS = (
@@ -248,22 +262,34 @@ def real_clips(speaker: str) -> dict[str, list[np.ndarray]]:
     return clips
 
 
-@lru_cache(maxsize=1)
-def flite_clips() -> Bank:
-    """Flite's voices made from recordings of four people, as a bank: "flite:VOICE" ->
-    word -> its FLITE_TAKES clips (float32 at 8 kHz; three durations x three pitches;
-    data/flite, rendered by scripts/flite_voices.py)."""
-    with (files("xattn.data") / "flite" / "voices.npz").open("rb") as f:
+def recorded_clips(synthesizers: tuple[str, ...] = RECORDED) -> Bank:
+    """The voices made from recordings of people, as a bank: "SYNTHESIZER:NAME" -> word ->
+    its RECORDED_TAKES clips (float32 at 8 kHz; three durations x three pitches). "flite":
+    Flite's four English voices (data/flite, rendered by scripts/recorded_voices.py);
+    "festival": Festival's nine diphone voices, one American English and eight that say the
+    English words with an Italian, Czech or Finnish accent (data/festival, rendered by
+    scripts/recorded_voices.py)."""
+    unknown = set(synthesizers) - set(RECORDED)
+    if unknown:
+        raise ValueError(f"unknown synthesizer {sorted(unknown)}; expected some of {RECORDED}")
+    return {name: words for s in synthesizers for name, words in _rendered_bank(s).items()}
+
+
+@lru_cache(maxsize=2)
+def _rendered_bank(synthesizer: str) -> Bank:
+    """data/SYNTHESIZER/voices.npz as a bank (read once)."""
+    names = FLITE_VOICES if synthesizer == "flite" else tuple(FESTIVAL_VOICES)
+    with (files("xattn.data") / synthesizer / "voices.npz").open("rb") as f:
         table = np.load(f)
         return {
-            f"flite:{voice}": {
+            f"{synthesizer}:{name}": {
                 word: [
-                    table[f"{voice}/{digit}_{take}"].astype(np.float32) / 32768.0
-                    for take in range(FLITE_TAKES)
+                    table[f"{name}/{digit}_{take}"].astype(np.float32) / 32768.0
+                    for take in range(RECORDED_TAKES)
                 ]
                 for digit, word in enumerate(DIGIT_WORDS)
             }
-            for voice in FLITE_VOICES
+            for name in names
         }
 
 
@@ -388,14 +414,16 @@ def make_utterances(
     test_speaker: str = "george",
     augment: Augment | None = Augment(),
     synthesizer: Synthesizer | None = None,
-    flite_share: float = 0.3,
+    recorded_share: float = 0.3,
+    recorded: tuple[str, ...] = RECORDED,
 ) -> dict[str, list[Utterance]]:
     """Utterances per split, each by a synthetic voice or (with chance real_share) a real
     speaker. test_speaker is heard only in the test split; the other three speakers train,
     their takes 45-49 kept for validation. Synthetic valid and test voices are never heard
-    in training; a synthetic training utterance is spoken by one of Flite's voices of
-    recorded people (flite_clips) with chance flite_share, by eSpeak NG otherwise.
-    Training utterances are augmented (augment=None: not)."""
+    in training; a synthetic training utterance is spoken, with chance recorded_share, by
+    one of the synthesizers' voices made from recorded people (`recorded`: "flite",
+    "festival"; recorded_clips), by eSpeak NG otherwise. Training utterances are
+    augmented (augment=None: not)."""
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
@@ -410,9 +438,9 @@ def make_utterances(
     bank = _default_bank(settings) if synthesizer is None else _clip_bank(synthesizer, settings)
     speakers = [s for s in REAL_SPEAKERS if s != test_speaker]
     train_takes = [t for t in range(50) if t not in VALID_TAKES]
-    flite = flite_clips() if flite_share > 0 else {}
-    flite_voices = list(flite)
-    bank = {**bank, **_real_bank(speakers, train_takes), **flite}
+    people = recorded_clips(recorded) if recorded_share > 0 else {}
+    people_voices = list(people)
+    bank = {**bank, **_real_bank(speakers, train_takes), **people}
     held_bank = {
         **bank,
         **_real_bank(speakers, VALID_TAKES),
@@ -431,8 +459,13 @@ def make_utterances(
         split = []
         for _ in range(size):
             pool = real[name] if r.random() < real_share else synthetic[name]
-            if flite and name == "train" and pool is synthetic[name] and r.random() < flite_share:
-                pool = flite_voices
+            if (
+                people
+                and name == "train"
+                and pool is synthetic[name]
+                and r.random() < recorded_share
+            ):
+                pool = people_voices
             voice = pool[int(r.integers(0, len(pool)))]
             split.append(_utterance(source, voice, r, max_words, plan, name != "train"))
         out[name] = split

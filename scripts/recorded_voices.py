@@ -1,0 +1,148 @@
+"""Render the voices of recorded people that the speech task trains on:
+xattn/data/flite/voices.npz (Flite's four English voices kal, awb, rms, slt) or
+xattn/data/festival/voices.npz (nine Festival diphone voices: one American English, two
+Italian, four Czech, two Finnish; the voices of other languages say the English words from
+a spelling in their own language, "uan", "tu", "tri", ...: English with their accent).
+Every digit word, nine ways (three durations x three pitches), trimmed and resampled to
+8 kHz like the rest of the speech data.
+
+Run once by a maintainer; xattn itself never calls a synthesizer. Needs the synthesizer on
+the PATH: Flite (Debian: apt install flite; the shipped file was made with Flite 2.2,
+package 2.2-5) or Festival and its voices (apt install festival festvox-kdlpc16k
+festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb
+festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv; the shipped
+file was made with Festival 2.5.0, package 1:2.5.0-9). Re-rendering gives the shipped
+arrays. Usage: python scripts/recorded_voices.py flite|festival [OUT.npz]
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from xattn.data.audio import resample
+from xattn.data.digits import DIGIT_WORDS
+from xattn.data.speech import FESTIVAL_VOICES, FLITE_VOICES, RECORDED_TAKES, SAMPLE_RATE, _trim
+
+STRETCHES = (0.85, 1.0, 1.2)  # duration stretch: above 1 is slower
+
+FLITE_F0 = {"kal": (85, 110, 140), "awb": (85, 110, 140), "rms": (85, 110, 140)}
+FLITE_F0["slt"] = (140, 175, 220)  # the one female voice: mean F0 targets in Hz
+
+FESTIVAL_PITCHES = (0.85, 1.0, 1.2)  # each intonation target's F0, scaled
+LOWEST_PITCH = {"czech_machac": 0.9}  # Festival 2.5 crashes on his "najn" at 1.2 x 0.85
+
+ITALIAN = "ziro uan tu tri for faiv sics seven eit nain"
+CZECH = "zírou uan tú trí fór fajv siks sevn ejt najn"
+FINNISH = "siirou uan tuu trii foor faiv siks seven eit nain"
+SPELLING = {  # Festival voice -> (the digit words in its language's spelling, text encoding)
+    "ked_diphone": (" ".join(DIGIT_WORDS), "ascii"),
+    "lp_diphone": (ITALIAN, "latin-1"),
+    "pc_diphone": (ITALIAN, "latin-1"),
+    "czech_dita": (CZECH, "iso-8859-2"),
+    "czech_krb": (CZECH, "iso-8859-2"),
+    "czech_machac": (CZECH, "iso-8859-2"),
+    "czech_ph": (CZECH, "iso-8859-2"),
+    "suo_fi_lj_diphone": (FINNISH, "latin-1"),
+    "hy_fi_mv_diphone": (FINNISH, "latin-1"),
+}
+
+# Festival's text-to-speech modules run one by one, so that the F0 of every intonation
+# target can be scaled before the waveform is made (diphone voices follow the targets).
+# Utterance does not evaluate its arguments: (Utterance Text word) would say "word".
+RENDER = """
+(define (render word stretch f0scale out)
+  (Parameter.set 'Duration_Stretch stretch)
+  (set! utt (eval (list (quote Utterance) (quote Text) word)))
+  (Initialize utt) (Text utt) (Token_POS utt) (Token utt) (POS utt) (Phrasify utt)
+  (Word utt) (Pauses utt) (Intonation utt) (PostLex utt) (Duration utt) (Int_Targets utt)
+  (mapcar (lambda (t) (item.set_feat t "f0" (* f0scale (item.feat t "f0"))))
+          (utt.relation.items utt 'Target))
+  (Wave_Synth utt)
+  (utt.save.wave utt out 'riff))
+"""
+
+
+def _ways(pitches) -> list[tuple[float, float]]:
+    ways = [(s, p) for s in STRETCHES for p in pitches]
+    if len(ways) != RECORDED_TAKES:  # what xattn.data.speech.recorded_clips reads
+        raise ValueError(f"{len(ways)} ways to speak a word; expected {RECORDED_TAKES}")
+    return ways
+
+
+def _read(path: Path) -> np.ndarray:
+    """One clip, int16 at SAMPLE_RATE, trimmed."""
+    with wave.open(str(path)) as w:
+        rate = w.getframerate()
+        samples = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    clip = _trim(resample(samples.astype(np.float32) / 32768.0, rate, SAMPLE_RATE))
+    return (np.clip(clip, -1.0, 1.0) * 32767).astype(np.int16)
+
+
+def flite_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every word, every way, by one Flite voice: "DIGIT_TAKE" -> clip."""
+    clips, path = {}, folder / "clip.wav"
+    for digit, word in enumerate(DIGIT_WORDS):
+        for take, (stretch, f0) in enumerate(_ways(FLITE_F0[voice])):
+            settings = [
+                "--setf",
+                f"duration_stretch={stretch}",
+                "--setf",
+                f"int_f0_target_mean={f0}",
+            ]
+            command = ["flite", "-voice", voice, "-t", word, "-o", str(path), *settings]
+            subprocess.run(command, check=True)
+            clips[f"{digit}_{take}"] = _read(path)
+    return clips
+
+
+def festival_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every word, every way, by one Festival voice: "DIGIT_TAKE" -> clip."""
+    words, encoding = SPELLING[voice]
+    ways = _ways((LOWEST_PITCH.get(voice, FESTIVAL_PITCHES[0]), *FESTIVAL_PITCHES[1:]))
+    paths = {}
+    for digit, word in enumerate(words.split()):  # a process a word: some crash after more
+        lines = [RENDER, f"(voice_{voice})"]
+        for take, (stretch, pitch) in enumerate(ways):
+            paths[f"{digit}_{take}"] = path = folder / f"{voice}_{digit}_{take}.wav"
+            lines.append(f'(render "{word}" {stretch} {pitch} "{path}")')
+        script = folder / f"{voice}.scm"
+        script.write_bytes("\n".join(lines).encode(encoding))
+        subprocess.run(["festival", "--batch", str(script)], check=True, capture_output=True)
+    return {key: _read(path) for key, path in paths.items()}
+
+
+SYNTHESIZERS = {  # name -> (program, {stored name: its voice}, how one voice is rendered)
+    "flite": ("flite", {v: v for v in FLITE_VOICES}, flite_voice),
+    "festival": ("festival", FESTIVAL_VOICES, festival_voice),
+}
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in SYNTHESIZERS or len(argv) > 2:
+        print(f"usage: recorded_voices.py {'|'.join(SYNTHESIZERS)} [OUT.npz]", file=sys.stderr)
+        return 2
+    program, voices, render = SYNTHESIZERS[argv[0]]
+    if shutil.which(program) is None:
+        print(f"{program} is not on the PATH (Debian: apt install {program})", file=sys.stderr)
+        return 2
+    default = Path(__file__).parents[1] / "xattn" / "data" / argv[0] / "voices.npz"
+    out = Path(argv[1]) if len(argv) > 1 else default
+    table = {}
+    with tempfile.TemporaryDirectory() as folder:
+        for name, voice in voices.items():
+            for key, clip in render(voice, Path(folder)).items():
+                table[f"{name}/{key}"] = clip
+    np.savez_compressed(out, **table)
+    print(f"{len(table)} clips -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
