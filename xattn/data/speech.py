@@ -79,7 +79,10 @@ FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festiv
     "mv": "hy_fi_mv_diphone",
 }
 RECORDED_TAKES = 9  # clips of each word by each Flite or Festival voice
-RECORDED = ("flite", "festival")  # synthesizers whose voices were made from recorded people
+RECORDED = {  # synthesizer -> its voices made from recorded people (data/SYNTHESIZER)
+    "flite": FLITE_VOICES,
+    "festival": tuple(FESTIVAL_VOICES),
+}
 VALID_TAKES = range(45, 50)  # recordings of each digit kept from training, for validation
 
 ACCENTS = (
@@ -262,7 +265,7 @@ def real_clips(speaker: str) -> dict[str, list[np.ndarray]]:
     return clips
 
 
-def recorded_clips(synthesizers: tuple[str, ...] = RECORDED) -> Bank:
+def recorded_clips(synthesizers: tuple[str, ...] = tuple(RECORDED)) -> Bank:
     """The voices made from recordings of people, as a bank: "SYNTHESIZER:NAME" -> word ->
     its RECORDED_TAKES clips (float32 at 8 kHz; three durations x three pitches). "flite":
     Flite's four English voices (data/flite, rendered by scripts/recorded_voices.py);
@@ -271,14 +274,15 @@ def recorded_clips(synthesizers: tuple[str, ...] = RECORDED) -> Bank:
     scripts/recorded_voices.py)."""
     unknown = set(synthesizers) - set(RECORDED)
     if unknown:
-        raise ValueError(f"unknown synthesizer {sorted(unknown)}; expected some of {RECORDED}")
+        raise ValueError(
+            f"unknown synthesizer {sorted(unknown)}; expected some of {tuple(RECORDED)}"
+        )
     return {name: words for s in synthesizers for name, words in _rendered_bank(s).items()}
 
 
 @lru_cache(maxsize=2)
 def _rendered_bank(synthesizer: str) -> Bank:
     """data/SYNTHESIZER/voices.npz as a bank (read once)."""
-    names = FLITE_VOICES if synthesizer == "flite" else tuple(FESTIVAL_VOICES)
     with (files("xattn.data") / synthesizer / "voices.npz").open("rb") as f:
         table = np.load(f)
         return {
@@ -289,7 +293,7 @@ def _rendered_bank(synthesizer: str) -> Bank:
                 ]
                 for digit, word in enumerate(DIGIT_WORDS)
             }
-            for name in names
+            for name in RECORDED[synthesizer]
         }
 
 
@@ -415,7 +419,7 @@ def make_utterances(
     augment: Augment | None = Augment(),
     synthesizer: Synthesizer | None = None,
     recorded_share: float = 0.3,
-    recorded: tuple[str, ...] = RECORDED,
+    recorded: tuple[str, ...] = tuple(RECORDED),
 ) -> dict[str, list[Utterance]]:
     """Utterances per split, each by a synthetic voice or (with chance real_share) a real
     speaker. test_speaker is heard only in the test split; the other three speakers train,
