@@ -297,6 +297,37 @@ class MinimalStep:
             tokens = self.step(tokens, t)
 
 
+class CompiledFloor:
+    """The floor of generate(compile=True): a generate call that makes one new token (the
+    encoder, the cross-attention memories, the caches, the compiled step's first call),
+    then the compiled step alone for the other new tokens on a state started once, with
+    nothing between the calls but the step's own position: no search, no processors, no
+    bookkeeping. generate(compile=True) cannot be faster than this unless its step is."""
+
+    def __init__(self, model, src, mask, beams: int, new_tokens: int):
+        from xattn.model.compiled import compiled_step
+
+        self.model, self.src, self.mask, self.beams = model, src, mask, beams
+        self.new_tokens = new_tokens
+        with torch.no_grad():
+            memory, memory_mask = model.encode(src, mask, return_mask=True)
+            self.state = model.start_decoding(
+                memory, memory_mask, rows_per_source=beams, max_length=1 + new_tokens
+            )
+        rows = src.shape[0] * beams
+        self.tokens = torch.zeros(rows, dtype=torch.long)
+        self.position = torch.zeros(1, dtype=torch.long)
+        self.step = compiled_step(model)
+
+    def __call__(self):
+        one = dict(max_new_tokens=1, min_new_tokens=1, num_beams=self.beams)
+        self.model.generate(self.src, src_mask=self.mask, compile=True, **one)
+        memories, caches = self.state.memories, self.state.caches
+        for t in range(1, self.new_tokens):
+            self.position.fill_(t)
+            self.step(self.tokens, self.position, memories, caches)
+
+
 def median_time(fn, repeats):
     fn()  # warm-up
     times = []
@@ -346,6 +377,9 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
                 src, new_tokens, start
             )
             candidates["a minimal eager step, by hand"] = MinimalStep(B, new_tokens)
+        candidates["xattn compile=True floor: no search"] = CompiledFloor(
+            ours, src, mask, beams, new_tokens
+        )
         candidates["the step's matmuls alone, nn.Linear"] = lambda rows=B * beams: matmul_floor(
             ours, rows, new_tokens
         )

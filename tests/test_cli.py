@@ -106,9 +106,10 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
     # transformers, xattn, xattn compiled, xattn int8, nn.Transformer loop, minimal eager
-    # step, matmuls
-    assert len(rows) == 7
+    # step, the compiled floor, matmuls
+    assert len(rows) == 8
     assert "a minimal eager step" in rows[5]
+    assert "floor: no search" in rows[6]
     assert "| yes" in rows[1]  # xattn produced the same tokens as transformers
     assert "compile=True" in rows[2] and "| yes" in rows[2]  # and so did its compiled steps
     assert "% of tokens" in rows[3]  # int8 agreement with transformers is reported

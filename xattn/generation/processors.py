@@ -76,17 +76,26 @@ def bad_words(sequences: Sequence[Sequence[int]], eos: Sequence[int]) -> Process
     return process
 
 
-def _ban(scores: Tensor, tokens: Sequence[int]) -> Tensor:
-    """scores (N, V) with the columns of `tokens` set to -inf (a new tensor)."""
-    return scores.index_fill(1, torch.tensor(tokens, device=scores.device), NEG_INF)
+def _ban(tokens: Sequence[int]) -> Callable[[Tensor], Tensor]:
+    """scores (N, V) -> scores with the columns of `tokens` set to -inf (a new tensor); the
+    index of those columns is made once per device, not at every step."""
+    index: dict[torch.device, Tensor] = {}
+
+    def ban(scores: Tensor) -> Tensor:
+        columns = index.get(scores.device)
+        if columns is None:
+            columns = index[scores.device] = torch.tensor(tokens, device=scores.device)
+        return scores.index_fill(1, columns, NEG_INF)
+
+    return ban
 
 
 def min_length(length: int, eos: Sequence[int], skip: int = 0) -> Processor:
     """No end token while the row (minus `skip` prompt tokens) is shorter than `length`."""
-    eos = list(eos)
+    ban = _ban(list(eos))
 
     def process(ids: Tensor, scores: Tensor) -> Tensor:
-        return _ban(scores, eos) if ids.shape[1] - skip < length else scores
+        return ban(scores) if ids.shape[1] - skip < length else scores
 
     return process
 
@@ -137,12 +146,12 @@ def top_p(p: float, min_keep: int = 1) -> Processor:
 def suppress(tokens: Sequence[int], *, only_at: int | None = None) -> Processor:
     """Ban these tokens (only when the row has `only_at` tokens, with only_at set: the first
     generated position, for Whisper's begin_suppress_tokens)."""
-    banned = list(tokens)
+    ban = _ban(list(tokens))
 
     def process(ids: Tensor, scores: Tensor) -> Tensor:
         if only_at is not None and ids.shape[1] != only_at:
             return scores
-        return _ban(scores, banned)
+        return ban(scores)
 
     return process
 

@@ -63,7 +63,7 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
     max_length = config.total_length(length)
     procs = build_processors(config, max_length, length)
     eos = torch.tensor(config.eos_token_id or (), dtype=torch.long, device=start.device)
-    pad = _pad_id(config)
+    pad = torch.tensor(_pad_id(config), device=start.device)
     ids = start.new_empty(start.shape[0], max(length, max_length))  # written column by column
     ids[:, :length] = start
     unfinished = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
@@ -80,7 +80,7 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
             extras.append(extra * unfinished.view(-1, *[1] * (extra.dim() - 1)))
         ids[:, length] = next_tokens
         length += 1
-        unfinished &= ~torch.isin(next_tokens, eos)
+        unfinished &= torch.isin(next_tokens, eos, invert=True)
         if not bool(unfinished.any()):
             break
     sequences = ids[:, :length].contiguous()

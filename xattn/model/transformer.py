@@ -736,7 +736,8 @@ class _ModelStepper:
             logits = self.compiled(self.tokens, self.position, state.memories, state.caches)
             self.position += 1
             caches = tuple(KVCache(c.key, c.value, c.length + 1) for c in state.caches)
-            self.state = dataclasses.replace(state, caches=caches, length=state.length + 1)
+            length = state.length + 1
+            self.state = DecoderState(state.memories, caches, length, state.steps, state.output)
             return logits, None
         if self.lean:
             logits, self.state = self.model._decode_one(tokens, self.state)
