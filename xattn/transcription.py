@@ -4,7 +4,11 @@
     result.text, result.tokens, result.token_times, result.words
 
 The audio is resampled to the model's rate and turned into its log-mel frames (Whisper's
-features, or the speech task's); audio longer than one window (Whisper: 30 s) is cut into
+features, or the speech task's). For xattn's own models it is first made to sound like
+their training utterances (data.speech): scaled to the middle of their words' peak levels
+and given the middle of their edge silence at both ends, times reported on the recording's
+own clock. A recording trimmed to the word, or a quiet one, is otherwise far from anything
+they heard. Audio longer than one window (Whisper: 30 s) is cut into
 consecutive windows, each transcribed on its own, the times offset by the window's start.
 
 Whisper's decoder prompt follows transformers' `generate`: the start token, the language
@@ -74,6 +78,19 @@ def _as_samples(audio) -> np.ndarray:
     if not np.isfinite(samples).all():
         raise ValueError("audio holds NaN or infinite samples")
     return samples
+
+
+def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
+    """The recording as an xattn speech model's training utterances were made: its peak
+    scaled to the middle of WORD_PEAK (digital silence left as it is) and the middle of
+    EDGE_SILENCE added before and after. Returns (samples, seconds added before)."""
+    from .data.speech import EDGE_SILENCE, WORD_PEAK
+
+    peak = float(np.abs(samples).max())
+    if peak > 0:
+        samples = samples * (sum(WORD_PEAK) / 2 / peak)
+    silence = np.zeros(round(sum(EDGE_SILENCE) / 2 * sample_rate), np.float32)
+    return np.concatenate([silence, samples, silence]), len(silence) / sample_rate
 
 
 def _language_id(config, language: str) -> tuple[int, str]:
@@ -214,6 +231,9 @@ def transcribe(
     docstring); ValueError for bad audio or a model that does not read speech."""
     spec = feature_spec(model)
     samples = resample(_as_samples(audio), int(sampling_rate), spec.sample_rate)
+    lead, duration = 0.0, len(samples) / spec.sample_rate
+    if model.config.front_end == "audio":
+        samples, lead = _as_trained(samples, spec.sample_rate)
     window = spec.pad_samples or model.config.max_positions * 4 * spec.hop_length
     model.eval()
     tokens, starts, ends, language_code = [], [], [], None
@@ -231,8 +251,8 @@ def transcribe(
         )
         language_code = language_code or code
         tokens += found
-        starts += [offset + t for t in first]
-        ends += [offset + t for t in last]
+        starts += [min(duration, max(0.0, offset + t - lead)) for t in first]
+        ends += [min(duration, max(0.0, offset + t - lead)) for t in last]
     decode = model.tokenizer.decode if model.tokenizer is not None else None
     text = decode(tokens) if decode is not None else None
     if not word_timestamps:

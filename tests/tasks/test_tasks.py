@@ -298,6 +298,21 @@ def test_cli_task_training_resumes(tmp_path, capsys):
     assert "--resume given but no checkpoint found" in capsys.readouterr().err
 
 
+def test_recordings_are_read_at_the_level_and_with_the_silence_of_training():
+    from xattn.data.speech import EDGE_SILENCE, SAMPLE_RATE, WORD_PEAK
+    from xattn.transcription import _as_trained
+
+    clip = (np.sin(np.linspace(0, 100, 800)) * 0.05).astype(np.float32)  # a quiet, trimmed word
+    out, lead = _as_trained(clip, SAMPLE_RATE)
+    pad = round(sum(EDGE_SILENCE) / 2 * SAMPLE_RATE)
+    assert lead == pad / SAMPLE_RATE and len(out) == len(clip) + 2 * pad
+    assert not out[:pad].any() and not out[-pad:].any()
+    peak = sum(WORD_PEAK) / 2
+    np.testing.assert_allclose(out[pad:-pad], clip * (peak / np.abs(clip).max()), rtol=1e-6)
+    silent, _ = _as_trained(np.zeros(100, np.float32), SAMPLE_RATE)  # no division by zero
+    assert not silent.any()
+
+
 def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     """A speech model trained here reads WAV files at any rate, and its words get times."""
     from scipy.io import wavfile
@@ -326,7 +341,9 @@ def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     samples, rate = read_wav(tmp_path / "clip.wav")
     expected = model.transcribe(samples, rate, word_timestamps=True)
     assert expected.words is not None and len(expected.words) == len(expected.tokens)
-    assert all(s <= e for _, s, e in expected.words)
+    assert all(0 <= s <= e <= len(samples) / rate for _, s, e in expected.words)
+    # the level is made the training level: 1/16 of the loudness reads the same
+    assert model.transcribe(samples / 16, rate, word_timestamps=True) == expected
     assert main(["transcribe", "--model", str(run / "model"), str(tmp_path / "clip.wav")]) == 0
     assert capsys.readouterr().out == expected.text + "\n"
     argv = ["transcribe", "--model", str(run / "model"), str(tmp_path / "clip.wav"), "--json"]

@@ -45,12 +45,14 @@ from .audio import SPEECH, log_mel, resample
 from .digits import DIGIT_WORDS
 
 __all__ = [
+    "EDGE_SILENCE",
     "FESTIVAL_VOICES",
     "FLITE_VOICES",
     "HOP",
     "N_MELS",
     "REAL_SPEAKERS",
     "SAMPLE_RATE",
+    "WORD_PEAK",
     "Augment",
     "SpeechUnavailable",
     "Synthesizer",
@@ -65,6 +67,8 @@ SAMPLE_RATE = SPEECH.sample_rate  # 8 kHz: every clip and utterance
 HOP = SPEECH.hop_length  # samples per frame: 10 ms
 N_MELS = SPEECH.n_mels
 SYNTH_RATE = 22050  # what eSpeak NG speaks at
+WORD_PEAK = (0.3, 0.9)  # the range of each spoken word's peak level in an utterance
+EDGE_SILENCE = (0.05, 0.3)  # seconds of silence before the first word and after the last
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
 FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festival): name -> voice
@@ -383,15 +387,15 @@ def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | N
     real = voice.startswith("fsdd:")
     plan = augment or NO_AUGMENT
     speed = float(rng.uniform(*(plan.real_speed if real else plan.synthetic_speed)))
-    pieces = [np.zeros(int(rng.uniform(0.05, 0.3) * SAMPLE_RATE), np.float32)]
+    pieces = [np.zeros(int(rng.uniform(*EDGE_SILENCE) * SAMPLE_RATE), np.float32)]
     starts = []
     for i, word in enumerate(words):
         clips = bank[voice][word]
         clip = _speed(clips[int(rng.integers(0, len(clips)))], speed)
-        clip = clip / max(1e-6, np.abs(clip).max()) * rng.uniform(0.3, 0.9)
+        clip = clip / max(1e-6, np.abs(clip).max()) * rng.uniform(*WORD_PEAK)
         starts.append((sum(map(len, pieces)), len(clip)))
         pieces.append(clip.astype(np.float32))
-        gap = rng.uniform(0.03, 0.25) if i < n - 1 else rng.uniform(0.05, 0.3)
+        gap = rng.uniform(0.03, 0.25) if i < n - 1 else rng.uniform(*EDGE_SILENCE)
         pieces.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
     audio = np.concatenate(pieces)
     if augment is not None and augment.reverb > 0 and rng.random() < augment.reverb:
