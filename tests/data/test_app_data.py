@@ -390,3 +390,16 @@ def test_the_espeak_program_stands_in_for_the_library(tmp_path, monkeypatch):
     fake_espeak(tmp_path, rate=16000)  # a program that writes another rate is refused
     with pytest.raises(RuntimeError, match="espeak-ng wrote 16000 Hz audio"):
         synth("seven", "en-us+m3")
+
+
+def test_the_fifth_real_voice_ships_with_its_credit():
+    from importlib.resources import files
+
+    folder = files("xattn.data") / "asterisk"
+    with (folder / "allison.npz").open("rb") as f:
+        table = np.load(f)
+        assert sorted(table.files) == [str(d) for d in range(10)]  # one recording per digit
+        for key in table.files:
+            assert table[key].dtype == np.int16 and 0.5 < len(table[key]) / 8000 < 1.0
+    readme = (folder / "README.md").read_text()
+    assert "Allison Smith" in readme and "CC BY-SA 3.0" in readme

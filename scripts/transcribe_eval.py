@@ -1,0 +1,87 @@
+"""How a speech model does on recordings handed to transcribe (what `xattn transcribe`
+does with a WAV file), one call per recording or utterance:
+
+- each of the 500 recordings (one digit word each) of Free Spoken Digit Dataset speakers,
+  as recorded and at 1/20 of their level: exact word;
+- utterances of 1-4 digits strung from Allison Smith's recordings (xattn/data/asterisk, a
+  voice from outside FSDD that xattn never trains on), the way the speech task strings
+  its held-out utterances, once with the silence around each of her words kept (pauses
+  of about 0.3-0.6 s, as people leave between digits) and once with her clips trimmed to
+  the word (pauses of 0.03-0.25 s, as in the task's test): exact and WER.
+
+    python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from importlib.resources import files
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
+
+from xattn import EncoderDecoder
+from xattn.data import speech
+from xattn.data.digits import DIGIT_WORDS
+from xattn.training.metrics import error_rates
+
+
+def allison_clips(trimmed: bool) -> dict[str, list[np.ndarray]]:
+    """word -> [Allison Smith's recording of it] (float32 at 8 kHz)."""
+    with (files("xattn.data") / "asterisk" / "allison.npz").open("rb") as f:
+        table = np.load(f)
+        clips = {w: table[str(d)].astype(np.float32) / 32768.0 for d, w in enumerate(DIGIT_WORDS)}
+    return {w: [speech._trim(c) if trimmed else c] for w, c in clips.items()}
+
+
+def single_words(model, speaker: str, scale: float) -> float:
+    """Exact word over the speaker's 500 recordings, each scaled by `scale`."""
+    right = total = 0
+    for word, clips in speech.real_clips(speaker).items():
+        for clip in clips:
+            right += model.transcribe(clip * scale, speech.SAMPLE_RATE).text.strip() == word
+            total += 1
+    return right / total
+
+
+def utterances(model, trimmed: bool, count: int) -> dict[str, float]:
+    """exact and WER over `count` utterances of Allison's (seed 0)."""
+    bank = {"asterisk:allison": allison_clips(trimmed)}
+    rng = np.random.default_rng(0)
+    hypotheses, references = [], []
+    for _ in range(count):
+        utterance = speech._utterance(bank, "asterisk:allison", rng, 4, None, True)
+        hypotheses.append(model.transcribe(utterance.audio, speech.SAMPLE_RATE).text)
+        references.append(utterance.text)
+    return error_rates(hypotheses, references)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("model")
+    parser.add_argument("--speakers", nargs="*", default=list(speech.REAL_SPEAKERS))
+    parser.add_argument("--utterances", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    model = EncoderDecoder.load(args.model).eval()
+    print(f"{args.model}: one transcribe call per recording (single words) or utterance")
+    for speaker in args.speakers:
+        loud, quiet = single_words(model, speaker, 1.0), single_words(model, speaker, 0.05)
+        print(f"  {speaker}, single words: as recorded {loud:.1%}, at 1/20 level {quiet:.1%}")
+    for trimmed in (False, True):
+        scores = utterances(model, trimmed, args.utterances)
+        how = "clips trimmed, short pauses" if trimmed else "natural pauses"
+        print(
+            f"  allison, {args.utterances} utterances of 1-4 digits, {how}: "
+            f"exact {scores['exact']:.1%}, WER {scores['wer']:.1%}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
