@@ -29,6 +29,7 @@ import torch
 
 from .alignment import group_words, token_times
 from .data.audio import SPEECH, LogMelSpec, log_mel, resample, whisper_spec
+from .data.speech import EDGE_SILENCE, WORD_PEAK
 
 __all__ = ["Transcription", "transcribe"]
 
@@ -84,8 +85,6 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, floa
     """The recording as an xattn speech model's training utterances were made: its peak
     scaled to the middle of WORD_PEAK (digital silence left as it is) and the middle of
     EDGE_SILENCE added before and after. Returns (samples, seconds added before)."""
-    from .data.speech import EDGE_SILENCE, WORD_PEAK
-
     peak = float(np.abs(samples).max())
     if peak > 0:
         samples = samples * (sum(WORD_PEAK) / 2 / peak)

@@ -313,6 +313,37 @@ def test_recordings_are_read_at_the_level_and_with_the_silence_of_training():
     assert not silent.any()
 
 
+def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock(monkeypatch):
+    """transcribe hands an xattn speech model the recording with the training level and
+    edge silence, and reports the model's times minus the silence it added."""
+    from types import SimpleNamespace
+
+    from xattn import transcription
+    from xattn.data.speech import EDGE_SILENCE, N_MELS, SAMPLE_RATE, WORD_PEAK
+
+    pad = round(sum(EDGE_SILENCE) / 2 * SAMPLE_RATE)
+    heard = []
+
+    def window(model, samples, spec, **kwargs):  # one token at 0.1 s and 0.3 s of the input
+        heard.append(samples)
+        lead = pad / SAMPLE_RATE
+        return [7, 8], [lead + 0.1, lead + 0.3], [lead + 0.2, lead + 9.0], None
+
+    monkeypatch.setattr(transcription, "_window", window)
+    model = SimpleNamespace(
+        config=SimpleNamespace(front_end="audio", source_features=N_MELS, max_positions=256),
+        tokenizer=None,
+        eval=lambda: None,
+    )
+    clip = (np.sin(np.linspace(0, 100, 4000)) * 0.02).astype(np.float32)  # 0.5 s, quiet
+    result = transcription.transcribe(model, clip, SAMPLE_RATE, word_timestamps=True)
+    (samples,) = heard
+    assert len(samples) == len(clip) + 2 * pad and not samples[:pad].any()
+    np.testing.assert_allclose(np.abs(samples).max(), sum(WORD_PEAK) / 2, rtol=1e-6)
+    assert result.tokens == [7, 8]
+    np.testing.assert_allclose(result.token_times, [0.1, 0.3])  # on the recording's clock
+
+
 def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     """A speech model trained here reads WAV files at any rate, and its words get times."""
     from scipy.io import wavfile
