@@ -4,12 +4,14 @@
     result.text, result.tokens, result.token_times, result.words
 
 The audio is resampled to the model's rate and turned into its log-mel frames (Whisper's
-features, or the speech task's). For xattn's own models it is first made to sound like
-their training utterances (data.speech): scaled to the middle of their words' peak levels
-and given the middle of their edge silence at both ends, times reported on the recording's
-own clock. A recording trimmed to the word, or a quiet one, is otherwise far from anything
-they heard. Audio longer than one window (Whisper: 30 s) is cut into
-consecutive windows, each transcribed on its own, the times offset by the window's start.
+features, or the speech task's). For xattn's own models it is first brought within what
+their training utterances hold (data.speech): the level of their words, the silence before
+the first word and after the last, pauses between words no longer than theirs, and a
+noise floor (_as_trained); times are reported on the recording's own clock. A recording
+trimmed to the word, a quiet one, or one with the long pauses people leave between digits
+is otherwise far from anything they heard. Audio longer than one window (Whisper: 30 s) is
+cut into consecutive windows, each transcribed on its own, the times offset by the
+window's start.
 
 Whisper's decoder prompt follows transformers' `generate`: the start token, the language
 (given, or detected from the first decoder step over the language tokens), the task, and
@@ -29,11 +31,16 @@ import torch
 
 from .alignment import group_words, token_times
 from .data.audio import SPEECH, LogMelSpec, log_mel, resample, whisper_spec
-from .data.speech import EDGE_SILENCE, WORD_PEAK
+from .data.speech import EDGE_SILENCE, NOISE, WORD_PEAK
 
 __all__ = ["Transcription", "transcribe"]
 
 FRAMES_PER_POSITION = {"whisper": 2, "audio": 4}  # log-mel frames per encoder position
+QUIET_DB = 35.0  # a 10 ms frame this far under the loudest is silence,
+FLOOR_DB = 10.0  # and so is one within this of the noise floor (the quietest tenth's level),
+LOUD_DB = 20.0  # but never one within this of the loudest
+LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
+BESIDE = 0.1  # ... this much beside each word
 
 
 @dataclass(frozen=True)
@@ -81,15 +88,68 @@ def _as_samples(audio) -> np.ndarray:
     return samples
 
 
-def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, float]:
-    """The recording as an xattn speech model's training utterances were made: its peak
-    scaled to the middle of WORD_PEAK (digital silence left as it is) and the middle of
-    EDGE_SILENCE added before and after. Returns (samples, seconds added before)."""
+def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """The recording brought within what an xattn speech model heard in training
+    (data.speech), what already lies within left alone: its peak scaled to the middle of
+    WORD_PEAK; the silence before the first word or after the last, when shorter or longer
+    than EDGE_SILENCE allows, made the middle of that range (added silence: noise at the
+    level of the recording's quietest 10 ms of silence); each pause between words longer than
+    LONG_PAUSE cut to 2 * BESIDE (its middle removed, the words' quiet edges kept);
+    background noise at least NOISE's lowest. Returns (samples, edits): edits (k, 2) holds
+    where each edit lies on the new clock and how many seconds it removed (negative:
+    added)."""
     peak = float(np.abs(samples).max())
-    if peak > 0:
-        samples = samples * (sum(WORD_PEAK) / 2 / peak)
-    silence = np.zeros(round(sum(EDGE_SILENCE) / 2 * sample_rate), np.float32)
-    return np.concatenate([silence, samples, silence]), len(silence) / sample_rate
+    frame = max(1, sample_rate // 100)
+    count = len(samples) // frame
+    if peak == 0 or count == 0:
+        return samples, np.zeros((0, 2))
+    samples = samples * (sum(WORD_PEAK) / 2 / peak)
+    rms = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
+    top, floor = float(rms.max()), float(np.percentile(rms, 10))
+    threshold = max(top * 10 ** (-QUIET_DB / 20), floor * 10 ** (FLOOR_DB / 20))
+    is_loud = rms >= min(threshold, top * 10 ** (-LOUD_DB / 20))
+    loud = np.flatnonzero(is_loud)
+    quiet = rms[~is_loud]
+    own = float(np.sqrt(np.mean(quiet**2))) if len(quiet) else 0.0
+    quietest = max(float(quiet.min()) if len(quiet) else 0.0, NOISE[0])  # added silence's level
+    noise = np.random.default_rng(0)
+    n, middle = len(samples), round(sum(EDGE_SILENCE) / 2 * sample_rate)
+    low, high = (round(s * sample_rate) for s in EDGE_SILENCE)
+    first, last = loud[0] * frame, (loud[-1] + 1) * frame
+    lead = first if low <= first <= high else middle
+    tail = n - last if low <= n - last <= high else middle
+    beside = round(BESIDE * sample_rate)
+    long = np.flatnonzero((np.diff(loud) - 1) * frame > LONG_PAUSE * sample_rate)
+    spans = [(min(0, first - lead), max(0, first - lead))]  # silence to remove (begin, end),
+    spans += [((loud[i] + 1) * frame + beside, loud[i + 1] * frame - beside) for i in long]
+    spans.append((min(n, last + tail), max(n, last + tail)))  # or add (begin < 0 or end > n)
+    pieces, edits, at, removed = [], [], 0, 0
+    for begin, end in spans:
+        if end <= begin:
+            continue
+        pieces.append(samples[at : max(0, begin)])
+        if begin < 0 or end > n:
+            added = end - begin
+            pieces.append(noise.normal(0, quietest, added).astype(np.float32))
+            edits.append(((max(0, begin) - removed) / sample_rate, -added / sample_rate))
+            removed -= added
+            at = max(0, begin)
+        else:
+            edits.append(((begin - removed) / sample_rate, (end - begin) / sample_rate))
+            removed += end - begin
+            at = end
+    pieces.append(samples[at:])
+    out = np.concatenate(pieces)
+    if own < NOISE[0]:
+        out += noise.normal(0, np.sqrt(NOISE[0] ** 2 - own**2), out.shape).astype(np.float32)
+    return out, np.array(edits, dtype=float).reshape(-1, 2)
+
+
+def _on_recording_clock(times, edits: np.ndarray) -> list[float]:
+    """Times on the clock of the recording _as_trained made, moved back by the silence it
+    removed (or added) before each."""
+    removed = np.concatenate([[0.0], np.cumsum(edits[:, 1])])
+    return [t + float(removed[np.searchsorted(edits[:, 0], t, side="right")]) for t in times]
 
 
 def _language_id(config, language: str) -> tuple[int, str]:
@@ -230,9 +290,10 @@ def transcribe(
     docstring); ValueError for bad audio or a model that does not read speech."""
     spec = feature_spec(model)
     samples = resample(_as_samples(audio), int(sampling_rate), spec.sample_rate)
-    lead, duration = 0.0, len(samples) / spec.sample_rate
+    duration = len(samples) / spec.sample_rate
+    edits = np.zeros((0, 2))
     if model.config.front_end == "audio":
-        samples, lead = _as_trained(samples, spec.sample_rate)
+        samples, edits = _as_trained(samples, spec.sample_rate)
     window = spec.pad_samples or model.config.max_positions * 4 * spec.hop_length
     model.eval()
     tokens, starts, ends, language_code = [], [], [], None
@@ -250,8 +311,12 @@ def transcribe(
         )
         language_code = language_code or code
         tokens += found
-        starts += [min(duration, max(0.0, offset + t - lead)) for t in first]
-        ends += [min(duration, max(0.0, offset + t - lead)) for t in last]
+        starts += [offset + t for t in first]
+        ends += [offset + t for t in last]
+    starts, ends = (
+        [min(duration, max(0.0, t)) for t in _on_recording_clock(ts, edits)]
+        for ts in (starts, ends)
+    )
     decode = model.tokenizer.decode if model.tokenizer is not None else None
     text = decode(tokens) if decode is not None else None
     if not word_timestamps:

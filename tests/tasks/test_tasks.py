@@ -298,28 +298,76 @@ def test_cli_task_training_resumes(tmp_path, capsys):
     assert "--resume given but no checkpoint found" in capsys.readouterr().err
 
 
-def test_recordings_are_read_at_the_level_and_with_the_silence_of_training():
-    from xattn.data.speech import EDGE_SILENCE, SAMPLE_RATE, WORD_PEAK
+def _tone(seconds, level):
+    from xattn.data.speech import SAMPLE_RATE
+
+    t = np.arange(round(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    return (np.sin(2 * np.pi * 440 * t) * level).astype(np.float32)
+
+
+def test_a_trimmed_quiet_word_gets_the_level_and_edge_silence_of_training():
+    from xattn.data.speech import EDGE_SILENCE, NOISE, SAMPLE_RATE, WORD_PEAK
     from xattn.transcription import _as_trained
 
-    clip = (np.sin(np.linspace(0, 100, 800)) * 0.05).astype(np.float32)  # a quiet, trimmed word
-    out, lead = _as_trained(clip, SAMPLE_RATE)
+    clip = _tone(0.1, 0.05)  # a quiet word, trimmed: no silence around it
+    out, edits = _as_trained(clip, SAMPLE_RATE)
     pad = round(sum(EDGE_SILENCE) / 2 * SAMPLE_RATE)
-    assert lead == pad / SAMPLE_RATE and len(out) == len(clip) + 2 * pad
-    assert not out[:pad].any() and not out[-pad:].any()
+    assert len(out) == len(clip) + 2 * pad
+    np.testing.assert_allclose(
+        edits, [[0, -pad / SAMPLE_RATE], [0.1 + pad / SAMPLE_RATE, -pad / SAMPLE_RATE]]
+    )
     peak = sum(WORD_PEAK) / 2
-    np.testing.assert_allclose(out[pad:-pad], clip * (peak / np.abs(clip).max()), rtol=1e-6)
-    silent, _ = _as_trained(np.zeros(100, np.float32), SAMPLE_RATE)  # no division by zero
-    assert not silent.any()
+    word = out[pad:-pad]
+    np.testing.assert_allclose(np.abs(word).max(), peak, rtol=0.01)
+    noise = np.concatenate([out[:pad], out[-pad:]])  # silence as training has it: noise
+    assert NOISE[0] / 2 < noise.std() < NOISE[1]
+    silent, edits = _as_trained(np.zeros(100, np.float32), SAMPLE_RATE)  # no division by zero
+    assert not silent.any() and len(edits) == 0
+
+
+def test_silence_longer_than_training_is_cut_and_times_go_back_to_the_recording():
+    from xattn.data.speech import EDGE_SILENCE, NOISE, SAMPLE_RATE, WORD_PEAK
+    from xattn.transcription import BESIDE, _as_trained, _on_recording_clock
+
+    rng = np.random.default_rng(0)
+    quiet = lambda s: rng.normal(0, 0.002, round(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    words = [_tone(0.3, 0.5), _tone(0.2, 0.3)]
+    recording = np.concatenate([quiet(0.8), words[0], quiet(1.0), words[1], quiet(0.2)])
+    out, edits = _as_trained(recording, SAMPLE_RATE)
+    edge = sum(EDGE_SILENCE) / 2  # the 0.8 s lead cut to it, the 0.2 s tail kept (in range)
+    expected = edge + 0.3 + 2 * BESIDE + 0.2 + 0.2
+    assert abs(len(out) / SAMPLE_RATE - expected) < 0.02
+    np.testing.assert_allclose(edits[:, 1], [0.8 - edge, 1.0 - 2 * BESIDE], atol=0.02)
+    scale = sum(WORD_PEAK) / 2 / 0.5
+    at = round(edge * SAMPLE_RATE)  # the first word starts here on the new clock, unchanged
+    np.testing.assert_allclose(out[at : at + 2400], words[0] * scale, atol=1e-6)
+    second = edge + 0.3 + 2 * BESIDE  # the second word's start, new clock and recording's
+    assert abs(_on_recording_clock([edge, second], edits)[0] - 0.8) < 0.011
+    assert abs(_on_recording_clock([edge, second], edits)[1] - 2.1) < 0.011
+    assert np.abs(out).max() <= sum(WORD_PEAK) / 2 + 5 * NOISE[0]
+
+
+def test_a_recording_within_training_range_is_only_levelled():
+    from xattn.data.speech import SAMPLE_RATE, WORD_PEAK
+    from xattn.transcription import _as_trained
+
+    rng = np.random.default_rng(1)
+    quiet = lambda s: rng.normal(0, 0.003, round(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    recording = np.concatenate(
+        [quiet(0.1), _tone(0.3, 0.4), quiet(0.2), _tone(0.3, 0.2), quiet(0.15)]
+    )
+    out, edits = _as_trained(recording, SAMPLE_RATE)
+    assert len(edits) == 0
+    np.testing.assert_allclose(out, recording * (sum(WORD_PEAK) / 2 / np.abs(recording).max()))
 
 
 def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock(monkeypatch):
-    """transcribe hands an xattn speech model the recording with the training level and
-    edge silence, and reports the model's times minus the silence it added."""
+    """transcribe hands an xattn speech model the recording brought within its training
+    (level, edge silence), and reports the model's times on the recording's clock."""
     from types import SimpleNamespace
 
     from xattn import transcription
-    from xattn.data.speech import EDGE_SILENCE, N_MELS, SAMPLE_RATE, WORD_PEAK
+    from xattn.data.speech import EDGE_SILENCE, N_MELS, NOISE, SAMPLE_RATE, WORD_PEAK
 
     pad = round(sum(EDGE_SILENCE) / 2 * SAMPLE_RATE)
     heard = []
@@ -335,11 +383,11 @@ def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock
         tokenizer=None,
         eval=lambda: None,
     )
-    clip = (np.sin(np.linspace(0, 100, 4000)) * 0.02).astype(np.float32)  # 0.5 s, quiet
+    clip = _tone(0.5, 0.02)  # a quiet word, trimmed
     result = transcription.transcribe(model, clip, SAMPLE_RATE, word_timestamps=True)
     (samples,) = heard
-    assert len(samples) == len(clip) + 2 * pad and not samples[:pad].any()
-    np.testing.assert_allclose(np.abs(samples).max(), sum(WORD_PEAK) / 2, rtol=1e-6)
+    assert len(samples) == len(clip) + 2 * pad and np.abs(samples[:pad]).max() < 10 * NOISE[0]
+    np.testing.assert_allclose(np.abs(samples).max(), sum(WORD_PEAK) / 2, rtol=0.01)
     assert result.tokens == [7, 8]
     np.testing.assert_allclose(result.token_times, [0.1, 0.3])  # on the recording's clock
 

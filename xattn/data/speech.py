@@ -49,7 +49,9 @@ __all__ = [
     "FESTIVAL_VOICES",
     "FLITE_VOICES",
     "HOP",
+    "NOISE",
     "N_MELS",
+    "PAUSE",
     "REAL_SPEAKERS",
     "SAMPLE_RATE",
     "WORD_PEAK",
@@ -69,6 +71,8 @@ N_MELS = SPEECH.n_mels
 SYNTH_RATE = 22050  # what eSpeak NG speaks at
 WORD_PEAK = (0.3, 0.9)  # the range of each spoken word's peak level in an utterance
 EDGE_SILENCE = (0.05, 0.3)  # seconds of silence before the first word and after the last
+PAUSE = (0.03, 0.25)  # seconds of silence between two words
+NOISE = (0.001, 0.02)  # the range of the background noise's standard deviation
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
 FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festival): name -> voice
@@ -321,11 +325,11 @@ class Augment:
     real_speed: tuple[float, float] = (0.85, 1.15)
     reverb: float = 0.3
     rt60: tuple[float, float] = (0.1, 0.5)
-    noise: tuple[float, float] = (0.001, 0.02)
+    noise: tuple[float, float] = NOISE
     channel: float = 3.0
 
 
-NO_AUGMENT = Augment((1.0, 1.0), (1.0, 1.0), 0.0, (0.1, 0.5), (0.001, 0.02), 0.0)
+NO_AUGMENT = Augment((1.0, 1.0), (1.0, 1.0), 0.0, (0.1, 0.5), NOISE, 0.0)
 CHANNEL_KNOTS = 5
 DB_PER_UNIT = 40.0  # log-mel features are log10(power) / 4 (+ 1): 10 dB is 0.25
 
@@ -395,7 +399,7 @@ def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | N
         clip = clip / max(1e-6, np.abs(clip).max()) * rng.uniform(*WORD_PEAK)
         starts.append((sum(map(len, pieces)), len(clip)))
         pieces.append(clip.astype(np.float32))
-        gap = rng.uniform(0.03, 0.25) if i < n - 1 else rng.uniform(*EDGE_SILENCE)
+        gap = rng.uniform(*PAUSE) if i < n - 1 else rng.uniform(*EDGE_SILENCE)
         pieces.append(np.zeros(int(gap * SAMPLE_RATE), np.float32))
     audio = np.concatenate(pieces)
     if augment is not None and augment.reverb > 0 and rng.random() < augment.reverb:
