@@ -7,7 +7,8 @@ does with a WAV file), one call per recording or utterance:
   voice from outside FSDD that xattn never trains on), the way the speech task strings
   its held-out utterances, once with the silence around each of her words kept (pauses
   of about 0.3-0.6 s, as people leave between digits) and once with her clips trimmed to
-  the word (pauses of 0.03-0.25 s, as in the task's test): exact and WER.
+  the word (pauses of 0.03-0.25 s, as in the task's test): exact, WER, and how far the
+  word times of the utterances read right lie from where each word sounds.
 
     python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
 """
@@ -48,16 +49,34 @@ def single_words(model, speaker: str, scale: float) -> float:
     return right / total
 
 
+def _sound(clip: np.ndarray) -> tuple[float, float]:
+    """Seconds of silence before and after the sound in a clip (speech._trim's threshold)."""
+    loud = np.flatnonzero(np.abs(clip) > 0.02 * np.abs(clip).max())
+    return loud[0] / speech.SAMPLE_RATE, (len(clip) - loud[-1] - 1) / speech.SAMPLE_RATE
+
+
 def utterances(model, trimmed: bool, count: int) -> dict[str, float]:
-    """exact and WER over `count` utterances of Allison's (seed 0)."""
-    bank = {"asterisk:allison": allison_clips(trimmed)}
+    """exact and WER over `count` utterances of Allison's (seed 0); over those read right,
+    the mean error of the word times (start and end) against where each word sounds, and
+    the share within 100 ms."""
+    clips = allison_clips(trimmed)
+    silence = {w: _sound(c) for w, (c,) in clips.items()}
     rng = np.random.default_rng(0)
-    hypotheses, references = [], []
+    hypotheses, references, errors = [], [], []
     for _ in range(count):
-        utterance = speech._utterance(bank, "asterisk:allison", rng, 4, None, True)
-        hypotheses.append(model.transcribe(utterance.audio, speech.SAMPLE_RATE).text)
+        utterance = speech._utterance({"a": clips}, "a", rng, 4, None, True)
+        result = model.transcribe(utterance.audio, speech.SAMPLE_RATE, word_timestamps=True)
+        hypotheses.append(result.text)
         references.append(utterance.text)
-    return error_rates(hypotheses, references)
+        if result.text.split() != list(utterance.words):
+            continue
+        for (word, start, end), (first, last) in zip(result.words, utterance.spans, strict=True):
+            lead, tail = silence[word]
+            errors += [abs(start - first * speech.HOP / speech.SAMPLE_RATE - lead)]
+            errors += [abs(end - last * speech.HOP / speech.SAMPLE_RATE + tail)]
+    scores = error_rates(hypotheses, references)
+    errors = np.array(errors) if errors else np.array([np.nan])
+    return {**scores, "time_error": float(errors.mean()), "within": float((errors <= 0.1).mean())}
 
 
 def main(argv=None) -> int:
@@ -78,7 +97,9 @@ def main(argv=None) -> int:
         how = "clips trimmed, short pauses" if trimmed else "natural pauses"
         print(
             f"  allison, {args.utterances} utterances of 1-4 digits, {how}: "
-            f"exact {scores['exact']:.1%}, WER {scores['wer']:.1%}"
+            f"exact {scores['exact']:.1%}, WER {scores['wer']:.1%}; word times of those read "
+            f"right {scores['time_error'] * 1000:.0f} ms off on average, "
+            f"{scores['within']:.1%} within 100 ms"
         )
     return 0
 

@@ -2,7 +2,9 @@
 attention maps, alignment hit rates, pictures, and the command line (demo, train,
 attention)."""
 
+import importlib.util
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,3 +432,14 @@ def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["tokens"] == expected.tokens
     assert [w["word"] for w in record["words"]] == [w for w, _, _ in expected.words]
+    # scripts/transcribe_eval.py measures such a model on the fifth voice
+    spec = importlib.util.spec_from_file_location(
+        "transcribe_eval", Path(__file__).parents[2] / "scripts" / "transcribe_eval.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main([str(run / "model"), "--speakers", "--utterances", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(
+        "exact" in line and "within 100 ms" in line for line in lines[1:]
+    )
