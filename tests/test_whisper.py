@@ -334,6 +334,23 @@ def test_cli_transcribe_bad_audio(whisper, tmp_path, capsys, make, message):
     assert message in err and "x.wav" in err and len(err.strip().splitlines()) == 1
 
 
+def test_cli_transcribe_names_an_unreadable_file_and_goes_on(whisper, tmp_path, capsys):
+    from xattn.cli import main
+
+    _, _, folder, _ = whisper
+    write_wav(tmp_path / "a.wav", audio_clip(1.0))
+    (tmp_path / "bad.wav").write_bytes(b"not a wav file at all")
+    files = [str(tmp_path / name) for name in ("a.wav", "bad.wav", "a.wav")]
+    argv = ["transcribe", "--model", str(folder), "--max-new-tokens", "4"]
+    assert main([*argv, files[0]]) == 0
+    one = capsys.readouterr().out
+    assert main([*argv, *files]) == 2
+    out, err = capsys.readouterr()
+    assert out == one * 2  # the files that could be read, in order
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"xattn transcribe: error: {files[1]}: not a readable WAV file")
+
+
 def test_cli_transcribe_needs_a_speech_model(tmp_path, capsys):
     from xattn.cli import main
 

@@ -225,15 +225,24 @@ def cmd_translate(args) -> int:
 
 def cmd_transcribe(args) -> int:
     """Transcribe WAV files with a speech model: the text, or one word a line with its
-    start and end (--word-timestamps), or JSON (--json)."""
+    start and end (--word-timestamps), or JSON (--json). A file that cannot be read is
+    named on stderr and skipped; the exit code is then 2."""
     import json
 
     from .data.audio import read_wav
+    from .transcription import feature_spec
 
     check_flags(args, positive=("beams", "max_new_tokens"))
     model = load_model(args.model, int8=args.int8)
+    feature_spec(model)  # a model that does not read speech fails once, before any file
+    failed = 0
     for path in args.audio:
-        samples, rate = read_wav(path)
+        try:
+            samples, rate = read_wav(path)
+        except ValueError as err:  # this file: say so, go on with the others
+            print(f"xattn transcribe: error: {err}", file=sys.stderr)
+            failed += 1
+            continue
         result = model.transcribe(
             samples,
             rate,
@@ -261,7 +270,7 @@ def cmd_transcribe(args) -> int:
                 print(f"{start:7.2f} {end:7.2f}  {word.strip()}")
         else:
             print(result.text if result.text is not None else " ".join(map(str, result.tokens)))
-    return 0
+    return EXIT_BAD_INPUT if failed else 0
 
 
 def attention_example(args, task):
