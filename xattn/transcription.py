@@ -93,7 +93,7 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     (data.speech), what already lies within left alone: its peak scaled to the middle of
     WORD_PEAK; the silence before the first word or after the last, when shorter or longer
     than EDGE_SILENCE allows, made the middle of that range (added silence: noise at the
-    level of the recording's quietest 10 ms of silence); each pause between words longer than
+    level of the recording's quietest 10 ms); each pause between words longer than
     LONG_PAUSE cut to 2 * BESIDE (its middle removed, the words' quiet edges kept);
     background noise at least NOISE's lowest. Returns (samples, edits): edits (k, 2) holds
     where each edit lies on the new clock and how many seconds it removed (negative:
@@ -111,7 +111,7 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     loud = np.flatnonzero(is_loud)
     quiet = rms[~is_loud]
     own = float(np.sqrt(np.mean(quiet**2))) if len(quiet) else 0.0
-    quietest = max(float(quiet.min()) if len(quiet) else 0.0, NOISE[0])  # added silence's level
+    quietest = max(float(rms.min()), NOISE[0])  # the level of the silence added
     noise = np.random.default_rng(0)
     n, middle = len(samples), round(sum(EDGE_SILENCE) / 2 * sample_rate)
     low, high = (round(s * sample_rate) for s in EDGE_SILENCE)
