@@ -38,7 +38,8 @@ __all__ = ["Transcription", "transcribe"]
 FRAMES_PER_POSITION = {"whisper": 2, "audio": 4}  # log-mel frames per encoder position
 QUIET_DB = 35.0  # a 10 ms frame this far under the loudest is silence,
 FLOOR_DB = 10.0  # and so is one within this of the noise floor (the quietest tenth's level),
-LOUD_DB = 20.0  # but never one within this of the loudest
+LOUD_DB = 20.0  # but never one within this of the loudest; always one within NEAR_DB of
+NEAR_DB = 6.0  # the quietest (a noisy recording's background)
 LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
 BESIDE = 0.1  # ... this much beside each word
 
@@ -108,6 +109,7 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     top, floor = float(rms.max()), float(np.percentile(rms, 10))
     threshold = max(top * 10 ** (-QUIET_DB / 20), floor * 10 ** (FLOOR_DB / 20))
     is_loud = rms >= min(threshold, top * 10 ** (-LOUD_DB / 20))
+    is_loud &= rms > float(rms.min()) * 10 ** (NEAR_DB / 20)
     loud = np.flatnonzero(is_loud)
     quiet = rms[~is_loud]
     own = float(np.sqrt(np.mean(quiet**2))) if len(quiet) else 0.0

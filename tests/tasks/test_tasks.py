@@ -313,17 +313,17 @@ def test_a_trimmed_quiet_word_gets_the_level_and_edge_silence_of_training():
     from xattn.data.speech import EDGE_SILENCE, NOISE, SAMPLE_RATE, WORD_PEAK
     from xattn.transcription import _as_trained
 
-    clip = _tone(0.1, 0.05)  # a quiet word, trimmed: no silence around it
+    clip = _tone(0.1, 0.05)  # a quiet word, trimmed: 10 ms of near silence at each end
     out, edits = _as_trained(clip, SAMPLE_RATE)
     pad = round(sum(EDGE_SILENCE) / 2 * SAMPLE_RATE)
-    assert len(out) == len(clip) + 2 * pad
-    np.testing.assert_allclose(
-        edits, [[0, -pad / SAMPLE_RATE], [0.1 + pad / SAMPLE_RATE, -pad / SAMPLE_RATE]]
-    )
-    peak = sum(WORD_PEAK) / 2
-    word = out[pad:-pad]
-    np.testing.assert_allclose(np.abs(word).max(), peak, rtol=0.01)
-    noise = np.concatenate([out[:pad], out[-pad:]])  # silence as training has it: noise
+    added = np.round(-edits[:, 1] * SAMPLE_RATE).astype(int)  # both ends: silence added
+    assert len(edits) == 2 and (added > pad - EDGE_SILENCE[0] * SAMPLE_RATE).all()
+    assert (added <= pad).all() and len(out) == len(clip) + added.sum()
+    np.testing.assert_allclose(edits[:, 0], [0, (added[0] + len(clip)) / SAMPLE_RATE])
+    scale = sum(WORD_PEAK) / 2 / np.abs(clip).max()
+    word = out[added[0] : added[0] + len(clip)]
+    np.testing.assert_allclose(word, clip * scale, atol=1e-6)  # levelled, nothing else
+    noise = np.concatenate([out[: added[0]], out[-added[1] :]])  # silence as training has it
     frames = word[: len(word) // 80 * 80].reshape(-1, 80)  # at the level of its quietest 10 ms
     quietest = max(np.sqrt((frames**2).mean(axis=1)).min(), NOISE[0])
     np.testing.assert_allclose(noise.std(), quietest, rtol=0.1)
@@ -367,6 +367,19 @@ def test_a_recording_within_training_range_is_only_levelled():
     np.testing.assert_allclose(out, recording * (sum(WORD_PEAK) / 2 / np.abs(recording).max()))
 
 
+def test_a_noisy_recording_keeps_the_silence_it_has():
+    """Noise 17 dB under the words is loud by the level rules alone; as loud as the
+    quietest 10 ms it is background, so the 0.2 s before the word is silence enough."""
+    from xattn.data.speech import SAMPLE_RATE
+    from xattn.transcription import _as_trained
+
+    word = _tone(0.4, 0.3)
+    recording = np.concatenate([np.zeros(1600, np.float32), word, np.zeros(1600, np.float32)])
+    recording += np.random.default_rng(2).normal(0, 0.03, recording.shape).astype(np.float32)
+    out, edits = _as_trained(recording, SAMPLE_RATE)
+    assert len(edits) == 0 and len(out) == len(recording)
+
+
 def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock(monkeypatch):
     """transcribe hands an xattn speech model the recording brought within its training
     (level, edge silence), and reports the model's times on the recording's clock."""
@@ -375,12 +388,14 @@ def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock
     from xattn import transcription
     from xattn.data.speech import EDGE_SILENCE, N_MELS, NOISE, SAMPLE_RATE, WORD_PEAK
 
-    pad = round(sum(EDGE_SILENCE) / 2 * SAMPLE_RATE)
+    clip = _tone(0.5, 0.02)  # a quiet word, trimmed
+    _, edits = transcription._as_trained(clip, SAMPLE_RATE)
+    lead = -edits[0, 1]  # the silence added before it
+    assert lead > sum(EDGE_SILENCE) / 2 - EDGE_SILENCE[0]
     heard = []
 
     def window(model, samples, spec, **kwargs):  # one token at 0.1 s and 0.3 s of the input
         heard.append(samples)
-        lead = pad / SAMPLE_RATE
         return [7, 8], [lead + 0.1, lead + 0.3], [lead + 0.2, lead + 9.0], None
 
     monkeypatch.setattr(transcription, "_window", window)
@@ -389,12 +404,12 @@ def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock
         tokenizer=None,
         eval=lambda: None,
     )
-    clip = _tone(0.5, 0.02)  # a quiet word, trimmed
     result = transcription.transcribe(model, clip, SAMPLE_RATE, word_timestamps=True)
     (samples,) = heard
-    assert len(samples) == len(clip) + 2 * pad
-    assert samples[:pad].std() < samples[pad:-pad].std() / 2  # quieter than the word
-    assert samples[:pad].std() >= NOISE[0] / 2  # and noise, not digital silence
+    added = round(lead * SAMPLE_RATE)
+    assert len(samples) == len(clip) - round(edits[:, 1].sum() * SAMPLE_RATE)
+    assert samples[:added].std() < samples[added:-added].std() / 2  # quieter than the word
+    assert samples[:added].std() >= NOISE[0] / 2  # and noise, not digital silence
     np.testing.assert_allclose(np.abs(samples).max(), sum(WORD_PEAK) / 2, rtol=0.01)
     assert result.tokens == [7, 8]
     np.testing.assert_allclose(result.token_times, [0.1, 0.3])  # on the recording's clock
