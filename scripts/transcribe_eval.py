@@ -50,9 +50,9 @@ def single_words(model, speaker: str, scale: float) -> float:
 
 
 def _sound(clip: np.ndarray) -> tuple[float, float]:
-    """Seconds of silence before and after the sound in a clip (speech._trim's threshold)."""
-    loud = np.flatnonzero(np.abs(clip) > 0.02 * np.abs(clip).max())
-    return loud[0] / speech.SAMPLE_RATE, (len(clip) - loud[-1] - 1) / speech.SAMPLE_RATE
+    """Seconds of silence before and after the sound in a clip (as speech._trim cuts it)."""
+    start, end = speech._sound_span(clip)
+    return start / speech.SAMPLE_RATE, (len(clip) - end) / speech.SAMPLE_RATE
 
 
 def utterances(model, trimmed: bool, count: int) -> dict[str, float]:

@@ -222,10 +222,17 @@ class Synthesizer:
             return np.frombuffer(w.readframes(w.getnframes()), np.int16)
 
 
+def _sound_span(samples: np.ndarray, threshold: float = 0.02) -> tuple[int, int]:
+    """(start, end) samples of the sound: from the first to the last sample above threshold
+    of the peak (the whole clip when none is)."""
+    loud = np.flatnonzero(np.abs(samples) > threshold * max(1e-9, np.abs(samples).max()))
+    return (int(loud[0]), int(loud[-1]) + 1) if len(loud) else (0, len(samples))
+
+
 def _trim(samples: np.ndarray, threshold: float = 0.02) -> np.ndarray:
     """Cut leading and trailing silence (below threshold of the peak)."""
-    loud = np.flatnonzero(np.abs(samples) > threshold * max(1e-9, np.abs(samples).max()))
-    return samples[loud[0] : loud[-1] + 1] if len(loud) else samples
+    start, end = _sound_span(samples, threshold)
+    return samples[start:end]
 
 
 Bank = dict[str, dict[str, list[np.ndarray]]]  # voice -> word -> clips at SAMPLE_RATE

@@ -736,8 +736,13 @@ class _ModelStepper:
             logits = self.compiled(self.tokens, self.position, state.memories, state.caches)
             self.position += 1
             caches = tuple(KVCache(c.key, c.value, c.length + 1) for c in state.caches)
-            length = state.length + 1
-            self.state = DecoderState(state.memories, caches, length, state.steps, state.output)
+            self.state = DecoderState(
+                memories=state.memories,
+                caches=caches,
+                length=state.length + 1,
+                steps=state.steps,
+                output=state.output,
+            )
             return logits, None
         if self.lean:
             logits, self.state = self.model._decode_one(tokens, self.state)
