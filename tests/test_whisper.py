@@ -314,12 +314,20 @@ def test_cli_transcribe(whisper, tmp_path, capsys):
     int8 = ours.quantize("int8").transcribe(samples, rate, max_new_tokens=12)
     assert main([*base, "--int8"]) == 0
     assert capsys.readouterr().out == int8.text + "\n"
+    # a phone's voice memo (AAC in M4A, 44.1 kHz stereo) is read through FFmpeg
+    from tests.audio import encode
+    from xattn.data.audio import read_audio, resample
+
+    encode(tmp_path / "memo.m4a", resample(samples, rate, 44100), 44100, "aac", channels=2)
+    memo = ours.transcribe(*read_audio(tmp_path / "memo.m4a"), max_new_tokens=12)
+    assert main([*base[:3], str(tmp_path / "memo.m4a"), "--max-new-tokens", "12"]) == 0
+    assert capsys.readouterr().out == memo.text + "\n"
 
 
 @pytest.mark.parametrize(
     "make,message",
     [
-        (lambda p: p.write_bytes(b"not a wav file at all"), "not a readable WAV file"),
+        (lambda p: p.write_bytes(b"not a wav file at all"), "not a readable audio file"),
         (lambda p: write_wav(p, np.zeros(0, np.float32)), "holds no samples"),
         (lambda p: None, "no such audio file"),
     ],
@@ -348,7 +356,7 @@ def test_cli_transcribe_names_an_unreadable_file_and_goes_on(whisper, tmp_path, 
     out, err = capsys.readouterr()
     assert out == one * 2  # the files that could be read, in order
     (line,) = err.strip().splitlines()
-    assert line.startswith(f"xattn transcribe: error: {files[1]}: not a readable WAV file")
+    assert line.startswith(f"xattn transcribe: error: {files[1]}: not a readable audio file")
 
 
 def test_cli_transcribe_needs_a_speech_model(tmp_path, capsys):

@@ -224,12 +224,13 @@ def cmd_translate(args) -> int:
 
 
 def cmd_transcribe(args) -> int:
-    """Transcribe WAV files with a speech model: the text, or one word a line with its
-    start and end (--word-timestamps), or JSON (--json). A file that cannot be read is
-    named on stderr and skipped; the exit code is then 2."""
+    """Transcribe audio files (WAV; M4A, MP3, FLAC, OGG and the rest FFmpeg reads, with the
+    audio extra) with a speech model: the text, or one word a line with its start and end
+    (--word-timestamps), or JSON (--json). A file that cannot be read is named on stderr
+    and skipped; the exit code is then 2."""
     import json
 
-    from .data.audio import read_wav
+    from .data.audio import read_audio
     from .transcription import feature_spec
 
     check_flags(args, positive=("beams", "max_new_tokens"))
@@ -238,7 +239,7 @@ def cmd_transcribe(args) -> int:
     failed = 0
     for path in args.audio:
         try:
-            samples, rate = read_wav(path)
+            samples, rate = read_audio(path)
         except ValueError as err:  # this file: say so, go on with the others
             print(f"xattn transcribe: error: {err}", file=sys.stderr)
             failed += 1
@@ -427,7 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     ts = sub.add_parser("transcribe", help="speech to text with a speech model")
     ts.add_argument("--model", required=True, help="a Whisper folder (or hub name), or xattn's")
-    ts.add_argument("audio", nargs="+", help="WAV files (any rate and width, mono or stereo)")
+    ts.add_argument(
+        "audio",
+        nargs="+",
+        help="audio files at any rate: WAV, or with the audio extra M4A, MP3, FLAC, OGG, ...",
+    )
     ts.add_argument("--beams", type=int, default=1)
     ts.add_argument("--language", default=None, help="Whisper: a language code (default: detect)")
     ts.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")

@@ -1,15 +1,27 @@
-"""Audio input and features: WAV files of every width, resampling that keeps a tone's
-frequency, mel filters as transformers builds them, tones in their bands."""
+"""Audio input and features: WAV files of every width, the formats phones write through
+FFmpeg, resampling that keeps a tone's frequency, mel filters as transformers builds them,
+tones in their bands."""
 
 import struct
+import sys
 import wave
 
 import numpy as np
 import pytest
 from scipy.io import wavfile
+from scipy.signal import chirp, correlate
 from transformers.audio_utils import mel_filter_bank
 
-from xattn.data.audio import SPEECH, LogMelSpec, log_mel, mel_filters, read_wav, resample
+from tests.audio import encode
+from xattn.data.audio import (
+    SPEECH,
+    LogMelSpec,
+    log_mel,
+    mel_filters,
+    read_audio,
+    read_wav,
+    resample,
+)
 
 
 def tone(freq, rate, seconds=1.0, amplitude=0.5):
@@ -79,6 +91,62 @@ def test_float_wav_and_errors(tmp_path):
         read_wav(tmp_path / "empty.wav")
     with pytest.raises(ValueError, match="missing.wav: no such audio file"):
         read_wav(tmp_path / "missing.wav")
+
+
+def sweep(rate):
+    """One second sweeping 200 Hz to 3 kHz, faded in and out: one lag matches it."""
+    t = np.arange(rate) / rate
+    fade = np.minimum(1.0, np.minimum(t, 1.0 - t) / 0.02)
+    return (0.5 * chirp(t, 200, 1.0, 3000) * fade).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    "name,codec,rate,channels,min_snr",
+    [
+        ("memo.m4a", "aac", 44100, 2, 30),  # a phone's voice memo, stereo
+        ("clip.mp3", "libmp3lame", 16000, 1, 20),
+        ("note.ogg", "libopus", 48000, 1, 30),  # a messaging app's voice note
+        ("clip.webm", "libopus", 48000, 1, 30),
+        ("clip.flac", "flac", 16000, 1, 80),
+        ("call.3gp", "libopencore_amrnb", 8000, 1, 6),  # a telephone speech codec
+        ("mulaw.wav", "pcm_mulaw", 8000, 1, 30),  # a WAV scipy does not read
+    ],
+)
+def test_audio_formats_are_decoded_through_ffmpeg(tmp_path, name, codec, rate, channels, min_snr):
+    source = sweep(rate)
+    encode(tmp_path / name, source, rate, codec, channels)
+    samples, got = read_audio(tmp_path / name)
+    assert got == rate and samples.dtype == np.float32 and samples.ndim == 1
+    assert abs(len(samples) - rate) < 0.1 * rate
+    lag = int(correlate(samples, source, mode="full").argmax()) - (len(source) - 1)
+    assert 0 <= lag < 0.03 * rate  # the codec's delay, if any
+    heard = samples[lag : lag + len(source)]
+    kept = source[: len(heard)]
+    snr = 10 * np.log10((kept**2).sum() / ((heard - kept) ** 2).sum())
+    assert snr > min_snr  # the channels' mean is the one signal both carry
+
+
+def test_read_audio_takes_wav_as_read_wav_does_and_says_what_is_wrong(tmp_path, monkeypatch):
+    write_pcm(tmp_path / "a.wav", tone(440, 11025, 0.5), 11025, 3)
+    samples, rate = read_audio(tmp_path / "a.wav")
+    expected = read_wav(tmp_path / "a.wav")
+    assert rate == expected[1] and np.array_equal(samples, expected[0])
+    (tmp_path / "text.m4a").write_text("hello")
+    with pytest.raises(ValueError, match="text.m4a: not a readable audio file"):
+        read_audio(tmp_path / "text.m4a")
+    import matplotlib.pyplot as plt
+
+    plt.imsave(tmp_path / "image.png", np.zeros((4, 4)))
+    with pytest.raises(ValueError, match="image.png: the file holds no audio stream"):
+        read_audio(tmp_path / "image.png")
+    with pytest.raises(ValueError, match="missing.mp3: no such audio file"):
+        read_audio(tmp_path / "missing.mp3")
+    encode(tmp_path / "clip.flac", sweep(8000), 8000, "flac")
+    monkeypatch.setitem(sys.modules, "av", None)  # PyAV not installed
+    needs = r"clip.flac: not a WAV file; .* pip install 'xattn\[audio\]'"
+    with pytest.raises(ValueError, match=needs):
+        read_audio(tmp_path / "clip.flac")
+    assert np.array_equal(read_audio(tmp_path / "a.wav")[0], expected[0])  # WAV needs none
 
 
 @pytest.mark.parametrize("scale", ["slaney", "htk"])

@@ -1,9 +1,12 @@
-"""Audio input and features: WAV files of any rate and sample width, resampling, and one
+"""Audio input and features: audio files of any rate and format, resampling, and one
 log-mel spectrogram function with presets (Whisper's, and xattn's own speech task's).
 
 - `read_wav(path)`: 8-, 16-, 24- or 32-bit integer or float WAV, mono or stereo (channels
   averaged) -> float32 samples in [-1, 1] and the rate; a clear ValueError naming the file
   otherwise.
+- `read_audio(path)`: the same for any file FFmpeg decodes (a phone's M4A, MP3, FLAC, OGG
+  Vorbis or Opus, AMR, WebM, a video's sound) through PyAV, the optional `audio` extra;
+  plain WAV needs nothing beyond scipy.
 - `resample(samples, rate, new_rate)`: polyphase resampling (scipy's resample_poly) with
   its anti-aliasing filter; plain interpolation would fold high frequencies down.
 - `log_mel(samples, spec)`: (frames, n_mels) float32 features: a periodic Hann window
@@ -26,6 +29,7 @@ __all__ = [
     "LogMelSpec",
     "log_mel",
     "mel_filters",
+    "read_audio",
     "read_wav",
     "resample",
     "whisper_spec",
@@ -197,4 +201,61 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
         samples = samples.mean(axis=1)
     if samples.size == 0:
         raise ValueError(f"{path}: the WAV file holds no samples")
+    return samples, int(rate)
+
+
+_WAV_MAGIC = (b"RIFF", b"RIFX")
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """(float32 mono samples, sample rate) of an audio file: a WAV file as `read_wav` reads
+    it, anything else (or a WAV in a codec scipy does not read, such as mu-law or GSM)
+    decoded by FFmpeg through PyAV: its first audio stream, channels averaged, at the
+    file's own rate."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such audio file")
+    with path.open("rb") as file:
+        wav = file.read(4) in _WAV_MAGIC
+    if wav:
+        try:
+            return read_wav(path)
+        except ValueError as err:
+            wav_error = err
+    try:
+        import av
+    except ImportError:
+        if wav:
+            raise wav_error from None
+        raise ValueError(
+            f"{path}: not a WAV file; reading other audio formats (M4A, MP3, FLAC, OGG, ...) "
+            f"needs PyAV: pip install 'xattn[audio]'"
+        ) from None
+    return _decode(path, av)
+
+
+def _decode(path: Path, av) -> tuple[np.ndarray, int]:
+    """Every frame of the file's first audio stream as float32 mono, through PyAV."""
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                raise ValueError(f"{path}: the file holds no audio stream")
+            stream = container.streams.audio[0]
+            planar = av.AudioResampler(format="fltp")  # the file's layout and rate kept
+            chunks, rate = [], None
+            for frame in container.decode(stream):
+                if rate is None:
+                    rate = frame.sample_rate
+                elif frame.sample_rate != rate:
+                    raise ValueError(
+                        f"{path}: the sample rate changes from {rate} to "
+                        f"{frame.sample_rate} Hz inside the stream"
+                    )
+                chunks += [out.to_ndarray().mean(axis=0) for out in planar.resample(frame)]
+            chunks += [out.to_ndarray().mean(axis=0) for out in planar.resample(None)]
+    except av.error.FFmpegError as err:
+        raise ValueError(f"{path}: not a readable audio file ({err})") from err
+    samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    if samples.size == 0:
+        raise ValueError(f"{path}: the audio file holds no samples")
     return samples, int(rate)
