@@ -8,15 +8,22 @@ does with a WAV file), one call per recording or utterance:
   its held-out utterances, once with the silence around each of her words kept (pauses
   of about 0.3-0.6 s, as people leave between digits) and once with her clips trimmed to
   the word (pauses of 0.03-0.25 s, as in the task's test): exact, WER, and how far the
-  word times of the utterances read right lie from where each word sounds.
+  word times of the utterances read right lie from where each word sounds;
+- with --files SPEAKER, the task's test utterances for that held-out speaker (seed 3) as
+  the files people bring: as made, with a codec's digital silence at the edges (23 ms
+  before, 45 ms after, as AAC primes and pads), the same length of background noise
+  instead, a phone's voice memo (AAC in M4A, 44.1 kHz stereo) and an MP3 (16 kHz), read
+  back with read_audio: exact match per kind of voice (needs PyAV).
 
     python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
+        [--files george]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from importlib.resources import files
 from pathlib import Path
 
@@ -79,12 +86,47 @@ def utterances(model, trimmed: bool, count: int) -> dict[str, float]:
     return {**scores, "time_error": float(errors.mean()), "within": float((errors <= 0.1).mean())}
 
 
+def as_files(model, speaker: str, count: int, folder: Path) -> dict[tuple[str, str], float]:
+    """(way, kind of voice) -> exact match over `count` test utterances for `speaker` held
+    out, each handed to transcribe the way `way` names (see the module's docstring)."""
+    from tests.audio import encode
+    from xattn.data.audio import read_audio, resample
+
+    rate = speech.SAMPLE_RATE
+    rng = np.random.default_rng(0)
+    right, total = {}, {}
+    for utterance in speech.make_utterances(0, 0, count, seed=3, test_speaker=speaker)["test"]:
+        audio, kind = utterance.audio, utterance.kind
+        level = float(np.sqrt(np.mean(audio[: rate // 20] ** 2)))  # its first 50 ms
+        lead, tail = round(0.023 * rate), round(0.045 * rate)
+        heard = {
+            "as made": (audio, rate),
+            "digital silence": (np.pad(audio, (lead, tail)), rate),
+            "noise": (
+                np.concatenate([rng.normal(0, level, lead), audio, rng.normal(0, level, tail)]),
+                rate,
+            ),
+        }
+        encode(folder / "memo.m4a", resample(audio, rate, 44100), 44100, "aac", channels=2)
+        encode(folder / "clip.mp3", resample(audio, rate, 16000), 16000, "libmp3lame")
+        heard["M4A"] = read_audio(folder / "memo.m4a")
+        heard["MP3"] = read_audio(folder / "clip.mp3")
+        total[kind] = total.get(kind, 0) + 1
+        for way, (samples, at) in heard.items():
+            text = model.transcribe(samples.astype(np.float32), at).text
+            right[way, kind] = right.get((way, kind), 0) + (text.split() == list(utterance.words))
+    return {(way, kind): n / total[kind] for (way, kind), n in right.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
     parser.add_argument("--speakers", nargs="*", default=list(speech.REAL_SPEAKERS))
     parser.add_argument("--utterances", type=int, default=300)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--files", metavar="SPEAKER", help="the held-out speaker's test utterances as files"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     model = EncoderDecoder.load(args.model).eval()
@@ -101,6 +143,12 @@ def main(argv=None) -> int:
             f"right {scores['time_error'] * 1000:.0f} ms off on average, "
             f"{scores['within']:.1%} within 100 ms"
         )
+    if args.files:
+        with tempfile.TemporaryDirectory() as folder:
+            scores = as_files(model, args.files, args.utterances, Path(folder))
+        for kind in sorted({kind for _, kind in scores}):
+            ways = ", ".join(f"{way} {scores[way, kind]:.1%}" for way, k in scores if k == kind)
+            print(f"  {args.files} held out, {kind} test utterances as files: {ways}")
     return 0
 
 

@@ -40,6 +40,7 @@ QUIET_DB = 35.0  # a 10 ms frame this far under the loudest is silence,
 FLOOR_DB = 10.0  # and so is one within this of the noise floor (the quietest tenth's level),
 LOUD_DB = 20.0  # but never one within this of the loudest; always one within NEAR_DB of
 NEAR_DB = 6.0  # the quietest (a noisy recording's background)
+DEAD_DB = 30.0  # a frame this far under the quietest tenth's level is digital silence
 LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
 BESIDE = 0.1  # ... this much beside each word
 
@@ -96,9 +97,11 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     than EDGE_SILENCE allows, made the middle of that range (added silence: noise at the
     level of the recording's quietest 10 ms); each pause between words longer than
     LONG_PAUSE cut to 2 * BESIDE (its middle removed, the words' quiet edges kept);
-    background noise at least NOISE's lowest. Returns (samples, edits): edits (k, 2) holds
-    where each edit lies on the new clock and how many seconds it removed (negative:
-    added)."""
+    background noise at least NOISE's lowest. Digital silence (a codec's priming, a
+    recorder's first moments: DEAD_DB under the recording's background) is heard as that
+    background, never as a silence the noise then breaks. Returns (samples, edits): edits
+    (k, 2) holds where each edit lies on the new clock and how many seconds it removed
+    (negative: added)."""
     peak = float(np.abs(samples).max())
     frame = max(1, sample_rate // 100)
     count = len(samples) // frame
@@ -106,15 +109,24 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
         return samples, np.zeros((0, 2))
     samples = samples * (sum(WORD_PEAK) / 2 / peak)
     rms = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
-    top, floor = float(rms.max()), float(np.percentile(rms, 10))
+    dead = _digital_silence(rms)
+    near_dead = np.convolve(dead, np.ones(3), mode="same") > 0  # and the frames half in it
+    heard = rms[~near_dead] if not near_dead.all() else rms[~dead]
+    top, floor = float(heard.max()), float(np.percentile(heard, 10))
     threshold = max(top * 10 ** (-QUIET_DB / 20), floor * 10 ** (FLOOR_DB / 20))
     is_loud = rms >= min(threshold, top * 10 ** (-LOUD_DB / 20))
-    is_loud &= rms > float(rms.min()) * 10 ** (NEAR_DB / 20)
+    is_loud &= rms > float(heard.min()) * 10 ** (NEAR_DB / 20)
     loud = np.flatnonzero(is_loud)
-    quiet = rms[~is_loud]
+    background = rms[~is_loud & ~near_dead]
+    quietest = max(float(background.min()) if len(background) else 0.0, NOISE[0])
+    noise = np.random.default_rng(0)  # the silence added, and what fills digital silence
+    if dead.any():
+        samples = samples.copy()
+        for i in np.flatnonzero(dead):
+            end = len(samples) if i == count - 1 else (i + 1) * frame
+            samples[i * frame : end] = noise.normal(0, quietest, end - i * frame)
+    quiet = np.concatenate([background, np.full(int(dead.sum()), quietest)])
     own = float(np.sqrt(np.mean(quiet**2))) if len(quiet) else 0.0
-    quietest = max(float(rms.min()), NOISE[0])  # the level of the silence added
-    noise = np.random.default_rng(0)
     n, middle = len(samples), round(sum(EDGE_SILENCE) / 2 * sample_rate)
     low, high = (round(s * sample_rate) for s in EDGE_SILENCE)
     first, last = loud[0] * frame, (loud[-1] + 1) * frame
@@ -145,6 +157,15 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     if own < NOISE[0]:
         out += noise.normal(0, np.sqrt(NOISE[0] ** 2 - own**2), out.shape).astype(np.float32)
     return out, np.array(edits, dtype=float).reshape(-1, 2)
+
+
+def _digital_silence(rms: np.ndarray) -> np.ndarray:
+    """Which 10 ms frames (their rms) are digital silence: DEAD_DB under the level of the
+    quietest tenth of the frames that are not exactly silent; none when every frame is."""
+    live = rms[rms > 0]
+    if len(live) == 0:
+        return np.zeros(len(rms), dtype=bool)
+    return rms < float(np.percentile(live, 10)) * 10 ** (-DEAD_DB / 20)
 
 
 def _on_recording_clock(times, edits: np.ndarray) -> list[float]:

@@ -380,6 +380,27 @@ def test_a_noisy_recording_keeps_the_silence_it_has():
     assert len(edits) == 0 and len(out) == len(recording)
 
 
+def test_digital_silence_at_the_edges_is_heard_as_the_recordings_background():
+    """A codec's priming and padding (AAC: tens of ms of zeros) before and after a noisy
+    recording: filled with its background, never taken for the silence it breaks, and the
+    rest only levelled."""
+    from xattn.data.speech import SAMPLE_RATE, WORD_PEAK
+    from xattn.transcription import _as_trained
+
+    word = _tone(0.4, 0.3)
+    recording = np.concatenate([np.zeros(1600, np.float32), word, np.zeros(1600, np.float32)])
+    recording += np.random.default_rng(2).normal(0, 0.03, recording.shape).astype(np.float32)
+    primed = np.concatenate([np.zeros(184, np.float32), recording, np.zeros(360, np.float32)])
+    out, edits = _as_trained(primed, SAMPLE_RATE)
+    assert len(edits) == 0 and len(out) == len(primed)  # 0.22 and 0.25 s of edge: in range
+    scale = sum(WORD_PEAK) / 2 / np.abs(recording).max()
+    np.testing.assert_allclose(out[184:-360], recording * scale, atol=1e-6)
+    frames = recording[: len(recording) // 80 * 80].reshape(-1, 80)  # the quietest 10 ms
+    quietest = np.sqrt((frames**2).mean(axis=1)).min() * scale
+    for filled in (out[:184], out[-360:]):
+        assert filled.std() == pytest.approx(quietest, rel=0.15)
+
+
 def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock(monkeypatch):
     """transcribe hands an xattn speech model the recording brought within its training
     (level, edge silence), and reports the model's times on the recording's clock."""
@@ -459,8 +480,10 @@ def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    assert script.main([str(run / "model"), "--speakers", "--utterances", "2"]) == 0
+    argv = [str(run / "model"), "--speakers", "--utterances", "2", "--files", "george"]
+    assert script.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 3 and all(
-        "exact" in line and "within 100 ms" in line for line in lines[1:]
+    assert all("exact" in line and "within 100 ms" in line for line in lines[1:3])
+    assert 4 <= len(lines) <= 5 and all(
+        "test utterances as files: as made" in line and "M4A" in line for line in lines[3:]
     )
