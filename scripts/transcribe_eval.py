@@ -13,10 +13,14 @@ does with a WAV file), one call per recording or utterance:
   the files people bring: as made, with a codec's digital silence at the edges (23 ms
   before, 45 ms after, as AAC primes and pads), the same length of background noise
   instead, a phone's voice memo (AAC in M4A, 44.1 kHz stereo) and an MP3 (16 kHz), read
-  back with read_audio: exact match per kind of voice (needs PyAV).
+  back with read_audio, and with the taps of a record button (0.1 s of background before
+  and after, a 4 ms click at half the words' peak 5 ms from each end): exact match per
+  kind of voice (needs PyAV).
 
     python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
-        [--files george]
+        [--files george] [--file-utterances 400]
+
+--utterances 0 leaves out the fifth voice.
 """
 
 from __future__ import annotations
@@ -111,6 +115,11 @@ def as_files(model, speaker: str, count: int, folder: Path) -> dict[tuple[str, s
         encode(folder / "clip.mp3", resample(audio, rate, 16000), 16000, "libmp3lame")
         heard["M4A"] = read_audio(folder / "memo.m4a")
         heard["MP3"] = read_audio(folder / "clip.mp3")
+        before, after = (rng.normal(0, level, rate // 10) for _ in range(2))
+        tap = rng.normal(0, 1, 32) * np.exp(-np.arange(32) / 8) * 0.5 * np.abs(audio).max()
+        before[40:72] += tap
+        after[-72:-40] += tap
+        heard["taps"] = (np.concatenate([before, audio, after]), rate)
         total[kind] = total.get(kind, 0) + 1
         for way, (samples, at) in heard.items():
             text = model.transcribe(samples.astype(np.float32), at).text
@@ -123,6 +132,7 @@ def main(argv=None) -> int:
     parser.add_argument("model")
     parser.add_argument("--speakers", nargs="*", default=list(speech.REAL_SPEAKERS))
     parser.add_argument("--utterances", type=int, default=300)
+    parser.add_argument("--file-utterances", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--files", metavar="SPEAKER", help="the held-out speaker's test utterances as files"
@@ -134,7 +144,7 @@ def main(argv=None) -> int:
     for speaker in args.speakers:
         loud, quiet = single_words(model, speaker, 1.0), single_words(model, speaker, 0.05)
         print(f"  {speaker}, single words: as recorded {loud:.1%}, at 1/20 level {quiet:.1%}")
-    for trimmed in (False, True):
+    for trimmed in (False, True) if args.utterances else ():
         scores = utterances(model, trimmed, args.utterances)
         how = "clips trimmed, short pauses" if trimmed else "natural pauses"
         print(
@@ -145,7 +155,7 @@ def main(argv=None) -> int:
         )
     if args.files:
         with tempfile.TemporaryDirectory() as folder:
-            scores = as_files(model, args.files, args.utterances, Path(folder))
+            scores = as_files(model, args.files, args.file_utterances, Path(folder))
         for kind in sorted({kind for _, kind in scores}):
             ways = ", ".join(f"{way} {scores[way, kind]:.1%}" for way, k in scores if k == kind)
             print(f"  {args.files} held out, {kind} test utterances as files: {ways}")

@@ -41,6 +41,8 @@ FLOOR_DB = 10.0  # and so is one within this of the noise floor (the quietest te
 LOUD_DB = 20.0  # but never one within this of the loudest; always one within NEAR_DB of
 NEAR_DB = 6.0  # the quietest (a noisy recording's background)
 DEAD_DB = 30.0  # a frame this far under the quietest tenth's level is digital silence
+CLICK = 0.05  # seconds: sound no longer than this before the first word or after the last,
+CLICK_GAP = 0.1  # this far from the words, is a click (a tap on the record button)
 LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
 BESIDE = 0.1  # ... this much beside each word
 
@@ -99,23 +101,16 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     LONG_PAUSE cut to 2 * BESIDE (its middle removed, the words' quiet edges kept);
     background noise at least NOISE's lowest. Digital silence (a codec's priming, a
     recorder's first moments: DEAD_DB under the recording's background) is heard as that
-    background, never as a silence the noise then breaks. Returns (samples, edits): edits
-    (k, 2) holds where each edit lies on the new clock and how many seconds it removed
-    (negative: added)."""
-    peak = float(np.abs(samples).max())
+    background, never as a silence the noise then breaks; so is a click before the first
+    word or after the last (see CLICK). Returns (samples, edits): edits (k, 2) holds where
+    each edit lies on the new clock and how many seconds it removed (negative: added)."""
     frame = max(1, sample_rate // 100)
     count = len(samples) // frame
-    if peak == 0 or count == 0:
+    if not np.abs(samples).max() > 0 or count == 0:
         return samples, np.zeros((0, 2))
-    samples = samples * (sum(WORD_PEAK) / 2 / peak)
-    rms = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
-    dead = _digital_silence(rms)
-    near_dead = np.convolve(dead, np.ones(3), mode="same") > 0  # and the frames half in it
-    heard = rms[~near_dead] if not near_dead.all() else rms[~dead]
-    top, floor = float(heard.max()), float(np.percentile(heard, 10))
-    threshold = max(top * 10 ** (-QUIET_DB / 20), floor * 10 ** (FLOOR_DB / 20))
-    is_loud = rms >= min(threshold, top * 10 ** (-LOUD_DB / 20))
-    is_loud &= rms > float(heard.min()) * 10 ** (NEAR_DB / 20)
+    samples = _without_clicks(samples, frame, round(sample_rate / frame))
+    samples = samples * (sum(WORD_PEAK) / 2 / float(np.abs(samples).max()))
+    rms, dead, near_dead, is_loud = _frame_levels(samples, frame)
     loud = np.flatnonzero(is_loud)
     background = rms[~is_loud & ~near_dead]
     quietest = max(float(background.min()) if len(background) else 0.0, NOISE[0])
@@ -157,6 +152,43 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     if own < NOISE[0]:
         out += noise.normal(0, np.sqrt(NOISE[0] ** 2 - own**2), out.shape).astype(np.float32)
     return out, np.array(edits, dtype=float).reshape(-1, 2)
+
+
+def _frame_levels(samples: np.ndarray, frame: int) -> tuple[np.ndarray, ...]:
+    """Per frame of `frame` samples: rms, digital silence, digital silence or beside it
+    (half in it), sound (the rest is silence; see QUIET_DB and the constants after it)."""
+    count = len(samples) // frame
+    rms = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
+    dead = _digital_silence(rms)
+    near_dead = np.convolve(dead, np.ones(3), mode="same") > 0
+    heard = rms[~near_dead] if not near_dead.all() else rms[~dead]
+    top, floor = float(heard.max()), float(np.percentile(heard, 10))
+    threshold = max(top * 10 ** (-QUIET_DB / 20), floor * 10 ** (FLOOR_DB / 20))
+    is_loud = rms >= min(threshold, top * 10 ** (-LOUD_DB / 20))
+    is_loud &= rms > float(heard.min()) * 10 ** (NEAR_DB / 20)
+    return rms, dead, near_dead, is_loud
+
+
+def _without_clicks(samples: np.ndarray, frame: int, per_second: int) -> np.ndarray:
+    """The recording with each click before the first word or after the last (sound of at
+    most CLICK seconds, CLICK_GAP or more from the next sound) made digital silence, with
+    a frame either side; the sound nearest the middle always stays."""
+    *_, is_loud = _frame_levels(samples, frame)
+    steps = np.diff(np.concatenate([[0], is_loud.astype(np.int8), [0]]))
+    runs = list(zip(np.flatnonzero(steps == 1), np.flatnonzero(steps == -1), strict=True))
+    short, gap = round(CLICK * per_second), round(CLICK_GAP * per_second)
+    clicks = []
+    while len(runs) > 1 and runs[0][1] - runs[0][0] <= short and runs[1][0] - runs[0][1] >= gap:
+        clicks.append(runs.pop(0))
+    while len(runs) > 1 and runs[-1][1] - runs[-1][0] <= short and runs[-1][0] - runs[-2][1] >= gap:
+        clicks.append(runs.pop())
+    if not clicks:
+        return samples
+    samples = samples.copy()
+    for begin, end in clicks:
+        stop = len(samples) if end + 1 >= len(is_loud) else (end + 1) * frame
+        samples[max(0, begin - 1) * frame : stop] = 0.0
+    return samples
 
 
 def _digital_silence(rms: np.ndarray) -> np.ndarray:

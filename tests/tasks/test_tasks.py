@@ -401,6 +401,36 @@ def test_digital_silence_at_the_edges_is_heard_as_the_recordings_background():
         assert filled.std() == pytest.approx(quietest, rel=0.15)
 
 
+def test_a_tap_on_the_record_button_is_heard_as_background():
+    """A click 0.25 s before the first word and after the last (louder than the words) is
+    made background; a burst 50 ms after a word (a stop's release) stays."""
+    from xattn.data.speech import SAMPLE_RATE, WORD_PEAK
+    from xattn.transcription import _as_trained
+
+    rng = np.random.default_rng(3)
+    quiet = lambda s: rng.normal(0, 0.002, round(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    click = (rng.normal(0, 1, 32) * np.exp(-np.arange(32) / 8)).astype(np.float32)
+    words = [_tone(0.3, 0.4), _tone(0.25, 0.3)]
+    recording = np.concatenate([quiet(0.4), words[0], quiet(0.15), words[1], quiet(0.4)])
+    expected, expected_edits = _as_trained(recording, SAMPLE_RATE)
+    tapped = recording.copy()
+    for at in (0.15, len(recording) / SAMPLE_RATE - 0.15):
+        start = round(at * SAMPLE_RATE)
+        tapped[start : start + 32] += click
+    out, edits = _as_trained(tapped, SAMPLE_RATE)
+    np.testing.assert_allclose(edits, expected_edits)  # the words' edges, as without clicks
+    lead = round((0.4 - expected_edits[0, 1]) * SAMPLE_RATE)  # where the first word starts
+    span = slice(lead, lead + round(0.7 * SAMPLE_RATE))  # the words and the pause between
+    np.testing.assert_allclose(out[span], expected[span], atol=1e-6)  # the same level
+    assert np.abs(out[:lead]).max() < 5 * 0.002 * (sum(WORD_PEAK) / 2 / 0.4)  # no click
+    released = recording.copy()  # a burst 50 ms after the second word: part of it
+    end = round((0.4 + 0.3 + 0.15 + 0.25 + 0.05) * SAMPLE_RATE)
+    released[end : end + 32] += 0.2 * click
+    out, _ = _as_trained(released, SAMPLE_RATE)
+    burst = slice(span.stop + round(0.04 * SAMPLE_RATE), span.stop + round(0.06 * SAMPLE_RATE))
+    assert np.abs(out[burst]).max() > 10 * np.abs(expected[burst]).max()
+
+
 def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock(monkeypatch):
     """transcribe hands an xattn speech model the recording brought within its training
     (level, edge silence), and reports the model's times on the recording's clock."""
@@ -481,6 +511,7 @@ def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     argv = [str(run / "model"), "--speakers", "--utterances", "2", "--files", "george"]
+    argv += ["--file-utterances", "2"]
     assert script.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert all("exact" in line and "within 100 ms" in line for line in lines[1:3])
