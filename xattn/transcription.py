@@ -41,6 +41,7 @@ FLOOR_DB = 10.0  # and so is one within this of the noise floor (the quietest te
 LOUD_DB = 20.0  # but never one within this of the loudest; always one within NEAR_DB of
 NEAR_DB = 6.0  # the quietest (a noisy recording's background)
 DEAD_DB = 30.0  # a frame this far under the quietest tenth's level is digital silence
+DC_SHARE = 0.005  # a mean over this share of the peak is a DC offset (training's are under)
 CLICK = 0.05  # seconds: sound no longer than this before the first word or after the last,
 CLICK_GAP = 0.1  # this far from the words, is a click (a tap on the record button)
 LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
@@ -102,15 +103,19 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     background noise at least NOISE's lowest. Digital silence (a codec's priming, a
     recorder's first moments: DEAD_DB under the recording's background) is heard as that
     background, never as a silence the noise then breaks; so is a click before the first
-    word or after the last (see CLICK). Returns (samples, edits): edits (k, 2) holds where
-    each edit lies on the new clock and how many seconds it removed (negative: added)."""
+    word or after the last (see CLICK); a DC offset is removed. Returns (samples, edits):
+    edits (k, 2) holds where each edit lies on the new clock and how many seconds it
+    removed (negative: added)."""
     frame = max(1, sample_rate // 100)
     count = len(samples) // frame
+    samples = _without_dc(samples, frame)
     if not np.abs(samples).max() > 0 or count == 0:
         return samples, np.zeros((0, 2))
     samples = _without_clicks(samples, frame, round(sample_rate / frame))
     samples = samples * (sum(WORD_PEAK) / 2 / float(np.abs(samples).max()))
     rms, dead, near_dead, is_loud = _frame_levels(samples, frame)
+    if not is_loud.any():  # one steady sound (a tone, only noise): all of it heard as sound
+        is_loud = ~dead
     loud = np.flatnonzero(is_loud)
     background = rms[~is_loud & ~near_dead]
     quietest = max(float(background.min()) if len(background) else 0.0, NOISE[0])
@@ -154,11 +159,34 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     return out, np.array(edits, dtype=float).reshape(-1, 2)
 
 
+def _frame_rms(samples: np.ndarray, frame: int) -> np.ndarray:
+    count = len(samples) // frame
+    return np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
+
+
+def _without_dc(samples: np.ndarray, frame: int) -> np.ndarray:
+    """The recording less its mean when that is a DC offset (over DC_SHARE of the peak;
+    a microphone's), taken over the frames clear of digital silence; digital silence stays
+    as it is, and so do the near-silent samples of a frame half in it."""
+    dead = _digital_silence(_frame_rms(samples, frame))
+    if len(dead) == 0:
+        return samples
+    near = np.convolve(dead, np.ones(3), mode="same") > 0
+    at = np.minimum(np.arange(len(samples)) // frame, len(dead) - 1)  # each sample's frame
+    clear = ~near[at]
+    offset = float(samples[clear].mean(dtype=np.float64)) if clear.any() else 0.0
+    if abs(offset) <= DC_SHARE * float(np.abs(samples).max()):
+        return samples
+    shift = clear | (~dead[at] & (np.abs(samples) > abs(offset) / 2))
+    samples = samples.copy()
+    samples[shift] -= np.float32(offset)
+    return samples
+
+
 def _frame_levels(samples: np.ndarray, frame: int) -> tuple[np.ndarray, ...]:
     """Per frame of `frame` samples: rms, digital silence, digital silence or beside it
     (half in it), sound (the rest is silence; see QUIET_DB and the constants after it)."""
-    count = len(samples) // frame
-    rms = np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
+    rms = _frame_rms(samples, frame)
     dead = _digital_silence(rms)
     near_dead = np.convolve(dead, np.ones(3), mode="same") > 0
     heard = rms[~near_dead] if not near_dead.all() else rms[~dead]

@@ -367,6 +367,26 @@ def test_a_recording_within_training_range_is_only_levelled():
     np.testing.assert_allclose(out, recording * (sum(WORD_PEAK) / 2 / np.abs(recording).max()))
 
 
+def test_a_dc_offset_is_removed_and_a_steady_sound_is_all_sound():
+    """A microphone's DC offset changes nothing; a recording with no quieter part (a
+    steady tone, only noise) is heard whole, with training's edge silence around it."""
+    from xattn.data.speech import EDGE_SILENCE, SAMPLE_RATE
+    from xattn.transcription import _as_trained
+
+    rng = np.random.default_rng(4)
+    quiet = lambda s: rng.normal(0, 0.003, round(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    recording = np.concatenate([quiet(0.1), _tone(0.3, 0.4), quiet(0.15)])
+    expected, expected_edits = _as_trained(recording, SAMPLE_RATE)
+    out, edits = _as_trained(recording + 0.3, SAMPLE_RATE)
+    np.testing.assert_allclose(edits, expected_edits)
+    np.testing.assert_allclose(out, expected, atol=1e-4)  # less its own tiny mean too
+    edge = sum(EDGE_SILENCE) / 2
+    for steady in (0.2 * np.sin(np.arange(4000) / 3), quiet(0.5)):  # 0.5 s each
+        out, edits = _as_trained(steady.astype(np.float32), SAMPLE_RATE)
+        np.testing.assert_allclose(edits, [[0, -edge], [edge + 0.5, -edge]])
+    assert not _as_trained(np.full(800, 0.5, np.float32), SAMPLE_RATE)[0].any()  # only DC
+
+
 def test_a_noisy_recording_keeps_the_silence_it_has():
     """Noise 17 dB under the words is loud by the level rules alone; as loud as the
     quietest 10 ms it is background, so the 0.2 s before the word is silence enough."""
@@ -399,6 +419,10 @@ def test_digital_silence_at_the_edges_is_heard_as_the_recordings_background():
     quietest = np.sqrt((frames**2).mean(axis=1)).min() * scale
     for filled in (out[:184], out[-360:]):
         assert filled.std() == pytest.approx(quietest, rel=0.15)
+    primed[184:-360] += 0.2  # a microphone's DC offset, not the codec's zeros
+    offset, offset_edits = _as_trained(primed, SAMPLE_RATE)
+    assert len(offset_edits) == 0
+    np.testing.assert_allclose(offset[184:-360], out[184:-360], atol=2e-3)  # less its mean
 
 
 def test_a_tap_on_the_record_button_is_heard_as_background():
