@@ -31,7 +31,7 @@ import torch
 
 from .alignment import group_words, token_times
 from .data.audio import SPEECH, LogMelSpec, log_mel, resample, whisper_spec
-from .data.speech import EDGE_SILENCE, NOISE, WORD_PEAK
+from .data.speech import EDGE_SILENCE, MAX_WORDS, NOISE, WORD_PEAK
 
 __all__ = ["Transcription", "transcribe"]
 
@@ -42,6 +42,7 @@ LOUD_DB = 20.0  # but never one within this of the loudest; always one within NE
 NEAR_DB = 6.0  # the quietest (a noisy recording's background)
 DEAD_DB = 30.0  # a frame this far under the quietest tenth's level is digital silence
 DC_SHARE = 0.005  # a mean over this share of the peak is a DC offset (training's are under)
+WORD_GAP = 0.15  # seconds of silence that part two stretches of sound as two words
 CLICK = 0.05  # seconds: sound no longer than this before the first word or after the last,
 CLICK_GAP = 0.1  # this far from the words, is a click (a tap on the record button)
 LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
@@ -228,6 +229,35 @@ def _digital_silence(rms: np.ndarray) -> np.ndarray:
     return rms < float(np.percentile(live, 10)) * 10 ** (-DEAD_DB / 20)
 
 
+def _parts(samples: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
+    """Sample spans to transcribe one at a time: the whole recording, or, when it holds
+    more stretches of sound (WORD_GAP or more apart) than training's utterances have words
+    (a phone number), parts of at most MAX_WORDS cut in the middle of the longest pauses."""
+    frame = max(1, sample_rate // 100)
+    if len(samples) < frame:
+        return [(0, len(samples))]
+    *_, is_loud = _frame_levels(samples, frame)
+    steps = np.diff(np.concatenate([[0], is_loud.astype(np.int8), [0]]))
+    begins, ends = np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+    apart = np.flatnonzero(begins[1:] - ends[:-1] >= WORD_GAP * sample_rate / frame) + 1
+    words = np.split(np.arange(len(begins)), apart)  # runs of sound closer than WORD_GAP
+    if len(words) <= MAX_WORDS:
+        return [(0, len(samples))]
+    gaps = [(begins[words[i][0]] - ends[words[i - 1][-1]], i) for i in range(1, len(words))]
+
+    def split(low: int, high: int) -> list[int]:  # where words[low:high] is cut
+        if high - low <= MAX_WORDS:
+            return []
+        middle = (low + high) / 2  # of equal pauses, the one nearest the middle
+        _, _, at = max((g, -abs(i - middle), i) for g, i in gaps if low < i < high)
+        return [*split(low, at), at, *split(at, high)]
+
+    cuts = [
+        (ends[words[i - 1][-1]] + begins[words[i][0]]) * frame // 2 for i in split(0, len(words))
+    ]
+    return list(zip([0, *cuts], [*cuts, len(samples)], strict=True))
+
+
 def _on_recording_clock(times, edits: np.ndarray) -> list[float]:
     """Times on the clock of the recording _as_trained made, moved back by the silence it
     removed (or added) before each."""
@@ -374,28 +404,30 @@ def transcribe(
     spec = feature_spec(model)
     samples = resample(_as_samples(audio), int(sampling_rate), spec.sample_rate)
     duration = len(samples) / spec.sample_rate
-    edits = np.zeros((0, 2))
+    edits, parts = np.zeros((0, 2)), [(0, len(samples))]
     if model.config.front_end == "audio":
         samples, edits = _as_trained(samples, spec.sample_rate)
+        parts = _parts(samples, spec.sample_rate)
     window = spec.pad_samples or model.config.max_positions * 4 * spec.hop_length
     model.eval()
     tokens, starts, ends, language_code = [], [], [], None
-    for begin in range(0, len(samples), window):
-        piece, offset = samples[begin : begin + window], begin / spec.sample_rate
-        found, first, last, code = _window(
-            model,
-            piece,
-            spec,
-            num_beams=num_beams,
-            max_new_tokens=max_new_tokens,
-            language=language or language_code,
-            task=task,
-            timed=word_timestamps,
-        )
-        language_code = language_code or code
-        tokens += found
-        starts += [offset + t for t in first]
-        ends += [offset + t for t in last]
+    for first, last in parts:
+        for begin in range(first, last, window):
+            piece, offset = samples[begin : min(begin + window, last)], begin / spec.sample_rate
+            found, heard_from, heard_to, code = _window(
+                model,
+                piece,
+                spec,
+                num_beams=num_beams,
+                max_new_tokens=max_new_tokens,
+                language=language or language_code,
+                task=task,
+                timed=word_timestamps,
+            )
+            language_code = language_code or code
+            tokens += found
+            starts += [offset + t for t in heard_from]
+            ends += [offset + t for t in heard_to]
     starts, ends = (
         [min(duration, max(0.0, t)) for t in _on_recording_clock(ts, edits)]
         for ts in (starts, ends)

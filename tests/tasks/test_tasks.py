@@ -455,13 +455,22 @@ def test_a_tap_on_the_record_button_is_heard_as_background():
     assert np.abs(out[burst]).max() > 10 * np.abs(expected[burst]).max()
 
 
+def _speech_model_stand_in():
+    """What transcribe reads of an xattn speech model, when _window is replaced."""
+    from types import SimpleNamespace
+
+    from xattn.data.speech import N_MELS
+
+    config = SimpleNamespace(front_end="audio", source_features=N_MELS, max_positions=256)
+    return SimpleNamespace(config=config, tokenizer=None, eval=lambda: None)
+
+
 def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock(monkeypatch):
     """transcribe hands an xattn speech model the recording brought within its training
     (level, edge silence), and reports the model's times on the recording's clock."""
-    from types import SimpleNamespace
 
     from xattn import transcription
-    from xattn.data.speech import EDGE_SILENCE, N_MELS, NOISE, SAMPLE_RATE, WORD_PEAK
+    from xattn.data.speech import EDGE_SILENCE, NOISE, SAMPLE_RATE, WORD_PEAK
 
     clip = _tone(0.5, 0.02)  # a quiet word, trimmed
     _, edits = transcription._as_trained(clip, SAMPLE_RATE)
@@ -474,11 +483,7 @@ def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock
         return [7, 8], [lead + 0.1, lead + 0.3], [lead + 0.2, lead + 9.0], None
 
     monkeypatch.setattr(transcription, "_window", window)
-    model = SimpleNamespace(
-        config=SimpleNamespace(front_end="audio", source_features=N_MELS, max_positions=256),
-        tokenizer=None,
-        eval=lambda: None,
-    )
+    model = _speech_model_stand_in()
     result = transcription.transcribe(model, clip, SAMPLE_RATE, word_timestamps=True)
     (samples,) = heard
     added = round(lead * SAMPLE_RATE)
@@ -488,6 +493,45 @@ def test_transcribe_hears_the_recording_as_trained_and_times_it_on_its_own_clock
     np.testing.assert_allclose(np.abs(samples).max(), sum(WORD_PEAK) / 2, rtol=0.01)
     assert result.tokens == [7, 8]
     np.testing.assert_allclose(result.token_times, [0.1, 0.3])  # on the recording's clock
+
+
+def test_a_phone_number_is_transcribed_in_parts_of_at_most_four_words(monkeypatch):
+    """Ten words apart by pauses are cut in the middle of pauses into parts of at most
+    MAX_WORDS, each transcribed on its own, times on the recording's clock; a word with a
+    short gap inside (a stop's closure) is one word; four words are one part."""
+
+    from xattn import transcription
+    from xattn.data.speech import MAX_WORDS, SAMPLE_RATE
+
+    rng = np.random.default_rng(5)
+    quiet = lambda s: rng.normal(0, 0.002, round(s * SAMPLE_RATE)).astype(np.float32)  # noqa: E731
+    word = np.concatenate([_tone(0.2, 0.4), quiet(0.08), _tone(0.1, 0.3)])  # 0.38 s
+    pauses = [0.2, 0.25, 0.2, 0.2, 0.28, 0.2, 0.2, 0.25, 0.2]
+    number = np.concatenate([quiet(0.2), *[p for g in pauses for p in (word, quiet(g))]])
+    number = np.concatenate([number, word, quiet(0.2)])
+    parts = transcription._parts(number, SAMPLE_RATE)
+    starts = 0.2 + np.arange(10) * 0.38 + np.concatenate([[0], np.cumsum(pauses)])
+    cuts = [(starts[i] - pauses[i - 1] / 2) * SAMPLE_RATE for i in (2, 5, 8)]  # longest
+    assert [p[0] for p in parts[1:]] == pytest.approx(cuts, abs=SAMPLE_RATE // 100)
+    assert parts[0][0] == 0 and parts[-1][1] == len(number)
+    assert all(parts[i][1] == parts[i + 1][0] for i in range(len(parts) - 1))
+    four = number[: round((starts[4] - 0.1) * SAMPLE_RATE)]
+    assert transcription._parts(four, SAMPLE_RATE) == [(0, len(four))]
+    heard = []
+
+    def window(model, samples, spec, **kwargs):  # one token a word heard, at its start
+        heard.append(len(samples) / SAMPLE_RATE)
+        found = transcription._parts(samples, SAMPLE_RATE)  # as one part: its words
+        assert len(found) == 1
+        return [7], [0.2], [0.3], None
+
+    monkeypatch.setattr(transcription, "_window", window)
+    model = _speech_model_stand_in()
+    result = transcription.transcribe(model, number, SAMPLE_RATE, word_timestamps=True)
+    assert len(heard) == 4 and max(heard) < 2.5  # 2 + 3 + 3 + 2 words
+    expected = [(0.2 + p[0] / SAMPLE_RATE) for p in parts]
+    np.testing.assert_allclose(result.token_times, expected, atol=0.02)
+    assert MAX_WORDS == 4
 
 
 def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):

@@ -72,6 +72,7 @@ SYNTH_RATE = 22050  # what eSpeak NG speaks at
 WORD_PEAK = (0.3, 0.9)  # the range of each spoken word's peak level in an utterance
 EDGE_SILENCE = (0.05, 0.3)  # seconds of silence before the first word and after the last
 PAUSE = (0.03, 0.25)  # seconds of silence between two words
+MAX_WORDS = 4  # words in an utterance, at most
 NOISE = (0.001, 0.02)  # the range of the background noise's standard deviation
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
@@ -427,7 +428,7 @@ def make_utterances(
     test: int = 1000,
     *,
     seed: int = 0,
-    max_words: int = 4,
+    max_words: int = MAX_WORDS,
     test_voices: float = 0.15,
     real_share: float = 0.5,
     test_speaker: str = "george",
