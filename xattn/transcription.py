@@ -161,6 +161,7 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
 
 
 def _frame_rms(samples: np.ndarray, frame: int) -> np.ndarray:
+    """The rms of each whole frame of `frame` samples."""
     count = len(samples) // frame
     return np.sqrt(np.mean(samples[: count * frame].reshape(count, frame) ** 2, axis=1))
 
@@ -198,13 +199,18 @@ def _frame_levels(samples: np.ndarray, frame: int) -> tuple[np.ndarray, ...]:
     return rms, dead, near_dead, is_loud
 
 
+def _sound_runs(is_loud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first frames, frames after the last) of each run of sound frames."""
+    steps = np.diff(np.concatenate([[0], is_loud.astype(np.int8), [0]]))
+    return np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+
+
 def _without_clicks(samples: np.ndarray, frame: int, per_second: int) -> np.ndarray:
     """The recording with each click before the first word or after the last (sound of at
     most CLICK seconds, CLICK_GAP or more from the next sound) made digital silence, with
     a frame either side; the sound nearest the middle always stays."""
     *_, is_loud = _frame_levels(samples, frame)
-    steps = np.diff(np.concatenate([[0], is_loud.astype(np.int8), [0]]))
-    runs = list(zip(np.flatnonzero(steps == 1), np.flatnonzero(steps == -1), strict=True))
+    runs = list(zip(*_sound_runs(is_loud), strict=True))
     short, gap = round(CLICK * per_second), round(CLICK_GAP * per_second)
     clicks = []
     while len(runs) > 1 and runs[0][1] - runs[0][0] <= short and runs[1][0] - runs[0][1] >= gap:
@@ -237,8 +243,7 @@ def _parts(samples: np.ndarray, sample_rate: int) -> list[tuple[int, int]]:
     if len(samples) < frame:
         return [(0, len(samples))]
     *_, is_loud = _frame_levels(samples, frame)
-    steps = np.diff(np.concatenate([[0], is_loud.astype(np.int8), [0]]))
-    begins, ends = np.flatnonzero(steps == 1), np.flatnonzero(steps == -1)
+    begins, ends = _sound_runs(is_loud)
     apart = np.flatnonzero(begins[1:] - ends[:-1] >= WORD_GAP * sample_rate / frame) + 1
     words = np.split(np.arange(len(begins)), apart)  # runs of sound closer than WORD_GAP
     if len(words) <= MAX_WORDS:
