@@ -6,10 +6,12 @@ import numpy as np
 
 
 def encode(path, samples, rate: int, codec: str, channels: int = 1) -> None:
-    """Write float samples (one channel, copied to each of `channels`) with an FFmpeg
-    encoder; the container is the one the file name's extension names."""
-    layout = "stereo" if channels == 2 else "mono"
-    data = np.tile(np.asarray(samples, np.float32)[None], (channels, 1))
+    """Write float samples with an FFmpeg encoder: (N,) copied to each of `channels`, or
+    (channels, N) one row a channel; the container is the one the file name's extension
+    names."""
+    data = np.asarray(samples, np.float32)
+    data = np.tile(data[None], (channels, 1)) if data.ndim == 1 else data
+    layout = "stereo" if len(data) == 2 else "mono"
     frame = av.AudioFrame.from_ndarray(data, format="fltp", layout=layout)
     frame.sample_rate = rate
     with av.open(str(path), "w") as out:

@@ -173,7 +173,7 @@ def _without_dc(samples: np.ndarray, frame: int) -> np.ndarray:
     dead = _digital_silence(_frame_rms(samples, frame))
     if len(dead) == 0:
         return samples
-    near = np.convolve(dead, np.ones(3), mode="same") > 0
+    near = _with_neighbours(dead)
     at = np.minimum(np.arange(len(samples)) // frame, len(dead) - 1)  # each sample's frame
     clear = ~near[at]
     offset = float(samples[clear].mean(dtype=np.float64)) if clear.any() else 0.0
@@ -190,13 +190,18 @@ def _frame_levels(samples: np.ndarray, frame: int) -> tuple[np.ndarray, ...]:
     (half in it), sound (the rest is silence; see QUIET_DB and the constants after it)."""
     rms = _frame_rms(samples, frame)
     dead = _digital_silence(rms)
-    near_dead = np.convolve(dead, np.ones(3), mode="same") > 0
+    near_dead = _with_neighbours(dead)
     heard = rms[~near_dead] if not near_dead.all() else rms[~dead]
     top, floor = float(heard.max()), float(np.percentile(heard, 10))
     threshold = max(top * 10 ** (-QUIET_DB / 20), floor * 10 ** (FLOOR_DB / 20))
     is_loud = rms >= min(threshold, top * 10 ** (-LOUD_DB / 20))
     is_loud &= rms > float(heard.min()) * 10 ** (NEAR_DB / 20)
     return rms, dead, near_dead, is_loud
+
+
+def _with_neighbours(frames: np.ndarray) -> np.ndarray:
+    """The frames marked, and the frame on either side of each (half in it)."""
+    return np.convolve(frames, np.ones(3), mode="same") > 0
 
 
 def _sound_runs(is_loud: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

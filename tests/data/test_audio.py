@@ -101,20 +101,26 @@ def sweep(rate):
 
 
 @pytest.mark.parametrize(
-    "name,codec,rate,channels,min_snr",
+    "name,codec,rate,right,min_snr",
     [
-        ("memo.m4a", "aac", 44100, 2, 30),  # a phone's voice memo, stereo
-        ("clip.mp3", "libmp3lame", 16000, 1, 20),
-        ("note.ogg", "libopus", 48000, 1, 30),  # a messaging app's voice note
-        ("clip.webm", "libopus", 48000, 1, 30),
-        ("clip.flac", "flac", 16000, 1, 80),
-        ("call.3gp", "libopencore_amrnb", 8000, 1, 6),  # a telephone speech codec
-        ("mulaw.wav", "pcm_mulaw", 8000, 1, 30),  # a WAV scipy does not read
+        ("memo.m4a", "aac", 44100, 1.0, 30),  # a phone's voice memo, stereo
+        ("clip.mp3", "libmp3lame", 16000, None, 20),
+        ("note.ogg", "libopus", 48000, None, 30),  # a messaging app's voice note
+        ("clip.webm", "libopus", 48000, None, 30),
+        ("clip.flac", "flac", 16000, None, 80),
+        ("stereo.flac", "flac", 16000, 0.5, 80),  # channels that differ: their mean
+        ("call.3gp", "libopencore_amrnb", 8000, None, 6),  # a telephone speech codec
+        ("mulaw.wav", "pcm_mulaw", 8000, None, 30),  # a WAV scipy does not read
     ],
 )
-def test_audio_formats_are_decoded_through_ffmpeg(tmp_path, name, codec, rate, channels, min_snr):
+def test_audio_formats_are_decoded_through_ffmpeg(tmp_path, name, codec, rate, right, min_snr):
+    """Mono, or stereo with the sweep on the left and `right` times it on the right."""
     source = sweep(rate)
-    encode(tmp_path / name, source, rate, codec, channels)
+    if right is None:
+        encode(tmp_path / name, source, rate, codec)
+    else:
+        encode(tmp_path / name, np.stack([source, right * source]), rate, codec)
+        source = (1 + right) / 2 * source
     samples, got = read_audio(tmp_path / name)
     assert got == rate and samples.dtype == np.float32 and samples.ndim == 1
     assert abs(len(samples) - rate) < 0.1 * rate
@@ -123,7 +129,7 @@ def test_audio_formats_are_decoded_through_ffmpeg(tmp_path, name, codec, rate, c
     heard = samples[lag : lag + len(source)]
     kept = source[: len(heard)]
     snr = 10 * np.log10((kept**2).sum() / ((heard - kept) ** 2).sum())
-    assert snr > min_snr  # the channels' mean is the one signal both carry
+    assert snr > min_snr
 
 
 def test_read_audio_takes_wav_as_read_wav_does_and_says_what_is_wrong(tmp_path, monkeypatch):
