@@ -1,8 +1,10 @@
 """Render the voices of recorded people that the speech task trains on:
-xattn/data/flite/voices.npz (Flite's four English voices kal, awb, rms, slt) or
+xattn/data/flite/voices.npz (Flite's four English voices kal, awb, rms, slt),
 xattn/data/festival/voices.npz (nine Festival diphone voices: one American English, two
 Italian, four Czech, two Finnish; the voices of other languages say the English words from
-a spelling in their own language, "uan", "tu", "tri", ...: English with their accent).
+a spelling in their own language, "uan", "tu", "tri", ...: English with their accent),
+xattn/data/pico/voices.npz (SVOX Pico's en-US and en-GB women) or
+xattn/data/rhvoice/voices.npz (RHVoice's bdl and clb, an American man and woman).
 Every digit word, nine ways (three durations x three pitches), trimmed and resampled to
 8 kHz like the rest of the speech data.
 
@@ -11,8 +13,11 @@ the PATH: Flite (Debian: apt install flite; the shipped file was made with Flite
 package 2.2-5) or Festival and its voices (apt install festival festvox-kdlpc16k
 festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb
 festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv; the shipped
-file was made with Festival 2.5.0, package 1:2.5.0-9). Re-rendering gives the shipped
-arrays. Usage: python scripts/recorded_voices.py flite|festival [OUT.npz]
+file was made with Festival 2.5.0, package 1:2.5.0-9), SVOX Pico's pico2wave (Debian,
+non-free: apt install libttspico-utils; made with 1.0+git20130326-13) or RHVoice
+(Debian, non-free: apt install rhvoice rhvoice-english; made with 1.8.0+dfsg-3).
+Re-rendering gives the shipped arrays.
+Usage: python scripts/recorded_voices.py flite|festival|pico|rhvoice [OUT.npz]
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ import numpy as np
 
 from xattn.data.audio import resample
 from xattn.data.digits import DIGIT_WORDS
-from xattn.data.speech import FESTIVAL_VOICES, FLITE_VOICES, RECORDED_TAKES, SAMPLE_RATE, _trim
+from xattn.data.speech import (
+    FESTIVAL_VOICES,
+    FLITE_VOICES,
+    PICO_VOICES,
+    RECORDED_TAKES,
+    RHVOICE_VOICES,
+    SAMPLE_RATE,
+    _trim,
+)
 
 STRETCHES = (0.85, 1.0, 1.2)  # duration stretch: above 1 is slower
 
@@ -36,6 +49,7 @@ FLITE_F0 = {"kal": (85, 110, 140), "awb": (85, 110, 140), "rms": (85, 110, 140)}
 FLITE_F0["slt"] = (140, 175, 220)  # the one female voice: mean F0 targets in Hz
 
 FESTIVAL_PITCHES = (0.85, 1.0, 1.2)  # each intonation target's F0, scaled
+RHVOICE_PITCHES = (75, 100, 135)  # RHVoice's pitch percentages: about 0.85, 1.0, 1.2 x F0
 LOWEST_PITCH = {"czech_machac": 0.9}  # Festival 2.5 crashes on his "najn" at 1.2 x 0.85
 
 ITALIAN = "ziro uan tu tri for faiv sics seven eit nain"
@@ -102,6 +116,31 @@ def flite_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
     return clips
 
 
+def pico_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every word, every way, by one SVOX Pico voice (SSML-like markup sets the speed and
+    the pitch, 100 = the voice's own): "DIGIT_TAKE" -> clip."""
+    clips, path = {}, folder / "clip.wav"
+    for digit, word in enumerate(DIGIT_WORDS):
+        for take, (stretch, pitch) in enumerate(_ways(FESTIVAL_PITCHES)):
+            speed, level = round(100 / stretch), round(100 * pitch)
+            text = f"<speed level='{speed}'><pitch level='{level}'>{word}</pitch></speed>"
+            subprocess.run(["pico2wave", "-l", voice, "-w", str(path), text], check=True)
+            clips[f"{digit}_{take}"] = _read(path)
+    return clips
+
+
+def rhvoice_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every word, every way, by one RHVoice voice: "DIGIT_TAKE" -> clip."""
+    clips, path = {}, folder / "clip.wav"
+    for digit, word in enumerate(DIGIT_WORDS):
+        for take, (stretch, pitch) in enumerate(_ways(RHVOICE_PITCHES)):
+            rate = str(round(100 / stretch))
+            command = ["RHVoice-test", "-p", voice, "-r", rate, "-t", str(pitch), "-o", str(path)]
+            subprocess.run(command, input=word.encode(), check=True, capture_output=True)
+            clips[f"{digit}_{take}"] = _read(path)
+    return clips
+
+
 def festival_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
     """Every word, every way, by one Festival voice: "DIGIT_TAKE" -> clip."""
     words, encoding = SPELLING[voice]
@@ -121,6 +160,8 @@ def festival_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
 SYNTHESIZERS = {  # name -> (program, {stored name: its voice}, how one voice is rendered)
     "flite": ("flite", {v: v for v in FLITE_VOICES}, flite_voice),
     "festival": ("festival", FESTIVAL_VOICES, festival_voice),
+    "pico": ("pico2wave", PICO_VOICES, pico_voice),
+    "rhvoice": ("RHVoice-test", {v: v for v in RHVOICE_VOICES}, rhvoice_voice),
 }
 
 

@@ -15,10 +15,15 @@ does with a WAV file), one call per recording or utterance:
   instead, a phone's voice memo (AAC in M4A, 44.1 kHz stereo) and an MP3 (16 kHz), read
   back with read_audio, and with the taps of a record button (0.1 s of background before
   and after, a 4 ms click at half the words' peak 5 ms from each end): exact match per
-  kind of voice (needs PyAV).
+  kind of voice (needs PyAV);
+- with --interference SPEAKER, the same test utterances with low-frequency interference
+  added: mains hum (50 Hz and its next two harmonics at 1/k) with its fundamental's
+  amplitude 20 dB and 10 dB under the words' peak, and rumble (white noise through a 25 ms
+  moving average, under about 40 Hz, its RMS 13.5 dB under the words' peak): exact match
+  per kind of voice.
 
     python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
-        [--files george] [--file-utterances 400]
+        [--files george] [--interference george] [--file-utterances 400]
 
 --utterances 0 leaves out the fifth voice.
 """
@@ -127,6 +132,37 @@ def as_files(model, speaker: str, count: int, folder: Path) -> dict[tuple[str, s
     return {(way, kind): n / total[kind] for (way, kind), n in right.items()}
 
 
+def interference(model, speaker: str, count: int) -> dict[tuple[str, str], float]:
+    """(way, kind of voice) -> exact match over `count` test utterances for `speaker` held
+    out, with hum or rumble added (see the module's docstring)."""
+    rng = np.random.default_rng(0)
+    right, total = {}, {}
+    for utterance in speech.make_utterances(0, 0, count, seed=3, test_speaker=speaker)["test"]:
+        audio, kind = utterance.audio, utterance.kind
+        peak = float(np.abs(audio).max())
+        t = np.arange(len(audio)) / speech.SAMPLE_RATE
+        hum = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3))
+        smooth = np.full(200, 0.05)  # 25 ms at 8 kHz: 0.05 * sqrt(200) = 0.71 RMS
+        rumble = 0.3 * peak * np.convolve(rng.normal(0, 1, len(audio)), smooth, "same")
+        heard = {
+            "clean": audio,
+            "hum 20 dB under": audio + 0.1 * peak * hum,
+            "hum 10 dB under": audio + 0.316 * peak * hum,
+            "rumble": audio + rumble,
+        }
+        total[kind] = total.get(kind, 0) + 1
+        for way, samples in heard.items():
+            text = model.transcribe(samples.astype(np.float32), speech.SAMPLE_RATE).text
+            right[way, kind] = right.get((way, kind), 0) + (text.split() == list(utterance.words))
+    return {(way, kind): n / total[kind] for (way, kind), n in right.items()}
+
+
+def _print_ways(scores: dict[tuple[str, str], float], what: str) -> None:
+    for kind in sorted({kind for _, kind in scores}):
+        ways = ", ".join(f"{way} {scores[way, kind]:.1%}" for way, k in scores if k == kind)
+        print(f"  {what}, {kind} test utterances: {ways}")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
@@ -136,6 +172,9 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--files", metavar="SPEAKER", help="the held-out speaker's test utterances as files"
+    )
+    parser.add_argument(
+        "--interference", metavar="SPEAKER", help="the held-out speaker's, with hum or rumble"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -156,9 +195,10 @@ def main(argv=None) -> int:
     if args.files:
         with tempfile.TemporaryDirectory() as folder:
             scores = as_files(model, args.files, args.file_utterances, Path(folder))
-        for kind in sorted({kind for _, kind in scores}):
-            ways = ", ".join(f"{way} {scores[way, kind]:.1%}" for way, k in scores if k == kind)
-            print(f"  {args.files} held out, {kind} test utterances as files: {ways}")
+        _print_ways(scores, f"{args.files} held out, as files")
+    if args.interference:
+        scores = interference(model, args.interference, args.file_utterances)
+        _print_ways(scores, f"{args.interference} held out, with interference")
     return 0
 
 

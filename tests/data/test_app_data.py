@@ -19,7 +19,9 @@ from xattn.data.speech import (
     FESTIVAL_VOICES,
     FLITE_VOICES,
     N_MELS,
+    PICO_VOICES,
     REAL_SPEAKERS,
+    RHVOICE_VOICES,
     SAMPLE_RATE,
     SYNTH_RATE,
     VALID_TAKES,
@@ -238,13 +240,15 @@ def test_real_recordings_are_split_by_speaker_and_take():
 def test_voices_of_recorded_people_speak_in_training_only(utterances):
     bank = recorded_clips()
     expected = [f"flite:{v}" for v in FLITE_VOICES] + [f"festival:{v}" for v in FESTIVAL_VOICES]
-    assert sorted(bank) == sorted(expected) and len(bank) == 13
+    expected += [f"pico:{v}" for v in PICO_VOICES] + [f"rhvoice:{v}" for v in RHVOICE_VOICES]
+    assert sorted(bank) == sorted(expected) and len(bank) == 17
     for words in bank.values():
         assert sorted(words) == sorted(DIGIT_WORDS) and all(len(c) == 9 for c in words.values())
         for clip in words["seven"]:
             assert clip.dtype == np.float32 and 0.1 < np.abs(clip).max() <= 1.0
             assert 0.1 * SAMPLE_RATE < len(clip) < 1.5 * SAMPLE_RATE
-    for voice in ("flite:awb", "festival:krb", "festival:machac"):  # nine ways, not copies
+    for voice in ("flite:awb", "festival:krb", "festival:machac", "pico:gb", "rhvoice:clb"):
+        # nine ways, not copies
         assert len({c.tobytes() for c in bank[voice]["nine"]}) == 9
     for voice in FESTIVAL_VOICES:  # each word its own clip (a voice saying its spelling)
         words = bank[f"festival:{voice}"]
@@ -254,7 +258,7 @@ def test_voices_of_recorded_people_speak_in_training_only(utterances):
         recorded_clips(("mbrola",))
     voices_of = {n: {u.voice for u in v} for n, v in utterances.items()}
     people = {v for v in voices_of["train"] if v in bank}
-    assert len(people) >= 10  # about 0.5 x 0.3 of 300 training utterances, 13 voices
+    assert len(people) >= 10  # about 0.5 x 0.3 of 300 training utterances, 17 voices
     assert any(v.startswith("flite:") for v in people)
     assert any(v.startswith("festival:") for v in people)
     assert not (voices_of["valid"] | voices_of["test"]) & set(bank)
@@ -403,3 +407,22 @@ def test_the_fifth_real_voice_ships_with_its_credit():
             assert table[key].dtype == np.int16 and 0.5 < len(table[key]) / 8000 < 1.0
     readme = (folder / "README.md").read_text()
     assert "Allison Smith" in readme and "CC BY-SA 3.0" in readme
+
+
+def test_hum_and_rumble_are_heard_in_the_low_bands_only():
+    import dataclasses
+
+    from xattn.data.speech import NO_AUGMENT
+
+    plain = make_utterances(20, 0, 0, seed=2, augment=NO_AUGMENT)["train"]
+    for field in ("hum", "rumble"):
+        plan = dataclasses.replace(NO_AUGMENT, **{field: 1.0})
+        changed = make_utterances(20, 0, 0, seed=2, augment=plan)["train"]
+        low, high = [], []
+        for a, b in zip(plain, changed, strict=True):
+            assert (a.words, a.spans, a.voice) == (b.words, b.spans, b.voice)
+            gain = b.features - a.features  # log10(power) / 4
+            low.append(gain[:, :3].mean())  # the bands under about 200 Hz
+            high.append(gain[:, 12:].mean())  # the bands over 800 Hz
+        assert min(low) > 0.002 and np.median(low) > 0.05, field
+        assert max(high) < 0.3 * np.median(low), field

@@ -1,13 +1,13 @@
 """Speech recognition data: spoken digit words by synthetic voices (eSpeak NG; in training
-also Flite's and Festival's voices made from recordings of thirteen people, shipped in
-data/flite and data/festival) and by real people (four speakers of the Free Spoken Digit
-Dataset, shipped in data/fsdd), strung into utterances of 1-4 words whose true word spans
-are known, as log-mel frames at 8 kHz.
+also the voices of Flite, Festival, SVOX Pico and RHVoice made from recordings of
+seventeen people, shipped in data/flite, data/festival, data/pico and data/rhvoice) and by
+real people (four speakers of the Free Spoken Digit Dataset, shipped in data/fsdd), strung
+into utterances of 1-4 words whose true word spans are known, as log-mel frames at 8 kHz.
 
 Everything runs at 8 kHz, the rate of the recordings (telephone band: nothing above 4 kHz),
 so the synthetic voices are resampled, which band-limits them the same way. A voice is an
-eSpeak NG accent with a variant ("en-gb-scotland+steph"), a Flite or Festival voice
-("flite:awb", "festival:krb") or a real speaker ("fsdd:george").
+eSpeak NG accent with a variant ("en-gb-scotland+steph"), a voice made from a recorded
+person ("flite:awb", "festival:krb", "pico:gb") or a real speaker ("fsdd:george").
 Every synthetic voice speaks every digit word at three rates and pitches once (the clip
 bank); a real speaker has 50 recordings of each digit. An utterance strings 1-4 clips of
 one voice with random gaps and gain; training utterances are also changed the ways real
@@ -52,7 +52,9 @@ __all__ = [
     "NOISE",
     "N_MELS",
     "PAUSE",
+    "PICO_VOICES",
     "REAL_SPEAKERS",
+    "RHVOICE_VOICES",
     "SAMPLE_RATE",
     "WORD_PEAK",
     "Augment",
@@ -87,10 +89,14 @@ FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festiv
     "lj": "suo_fi_lj_diphone",
     "mv": "hy_fi_mv_diphone",
 }
-RECORDED_TAKES = 9  # clips of each word by each Flite or Festival voice
+PICO_VOICES = {"us": "en-US", "gb": "en-GB"}  # SVOX Pico's two English women (data/pico)
+RHVOICE_VOICES = ("bdl", "clb")  # RHVoice's American man and woman (data/rhvoice)
+RECORDED_TAKES = 9  # clips of each word by each voice made from recorded people
 RECORDED = {  # synthesizer -> its voices made from recorded people (data/SYNTHESIZER)
     "flite": FLITE_VOICES,
     "festival": tuple(FESTIVAL_VOICES),
+    "pico": tuple(PICO_VOICES),
+    "rhvoice": RHVOICE_VOICES,
 }
 VALID_TAKES = range(45, 50)  # recordings of each digit kept from training, for validation
 
@@ -286,8 +292,9 @@ def recorded_clips(synthesizers: tuple[str, ...] = tuple(RECORDED)) -> Bank:
     its RECORDED_TAKES clips (float32 at 8 kHz; three durations x three pitches). "flite":
     Flite's four English voices (data/flite, rendered by scripts/recorded_voices.py);
     "festival": Festival's nine diphone voices, one American English and eight that say the
-    English words with an Italian, Czech or Finnish accent (data/festival, rendered by
-    scripts/recorded_voices.py)."""
+    English words with an Italian, Czech or Finnish accent (data/festival); "pico": SVOX
+    Pico's American and British women (data/pico); "rhvoice": RHVoice's American man and
+    woman (data/rhvoice); each rendered by scripts/recorded_voices.py."""
     unknown = set(synthesizers) - set(RECORDED)
     if unknown:
         raise ValueError(
@@ -296,7 +303,7 @@ def recorded_clips(synthesizers: tuple[str, ...] = tuple(RECORDED)) -> Bank:
     return {name: words for s in synthesizers for name, words in _rendered_bank(s).items()}
 
 
-@lru_cache(maxsize=2)
+@lru_cache(maxsize=len(RECORDED))
 def _rendered_bank(synthesizer: str) -> Bank:
     """data/SYNTHESIZER/voices.npz as a bank (read once)."""
     with (files("xattn.data") / synthesizer / "voices.npz").open("rb") as f:
@@ -327,7 +334,10 @@ class Augment:
     decaying noise impulse response, RT60 in `rt60` seconds); noise: the range of the
     background noise's standard deviation; channel: the standard deviation in dB of a
     microphone's colouring, gains drawn at CHANNEL_KNOTS points evenly spread over the mel
-    bands and linear in between (0: none)."""
+    bands and linear in between (0: none); hum: the chance of mains hum (50 or 60 Hz and
+    its next three harmonics, its peak HUM_DB under the words' peak); rumble: the chance of
+    low-frequency noise (handling, wind, traffic: noise low-passed at RUMBLE_HZ, its level
+    RUMBLE_DB under the words' peak)."""
 
     synthetic_speed: tuple[float, float] = (0.9, 1.1)
     real_speed: tuple[float, float] = (0.85, 1.15)
@@ -335,9 +345,14 @@ class Augment:
     rt60: tuple[float, float] = (0.1, 0.5)
     noise: tuple[float, float] = NOISE
     channel: float = 3.0
+    hum: float = 0.0
+    rumble: float = 0.0
 
 
 NO_AUGMENT = Augment((1.0, 1.0), (1.0, 1.0), 0.0, (0.1, 0.5), NOISE, 0.0)
+HUM_DB = (6.0, 40.0)  # how far under the words' peak the hum's peak is, in dB
+RUMBLE_DB = (12.0, 40.0)  # how far under the words' peak the rumble's RMS is, in dB
+RUMBLE_HZ = (20.0, 120.0)  # the rumble's low-pass cut-off
 CHANNEL_KNOTS = 5
 DB_PER_UNIT = 40.0  # log-mel features are log10(power) / 4 (+ 1): 10 dB is 0.25
 
@@ -356,6 +371,30 @@ def _speed(clip: np.ndarray, factor: float) -> np.ndarray:
     from scipy.signal import resample_poly
 
     return resample_poly(clip, ratio.denominator, ratio.numerator).astype(np.float32)
+
+
+def _hum(rng: np.random.Generator, length: int, peak: float) -> np.ndarray:
+    """Mains hum: 50 or 60 Hz and its next three harmonics (random strengths and phases),
+    its peak HUM_DB under `peak`."""
+    t = np.arange(length) / SAMPLE_RATE
+    mains = float(rng.choice((50.0, 60.0)))
+    hum = sum(
+        rng.uniform(0.1, 1.0) / k * np.sin(2 * np.pi * mains * k * t + rng.uniform(0, 2 * np.pi))
+        for k in range(1, 5)
+    )
+    level = peak * 10 ** (-rng.uniform(*HUM_DB) / 20)
+    return (hum * level / max(1e-9, np.abs(hum).max())).astype(np.float32)
+
+
+def _rumble(rng: np.random.Generator, length: int, peak: float) -> np.ndarray:
+    """Low-frequency noise: white noise through a 4th-order low-pass at RUMBLE_HZ, its RMS
+    RUMBLE_DB under `peak`."""
+    from scipy.signal import butter, sosfilt
+
+    sos = butter(4, rng.uniform(*RUMBLE_HZ), fs=SAMPLE_RATE, output="sos")
+    rumble = sosfilt(sos, rng.normal(0, 1, length))
+    level = peak * 10 ** (-rng.uniform(*RUMBLE_DB) / 20)
+    return (rumble * level / max(1e-9, np.sqrt(np.mean(rumble**2)))).astype(np.float32)
 
 
 def _room(audio: np.ndarray, rng: np.random.Generator, rt60: float) -> np.ndarray:
@@ -412,7 +451,12 @@ def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | N
     audio = np.concatenate(pieces)
     if augment is not None and augment.reverb > 0 and rng.random() < augment.reverb:
         audio = _room(audio, rng, float(rng.uniform(*augment.rt60)))
+    peak = float(np.abs(audio).max())
     audio = audio + noise.normal(0, rng.uniform(*plan.noise), audio.shape).astype(np.float32)
+    if plan.hum > 0 and noise.random() < plan.hum:  # drawn from `noise`: rng's draws stay
+        audio = audio + _hum(noise, len(audio), peak)
+    if plan.rumble > 0 and noise.random() < plan.rumble:
+        audio = audio + _rumble(noise, len(audio), peak)
     features = log_mel(audio, SPEECH)
     if augment is not None and augment.channel > 0:
         features = features + _colouring(rng, N_MELS, augment.channel).astype(np.float32)
@@ -441,9 +485,9 @@ def make_utterances(
     speaker. test_speaker is heard only in the test split; the other three speakers train,
     their takes 45-49 kept for validation. Synthetic valid and test voices are never heard
     in training; a synthetic training utterance is spoken, with chance recorded_share, by
-    one of the synthesizers' voices made from recorded people (`recorded`: "flite",
-    "festival"; recorded_clips), by eSpeak NG otherwise. Training utterances are
-    augmented (augment=None: not)."""
+    one of the synthesizers' voices made from recorded people (`recorded`: some of
+    "flite", "festival", "pico", "rhvoice"; recorded_clips), by eSpeak NG otherwise.
+    Training utterances are augmented (augment=None: not)."""
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
