@@ -99,46 +99,64 @@ def _read(path: Path) -> np.ndarray:
     return (np.clip(clip, -1.0, 1.0) * 32767).astype(np.int16)
 
 
-def flite_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
-    """Every word, every way, by one Flite voice: "DIGIT_TAKE" -> clip."""
+def _spoken(folder: Path, pitches, command) -> dict[str, np.ndarray]:
+    """Every word, every way (STRETCHES x pitches), by one voice: "DIGIT_TAKE" -> clip.
+    command(word, stretch, pitch, path) -> (the program's argv, its stdin or None)."""
     clips, path = {}, folder / "clip.wav"
     for digit, word in enumerate(DIGIT_WORDS):
-        for take, (stretch, f0) in enumerate(_ways(FLITE_F0[voice])):
-            settings = [
-                "--setf",
-                f"duration_stretch={stretch}",
-                "--setf",
-                f"int_f0_target_mean={f0}",
-            ]
-            command = ["flite", "-voice", voice, "-t", word, "-o", str(path), *settings]
-            subprocess.run(command, check=True)
+        for take, (stretch, pitch) in enumerate(_ways(pitches)):
+            argv, text = command(word, stretch, pitch, str(path))
+            subprocess.run(argv, input=text, check=True, capture_output=True)
             clips[f"{digit}_{take}"] = _read(path)
     return clips
+
+
+def flite_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every word, every way, by one Flite voice (pitch: the mean F0 target in Hz)."""
+
+    def command(word, stretch, f0, path):
+        argv = ["flite", "-voice", voice, "-t", word, "-o", path]
+        return [
+            *argv,
+            "--setf",
+            f"duration_stretch={stretch}",
+            "--setf",
+            f"int_f0_target_mean={f0}",
+        ], None
+
+    return _spoken(folder, FLITE_F0[voice], command)
 
 
 def pico_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
     """Every word, every way, by one SVOX Pico voice (SSML-like markup sets the speed and
-    the pitch, 100 = the voice's own): "DIGIT_TAKE" -> clip."""
-    clips, path = {}, folder / "clip.wav"
-    for digit, word in enumerate(DIGIT_WORDS):
-        for take, (stretch, pitch) in enumerate(_ways(FESTIVAL_PITCHES)):
-            speed, level = round(100 / stretch), round(100 * pitch)
-            text = f"<speed level='{speed}'><pitch level='{level}'>{word}</pitch></speed>"
-            subprocess.run(["pico2wave", "-l", voice, "-w", str(path), text], check=True)
-            clips[f"{digit}_{take}"] = _read(path)
-    return clips
+    the pitch, 100 = the voice's own)."""
+
+    def command(word, stretch, pitch, path):
+        speed, level = round(100 / stretch), round(100 * pitch)
+        text = f"<speed level='{speed}'><pitch level='{level}'>{word}</pitch></speed>"
+        return ["pico2wave", "-l", voice, "-w", path, text], None
+
+    return _spoken(folder, FESTIVAL_PITCHES, command)
 
 
 def rhvoice_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
-    """Every word, every way, by one RHVoice voice: "DIGIT_TAKE" -> clip."""
-    clips, path = {}, folder / "clip.wav"
-    for digit, word in enumerate(DIGIT_WORDS):
-        for take, (stretch, pitch) in enumerate(_ways(RHVOICE_PITCHES)):
-            rate = str(round(100 / stretch))
-            command = ["RHVoice-test", "-p", voice, "-r", rate, "-t", str(pitch), "-o", str(path)]
-            subprocess.run(command, input=word.encode(), check=True, capture_output=True)
-            clips[f"{digit}_{take}"] = _read(path)
-    return clips
+    """Every word, every way, by one RHVoice voice (rate and pitch in percent)."""
+
+    def command(word, stretch, pitch, path):
+        rate = str(round(100 / stretch))
+        return [
+            "RHVoice-test",
+            "-p",
+            voice,
+            "-r",
+            rate,
+            "-t",
+            str(pitch),
+            "-o",
+            path,
+        ], word.encode()
+
+    return _spoken(folder, RHVOICE_PITCHES, command)
 
 
 def festival_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:

@@ -95,17 +95,30 @@ def utterances(model, trimmed: bool, count: int) -> dict[str, float]:
     return {**scores, "time_error": float(errors.mean()), "within": float((errors <= 0.1).mean())}
 
 
-def as_files(model, speaker: str, count: int, folder: Path) -> dict[tuple[str, str], float]:
+def _exact_by_way(model, speaker: str, count: int, ways) -> dict[tuple[str, str], float]:
     """(way, kind of voice) -> exact match over `count` test utterances for `speaker` held
-    out, each handed to transcribe the way `way` names (see the module's docstring)."""
+    out (seed 3), each handed to transcribe every way ways(audio) -> {way: (samples,
+    rate)} gives."""
+    right, total = {}, {}
+    for utterance in speech.make_utterances(0, 0, count, seed=3, test_speaker=speaker)["test"]:
+        kind = utterance.kind
+        total[kind] = total.get(kind, 0) + 1
+        for way, (samples, at) in ways(utterance.audio).items():
+            text = model.transcribe(samples.astype(np.float32), at).text
+            right[way, kind] = right.get((way, kind), 0) + (text.split() == list(utterance.words))
+    return {(way, kind): n / total[kind] for (way, kind), n in right.items()}
+
+
+def as_files(model, speaker: str, count: int, folder: Path) -> dict[tuple[str, str], float]:
+    """(way, kind of voice) -> exact match, each test utterance handed to transcribe as the
+    files people bring (see the module's docstring)."""
     from tests.audio import encode
     from xattn.data.audio import read_audio, resample
 
     rate = speech.SAMPLE_RATE
     rng = np.random.default_rng(0)
-    right, total = {}, {}
-    for utterance in speech.make_utterances(0, 0, count, seed=3, test_speaker=speaker)["test"]:
-        audio, kind = utterance.audio, utterance.kind
+
+    def ways(audio):
         level = float(np.sqrt(np.mean(audio[: rate // 20] ** 2)))  # its first 50 ms
         lead, tail = round(0.023 * rate), round(0.045 * rate)
         heard = {
@@ -125,36 +138,31 @@ def as_files(model, speaker: str, count: int, folder: Path) -> dict[tuple[str, s
         before[40:72] += tap
         after[-72:-40] += tap
         heard["taps"] = (np.concatenate([before, audio, after]), rate)
-        total[kind] = total.get(kind, 0) + 1
-        for way, (samples, at) in heard.items():
-            text = model.transcribe(samples.astype(np.float32), at).text
-            right[way, kind] = right.get((way, kind), 0) + (text.split() == list(utterance.words))
-    return {(way, kind): n / total[kind] for (way, kind), n in right.items()}
+        return heard
+
+    return _exact_by_way(model, speaker, count, ways)
 
 
 def interference(model, speaker: str, count: int) -> dict[tuple[str, str], float]:
-    """(way, kind of voice) -> exact match over `count` test utterances for `speaker` held
-    out, with hum or rumble added (see the module's docstring)."""
+    """(way, kind of voice) -> exact match, each test utterance handed to transcribe with
+    hum or rumble added (see the module's docstring)."""
+    rate = speech.SAMPLE_RATE
     rng = np.random.default_rng(0)
-    right, total = {}, {}
-    for utterance in speech.make_utterances(0, 0, count, seed=3, test_speaker=speaker)["test"]:
-        audio, kind = utterance.audio, utterance.kind
+
+    def ways(audio):
         peak = float(np.abs(audio).max())
-        t = np.arange(len(audio)) / speech.SAMPLE_RATE
+        t = np.arange(len(audio)) / rate
         hum = sum(np.sin(2 * np.pi * 50 * k * t) / k for k in (1, 2, 3))
         smooth = np.full(200, 0.05)  # 25 ms at 8 kHz: 0.05 * sqrt(200) = 0.71 RMS
         rumble = 0.3 * peak * np.convolve(rng.normal(0, 1, len(audio)), smooth, "same")
-        heard = {
-            "clean": audio,
-            "hum 20 dB under": audio + 0.1 * peak * hum,
-            "hum 10 dB under": audio + 0.316 * peak * hum,
-            "rumble": audio + rumble,
+        return {
+            "clean": (audio, rate),
+            "hum 20 dB under": (audio + 0.1 * peak * hum, rate),
+            "hum 10 dB under": (audio + 0.316 * peak * hum, rate),
+            "rumble": (audio + rumble, rate),
         }
-        total[kind] = total.get(kind, 0) + 1
-        for way, samples in heard.items():
-            text = model.transcribe(samples.astype(np.float32), speech.SAMPLE_RATE).text
-            right[way, kind] = right.get((way, kind), 0) + (text.split() == list(utterance.words))
-    return {(way, kind): n / total[kind] for (way, kind), n in right.items()}
+
+    return _exact_by_way(model, speaker, count, ways)
 
 
 def _print_ways(scores: dict[tuple[str, str], float], what: str) -> None:
