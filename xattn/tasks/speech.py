@@ -28,10 +28,10 @@ class SpeechTask(Task):
     title = "a speech recognizer (spoken digits, synthetic voices and real speakers -> words)"
     front_end = "audio"
     recipe: ClassVar[TrainConfig] = TrainConfig(
-        steps=1200,
+        steps=1600,
         batch_size=64,
         lr=2e-3,
-        warmup_steps=226,
+        warmup_steps=301,
         label_smoothing=0.0,
         eval_every=200,
         eval_size=300,
