@@ -53,6 +53,7 @@ __all__ = [
     "N_MELS",
     "PAUSE",
     "PICO_VOICES",
+    "PIPER_VOICES",
     "REAL_SPEAKERS",
     "RHVOICE_VOICES",
     "SAMPLE_RATE",
@@ -78,7 +79,7 @@ MAX_WORDS = 4  # words in an utterance, at most
 NOISE = (0.001, 0.02)  # the range of the background noise's standard deviation
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
-FESTIVAL_VOICES = {  # Festival's diphone voices of recorded people (data/festival): name -> voice
+FESTIVAL_VOICES = {  # Festival's voices of recorded people (data/festival): name -> voice
     "ked": "ked_diphone",
     "lp": "lp_diphone",
     "pc": "pc_diphone",
