@@ -37,7 +37,7 @@ import torch
 
 from xattn.data.speech import REAL_SPEAKERS, make_utterances
 from xattn.model import ModelConfig
-from xattn.tasks.run import measure_alignment, train_task
+from xattn.tasks.run import measure_alignment, scores_per_kind, train_task
 from xattn.tasks.speech import SpeechTask
 from xattn.training.evaluation import evaluate
 
@@ -62,11 +62,10 @@ def held_out(speaker: str, out: Path, sizes: dict, threads: int, changes: dict) 
     evaluate(model, task, test, dataclasses.replace(config, eval_size=len(test)), hypotheses=hyps)
     report = measure_alignment(model, task, splits["valid"], test, config.trained_head)
     result = {"speaker": speaker, **changes, "steps": config.steps, "threads": threads}
-    for kind in KINDS:
-        chosen = [i for i, e in enumerate(test) if task.kind(e) == kind]
-        scores = task.metrics([hyps[i] for i in chosen], [task.reference(test[i]) for i in chosen])
+    for kind, scores in scores_per_kind(task, test, hyps).items():
         result[kind] = {
-            "utterances": len(chosen),
+            "utterances": scores["examples"],
+            "voices": sorted({e.voice for e in test if task.kind(e) == kind}),
             "exact": scores["exact"],
             "wer": scores["wer"],
             "peak": report[f"alignment_heads_hit_rate_{kind}"],

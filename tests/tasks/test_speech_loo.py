@@ -38,6 +38,8 @@ def test_one_training_per_held_out_speaker_scored_per_kind(tmp_path, capsys):
         assert result["data"] == {"recorded_share": 0.5}
         assert result["real"]["utterances"] + result["synthetic"]["utterances"] == 12
         assert result["real"]["utterances"] > 0 and result["synthetic"]["utterances"] > 0
+        assert result["real"]["voices"] == [f"fsdd:{speaker}"]  # the speaker held out
+        assert not any(v.startswith("fsdd:") for v in result["synthetic"]["voices"])
         assert row[0] == pytest.approx(100 * result["real"]["exact"], abs=0.051)
         assert row[2] == pytest.approx(100 * result["synthetic"]["exact"], abs=0.051)
         model = EncoderDecoder.load(tmp_path / speaker / "model")

@@ -35,7 +35,14 @@ from ..training import TrainConfig, evaluate, predict, train
 from ..training.batching import pad_sources
 from .base import Task
 
-__all__ = ["demo_splits", "draw_example", "run_demo", "task_for_model", "train_task"]
+__all__ = [
+    "demo_splits",
+    "draw_example",
+    "run_demo",
+    "scores_per_kind",
+    "task_for_model",
+    "train_task",
+]
 
 ALIGNMENT_EXAMPLES = 300  # validation and test examples the alignment figures are measured on
 DRAWN_EXAMPLES = 8
@@ -206,6 +213,23 @@ def measure_alignment(
     return report
 
 
+def scores_per_kind(
+    task: Task, examples: Sequence, hypotheses: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """kind -> the task's scores of the hypotheses of the examples of that kind (tasks
+    whose examples have kinds: the speech task's "real" and "synthetic" voices), with
+    "examples": how many."""
+    kinds = [task.kind(e) for e in examples]
+    out = {}
+    for kind in sorted({k for k in kinds if k is not None}):
+        chosen = [i for i, k in enumerate(kinds) if k == kind]
+        scores = task.metrics(
+            [hypotheses[i] for i in chosen], [task.reference(examples[i]) for i in chosen]
+        )
+        out[kind] = {**scores, "examples": len(chosen)}
+    return out
+
+
 def _word_timing(task, maps, heads, examples) -> dict:
     """Word timestamps read from the alignment heads against the gold spans, overall and
     per kind (tasks whose gold are time spans only)."""
@@ -296,15 +320,12 @@ def _print_alignment(task, test, hyps, scores, report, out) -> None:
                 f"    read with a median filter of {settings['median_filter_width']} positions "
                 f"and pause level {settings['pause_log_weight']} (chosen on validation)"
             )
-    for kind in sorted({k for k in map(task.kind, test) if k is not None}):
-        chosen = [i for i, e in enumerate(test) if task.kind(e) == kind]
-        kind_scores = task.metrics(
-            [hyps[i] for i in chosen], [task.reference(test[i]) for i in chosen]
-        )
+    for kind, kind_scores in scores_per_kind(task, test[: len(hyps)], hyps).items():
+        count = kind_scores.pop("examples")
         scores.update({f"{key}_{kind}": value for key, value in kind_scores.items()})
         wer = f", WER {kind_scores['wer']:.1%}" if "wer" in kind_scores else ""
         out(
-            f"  {kind} examples ({len(chosen)}): exact {kind_scores['exact']:.1%}{wer}; attention "
+            f"  {kind} examples ({count}): exact {kind_scores['exact']:.1%}{wer}; attention "
             f"peak on a supporting input {report[f'alignment_hit_rate_{kind}']:.1%} (alignment "
             f"heads {report[f'alignment_heads_hit_rate_{kind}']:.1%})"
         )
