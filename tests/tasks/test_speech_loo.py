@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from xattn import EncoderDecoder
+from xattn.data.speech import make_utterances
 
 
 def load_script():
@@ -24,7 +25,8 @@ TINY = ["--train", "24", "--valid", "6", "--test", "12", "--steps", "2", "--thre
 def test_one_training_per_held_out_speaker_scored_per_kind(tmp_path, capsys):
     script = load_script()
     argv = [str(tmp_path), "--speakers", "lucas", "nicolas", "--jobs", "2", *TINY]
-    argv += ["--data", '{"recorded_share": 0.5}', "--model", '{"d_model": 32, "ffn_dim": 64}']
+    data = {"recorded_share": 0.5, "test_voices": 0.3}  # test_voices: other held-out voices
+    argv += ["--data", json.dumps(data), "--model", '{"d_model": 32, "ffn_dim": 64}']
     assert script.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("| held-out speaker | real: exact")
@@ -35,11 +37,16 @@ def test_one_training_per_held_out_speaker_scored_per_kind(tmp_path, capsys):
     for speaker, row in zip(("lucas", "nicolas"), rows, strict=False):
         result = json.loads((tmp_path / speaker / "result.json").read_text())
         assert result["speaker"] == speaker and result["steps"] == 2 and result["threads"] == 1
-        assert result["data"] == {"recorded_share": 0.5}
+        assert result["data"] == data
         assert result["real"]["utterances"] + result["synthetic"]["utterances"] == 12
         assert result["real"]["utterances"] > 0 and result["synthetic"]["utterances"] > 0
         assert result["real"]["voices"] == [f"fsdd:{speaker}"]  # the speaker held out
-        assert not any(v.startswith("fsdd:") for v in result["synthetic"]["voices"])
+        # the --data change reached the utterances: the test voices it holds out, not the default's
+        made = make_utterances(0, 0, 12, seed=0, test_speaker=speaker, test_voices=0.3)["test"]
+        synthetic = sorted({u.voice for u in made if u.kind == "synthetic"})
+        assert result["synthetic"]["voices"] == synthetic
+        default = make_utterances(0, 0, 12, seed=0, test_speaker=speaker)["test"]
+        assert synthetic != sorted({u.voice for u in default if u.kind == "synthetic"})
         assert row[0] == pytest.approx(100 * result["real"]["exact"], abs=0.051)
         assert row[2] == pytest.approx(100 * result["synthetic"]["exact"], abs=0.051)
         model = EncoderDecoder.load(tmp_path / speaker / "model")
