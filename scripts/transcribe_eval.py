@@ -3,12 +3,13 @@ does with a WAV file), one call per recording or utterance:
 
 - each of the 500 recordings (one digit word each) of Free Spoken Digit Dataset speakers,
   as recorded and at 1/20 of their level: exact word;
-- utterances of 1-4 digits strung from Allison Smith's recordings (xattn/data/asterisk, a
-  voice from outside FSDD that xattn never trains on), the way the speech task strings
-  its held-out utterances, once with the silence around each of her words kept (pauses
-  of about 0.3-0.6 s, as people leave between digits) and once with her clips trimmed to
-  the word (pauses of 0.03-0.25 s, as in the task's test): exact, WER, and how far the
-  word times of the utterances read right lie from where each word sounds;
+- utterances of 1-4 digits strung from the recordings of each voice from outside FSDD
+  (xattn/data/outside: Allison Smith and four more people that xattn never trains on, one
+  recording of each word), the way the speech task strings its held-out utterances, once
+  with the silence around each word kept as recorded (Allison's pauses are about 0.3-0.6
+  s, as people leave between digits) and once with the clips trimmed to the word (pauses
+  of 0.03-0.25 s, as in the task's test): exact, WER, and how far the word times of the
+  utterances read right lie from where each word sounds, per voice and over all voices;
 - with --files SPEAKER, the task's test utterances for that held-out speaker (seed 3) as
   the files people bring: as made, with a codec's digital silence at the edges (23 ms
   before, 45 ms after, as AAC primes and pads), the same length of background noise
@@ -23,9 +24,10 @@ does with a WAV file), one call per recording or utterance:
   per kind of voice.
 
     python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
-        [--files george] [--interference george] [--file-utterances 400]
+        [--voices allison ...] [--files george] [--interference george]
+        [--file-utterances 400]
 
---utterances 0 leaves out the fifth voice.
+--utterances (per voice) 0 leaves out the voices from outside FSDD.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -43,16 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from xattn import EncoderDecoder
 from xattn.data import speech
-from xattn.data.digits import DIGIT_WORDS
 from xattn.training.metrics import error_rates
-
-
-def allison_clips(trimmed: bool) -> dict[str, list[np.ndarray]]:
-    """word -> [Allison Smith's recording of it] (float32 at 8 kHz)."""
-    with (files("xattn.data") / "asterisk" / "allison.npz").open("rb") as f:
-        table = np.load(f)
-        clips = {w: table[str(d)].astype(np.float32) / 32768.0 for d, w in enumerate(DIGIT_WORDS)}
-    return {w: [speech._trim(c) if trimmed else c] for w, c in clips.items()}
 
 
 def single_words(model, speaker: str, scale: float) -> float:
@@ -71,16 +63,14 @@ def _sound(clip: np.ndarray) -> tuple[float, float]:
     return start / speech.SAMPLE_RATE, (len(clip) - end) / speech.SAMPLE_RATE
 
 
-def utterances(model, trimmed: bool, count: int) -> dict[str, float]:
-    """exact and WER over `count` utterances of Allison's (seed 0); over those read right,
+def utterances(model, voice: str, trimmed: bool, count: int) -> dict:
+    """exact and WER over `count` utterances of the voice's (seed 0); over those read right,
     the mean error of the word times (start and end) against where each word sounds, and
-    the share within 100 ms."""
-    clips = allison_clips(trimmed)
-    silence = {w: _sound(c) for w, (c,) in clips.items()}
-    rng = np.random.default_rng(0)
+    the share within 100 ms; `hypotheses`, `references` and `errors` for pooling."""
+    clips = speech.outside_clips(voice)
+    silence = {w: _sound(speech._trim(c) if trimmed else c) for w, c in clips.items()}
     hypotheses, references, errors = [], [], []
-    for _ in range(count):
-        utterance = speech._utterance({"a": clips}, "a", rng, 4, None, True)
+    for utterance in speech.outside_utterances(voice, count, trimmed=trimmed):
         result = model.transcribe(utterance.audio, speech.SAMPLE_RATE, word_timestamps=True)
         hypotheses.append(result.text)
         references.append(utterance.text)
@@ -90,9 +80,23 @@ def utterances(model, trimmed: bool, count: int) -> dict[str, float]:
             lead, tail = silence[word]
             errors += [abs(start - first * speech.HOP / speech.SAMPLE_RATE - lead)]
             errors += [abs(end - last * speech.HOP / speech.SAMPLE_RATE + tail)]
+    return _scores(hypotheses, references, errors)
+
+
+def _scores(hypotheses: list[str], references: list[str], errors: list[float]) -> dict:
     scores = error_rates(hypotheses, references)
-    errors = np.array(errors) if errors else np.array([np.nan])
-    return {**scores, "time_error": float(errors.mean()), "within": float((errors <= 0.1).mean())}
+    times = np.array(errors) if errors else np.array([np.nan])
+    scores.update(time_error=float(times.mean()), within=float((times <= 0.1).mean()))
+    return {**scores, "hypotheses": hypotheses, "references": references, "errors": errors}
+
+
+def _print_utterances(who: str, count: int, how: str, scores: dict) -> None:
+    print(
+        f"  {who}, {count} utterances of 1-4 digits, {how}: "
+        f"exact {scores['exact']:.1%}, WER {scores['wer']:.1%}; word times of those read "
+        f"right {scores['time_error'] * 1000:.0f} ms off on average, "
+        f"{scores['within']:.1%} within 100 ms"
+    )
 
 
 def _exact_by_way(model, speaker: str, count: int, ways) -> dict[tuple[str, str], float]:
@@ -175,7 +179,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model")
     parser.add_argument("--speakers", nargs="*", default=list(speech.REAL_SPEAKERS))
-    parser.add_argument("--utterances", type=int, default=300)
+    parser.add_argument("--utterances", type=int, default=300, help="per outside voice")
+    parser.add_argument(
+        "--voices", nargs="*", default=list(speech.OUTSIDE_VOICES), choices=speech.OUTSIDE_VOICES
+    )
     parser.add_argument("--file-utterances", type=int, default=400)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
@@ -191,15 +198,17 @@ def main(argv=None) -> int:
     for speaker in args.speakers:
         loud, quiet = single_words(model, speaker, 1.0), single_words(model, speaker, 0.05)
         print(f"  {speaker}, single words: as recorded {loud:.1%}, at 1/20 level {quiet:.1%}")
-    for trimmed in (False, True) if args.utterances else ():
-        scores = utterances(model, trimmed, args.utterances)
-        how = "clips trimmed, short pauses" if trimmed else "natural pauses"
-        print(
-            f"  allison, {args.utterances} utterances of 1-4 digits, {how}: "
-            f"exact {scores['exact']:.1%}, WER {scores['wer']:.1%}; word times of those read "
-            f"right {scores['time_error'] * 1000:.0f} ms off on average, "
-            f"{scores['within']:.1%} within 100 ms"
-        )
+    for trimmed in (False, True) if args.utterances and args.voices else ():
+        how = "clips trimmed, short pauses" if trimmed else "pauses as recorded"
+        pooled = {"hypotheses": [], "references": [], "errors": []}
+        for voice in args.voices:
+            scores = utterances(model, voice, trimmed, args.utterances)
+            _print_utterances(voice, args.utterances, how, scores)
+            for key, values in pooled.items():
+                values += scores[key]
+        if len(args.voices) > 1:
+            total = args.utterances * len(args.voices)
+            _print_utterances(f"all {len(args.voices)} voices", total, how, _scores(**pooled))
     if args.files:
         with tempfile.TemporaryDirectory() as folder:
             scores = as_files(model, args.files, args.file_utterances, Path(folder))

@@ -400,17 +400,51 @@ def test_the_espeak_program_stands_in_for_the_library(tmp_path, monkeypatch):
         synth("seven", "en-us+m3")
 
 
-def test_the_fifth_real_voice_ships_with_its_credit():
+def test_the_voices_from_outside_fsdd_ship_with_their_credit_and_licence():
     from importlib.resources import files
 
-    folder = files("xattn.data") / "asterisk"
-    with (folder / "allison.npz").open("rb") as f:
-        table = np.load(f)
-        assert sorted(table.files) == [str(d) for d in range(10)]  # one recording per digit
-        for key in table.files:
-            assert table[key].dtype == np.int16 and 0.5 < len(table[key]) / 8000 < 1.0
+    from xattn.data.speech import OUTSIDE_VOICES, outside_clips
+
+    folder = files("xattn.data") / "outside"
     readme = (folder / "README.md").read_text()
+    for voice in OUTSIDE_VOICES:
+        with (folder / f"{voice}.npz").open("rb") as f:
+            table = np.load(f)
+            assert sorted(table.files) == [str(d) for d in range(10)]  # one recording per digit
+            for key in table.files:
+                assert table[key].dtype == np.int16 and 0.25 < len(table[key]) / 8000 < 1.2
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{voice}.npz`"))
+        assert "licen" in row.lower() or "CC BY-SA" in row  # each file names its licence
+        clips = outside_clips(voice)
+        assert list(clips) == list(DIGIT_WORDS) and all(
+            c.dtype == np.float32 for c in clips.values()
+        )
     assert "Allison Smith" in readme and "CC BY-SA 3.0" in readme
+    assert "David C Dawson" in readme and "John Arundel" in readme
+    with pytest.raises(ValueError, match="unknown voice 'george'"):
+        outside_clips("george")  # an FSDD speaker is not one of them
+
+
+def test_outside_utterances_string_one_voice_as_held_out_utterances_are_made():
+    from xattn.data.speech import N_MELS, outside_clips, outside_utterances
+
+    made = outside_utterances("dawson", 40, seed=1)
+    assert [u.text for u in made] == [u.text for u in outside_utterances("dawson", 40, seed=1)]
+    assert [u.text for u in made] != [u.text for u in outside_utterances("dawson", 40, seed=2)]
+    assert {u.kind for u in made} == {"outside"} and {u.voice for u in made} == {"outside:dawson"}
+    assert {len(u.words) for u in made} == {1, 2, 3, 4}
+    assert set().union(*(u.words for u in made)) <= set(DIGIT_WORDS)
+    clips = outside_clips("dawson")
+    for u in made:
+        assert u.features.shape[1] == N_MELS
+        assert all(0 <= a < b <= u.features.shape[0] for a, b in u.spans)
+        assert u.seconds > sum(len(clips[w]) for w in u.words) / 8000  # plus pauses and edges
+    # Cannon Smash's clips carry 0.23-0.55 s of silence each: trimming shortens every word
+    kept = outside_utterances("cannonsmash", 20)
+    trimmed = outside_utterances("cannonsmash", 20, trimmed=True)
+    assert [u.text for u in kept] == [u.text for u in trimmed]  # the same draws
+    shorter = [k.seconds - t.seconds for k, t in zip(kept, trimmed, strict=True)]
+    assert all(d > 0.2 * len(k.words) for d, k in zip(shorter, kept, strict=True))
 
 
 def test_voices_of_recorded_people_ship_with_their_credit_and_licence():

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import lru_cache
 from importlib.resources import files
@@ -51,6 +51,7 @@ __all__ = [
     "HOP",
     "NOISE",
     "N_MELS",
+    "OUTSIDE_VOICES",
     "PAUSE",
     "PICO_VOICES",
     "PIPER_VOICES",
@@ -63,6 +64,8 @@ __all__ = [
     "Synthesizer",
     "Utterance",
     "make_utterances",
+    "outside_clips",
+    "outside_utterances",
     "real_clips",
     "recorded_clips",
     "voices",
@@ -78,6 +81,8 @@ PAUSE = (0.03, 0.25)  # seconds of silence between two words
 MAX_WORDS = 4  # words in an utterance, at most
 NOISE = (0.001, 0.02)  # the range of the background noise's standard deviation
 REAL_SPEAKERS = ("george", "jackson", "lucas", "nicolas")
+# people from outside FSDD, one recording of each word, never trained on (data/outside)
+OUTSIDE_VOICES = ("allison", "dawson", "cannonsmash", "tuxpaint", "arundel")
 FLITE_VOICES = ("kal", "awb", "rms", "slt")  # Flite's voices of recorded people (data/flite)
 FESTIVAL_VOICES = {  # Festival's voices of recorded people (data/festival): name -> voice
     "ked": "ked_diphone",
@@ -294,6 +299,16 @@ def real_clips(speaker: str) -> dict[str, list[np.ndarray]]:
     return clips
 
 
+def outside_clips(voice: str) -> dict[str, np.ndarray]:
+    """word -> the voice's one recording of it (float32 at 8 kHz, its silence as recorded):
+    a person from outside FSDD whom xattn never trains on (data/outside/README.md)."""
+    if voice not in OUTSIDE_VOICES:
+        raise ValueError(f"unknown voice {voice!r}; expected one of {', '.join(OUTSIDE_VOICES)}")
+    with (files("xattn.data") / "outside" / f"{voice}.npz").open("rb") as f:
+        table = np.load(f)
+        return {w: table[str(d)].astype(np.float32) / 32768.0 for d, w in enumerate(DIGIT_WORDS)}
+
+
 def recorded_clips(synthesizers: tuple[str, ...] = tuple(RECORDED)) -> Bank:
     """The voices made from recordings of people, as a bank: "SYNTHESIZER:NAME" -> word ->
     its RECORDED_TAKES clips (float32 at 8 kHz; three durations x three pitches). "flite":
@@ -421,7 +436,8 @@ def _room(audio: np.ndarray, rng: np.random.Generator, rt60: float) -> np.ndarra
 @dataclass(frozen=True)
 class Utterance:
     """features (frames, N_MELS); words; spans[i] = frames [start, end) of word i; voice;
-    kind: "synthetic" or "real"; audio: the samples at SAMPLE_RATE (held-out splits only)."""
+    kind: "synthetic", "real" or "outside" (outside_utterances); audio: the samples at
+    SAMPLE_RATE (held-out splits only)."""
 
     features: np.ndarray
     words: tuple[str, ...]
@@ -474,6 +490,20 @@ def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | N
     return Utterance(features, tuple(words), spans, voice, kind, audio if keep_audio else None)
 
 
+def outside_utterances(
+    voice: str, count: int, *, trimmed: bool = False, seed: int = 0
+) -> list[Utterance]:
+    """`count` utterances of 1-4 digits strung from the recordings of a voice from outside
+    FSDD (outside_clips), as held-out utterances are made (a peak of 0.3-0.9 per word,
+    pauses of 0.03-0.25 s, background noise; nothing else changed), with the silence around
+    each word as recorded or `trimmed`; kind "outside", audio kept."""
+    clips = outside_clips(voice)
+    bank = {f"outside:{voice}": {w: [_trim(c) if trimmed else c] for w, c in clips.items()}}
+    rng = np.random.default_rng(seed)
+    made = (_utterance(bank, f"outside:{voice}", rng, MAX_WORDS, None, True) for _ in range(count))
+    return [replace(u, kind="outside") for u in made]
+
+
 def make_utterances(
     train: int = 10000,
     valid: int = 300,
@@ -483,19 +513,23 @@ def make_utterances(
     max_words: int = MAX_WORDS,
     test_voices: float = 0.15,
     real_share: float = 0.5,
-    test_speaker: str = "george",
+    test_speaker: str | None = "george",
     augment: Augment | None = Augment(),
     synthesizer: Synthesizer | None = None,
     recorded_share: float = 0.3,
     recorded: tuple[str, ...] = tuple(RECORDED),
+    outside: int = 0,
 ) -> dict[str, list[Utterance]]:
     """Utterances per split, each by a synthetic voice or (with chance real_share) a real
     speaker. test_speaker is heard only in the test split; the other three speakers train,
-    their takes 45-49 kept for validation. Synthetic valid and test voices are never heard
-    in training; a synthetic training utterance is spoken, with chance recorded_share, by
-    one of the synthesizers' voices made from recorded people (`recorded`: some of
-    "flite", "festival", "pico", "rhvoice", "piper"; recorded_clips), by eSpeak NG otherwise.
-    Training utterances are augmented (augment=None: not)."""
+    their takes 45-49 kept for validation (test_speaker None: all four train, and the test
+    split's real utterances are their takes 45-49 too). Synthetic valid and test voices
+    are never heard in training; a synthetic training utterance is spoken, with chance
+    recorded_share, by one of the synthesizers' voices made from recorded people
+    (`recorded`: some of "flite", "festival", "pico", "rhvoice", "piper"; recorded_clips),
+    by eSpeak NG otherwise. Training utterances are augmented (augment=None: not).
+    `outside` utterances of each voice from outside FSDD (outside_utterances, clips
+    trimmed, kind "outside") follow the test split's `test`."""
     rng = np.random.default_rng(seed)
     names = voices()
     order = rng.permutation(len(names))
@@ -516,13 +550,12 @@ def make_utterances(
     held_bank = {
         **bank,
         **_real_bank(speakers, VALID_TAKES),
-        **_real_bank([test_speaker], range(50)),
+        **(_real_bank([test_speaker], range(50)) if test_speaker is not None else {}),
     }
-    real = {
-        "train": [f"fsdd:{s}" for s in speakers],
-        "valid": [f"fsdd:{s}" for s in speakers],
-        "test": [f"fsdd:{test_speaker}"],
-    }
+    heard = [f"fsdd:{s}" for s in speakers]
+    real = {"train": heard, "valid": heard, "test": [f"fsdd:{test_speaker}"]}
+    if test_speaker is None:
+        real["test"] = heard
     out = {}
     for index, (name, size) in enumerate((("train", train), ("valid", valid), ("test", test))):
         r = np.random.default_rng([seed, index + 1])
@@ -541,4 +574,6 @@ def make_utterances(
             voice = pool[int(r.integers(0, len(pool)))]
             split.append(_utterance(source, voice, r, max_words, plan, name != "train"))
         out[name] = split
+    for voice in OUTSIDE_VOICES if outside > 0 else ():
+        out["test"] += outside_utterances(voice, outside, trimmed=True, seed=seed)
     return out

@@ -40,7 +40,13 @@ class SpeechTask(Task):
         alignment_loss=1.0,  # the last layer's first head learns where each word is spoken
         alignment_head=(-1, 0),
     )
-    demo_sizes: ClassVar[dict[str, int]] = {"train": 10000, "valid": 300, "test": 1000}
+    # and 100 test utterances of each of the five people from outside FSDD (data/outside)
+    demo_sizes: ClassVar[dict[str, int]] = {
+        "train": 10000,
+        "valid": 300,
+        "test": 1000,
+        "outside": 100,
+    }
     model_overrides: ClassVar[dict] = {"source_features": N_MELS}
     # the alignment head is trained to cover each word (recipe: alignment_loss), so its
     # spans are read with pause rows; the demo and `xattn train` choose the filter width and
@@ -48,8 +54,10 @@ class SpeechTask(Task):
     timing: ClassVar[dict] = {"median_filter_width": 3, "pause_log_weight": -4.0}
 
     @staticmethod
-    def generate(train: int, valid: int, test: int, seed: int = 0) -> dict[str, list[Utterance]]:
-        return make_utterances(train, valid, test, seed=seed)
+    def generate(
+        train: int, valid: int, test: int, seed: int = 0, outside: int = 0
+    ) -> dict[str, list[Utterance]]:
+        return make_utterances(train, valid, test, seed=seed, outside=outside)
 
     def source(self, example: Utterance) -> torch.Tensor:
         return torch.from_numpy(example.features)  # (frames, N_MELS)
