@@ -31,7 +31,7 @@ import torch
 
 from .alignment import group_words, token_times
 from .data.audio import SPEECH, LogMelSpec, log_mel, resample, whisper_spec
-from .data.speech import EDGE_SILENCE, MAX_WORDS, NOISE, WORD_PEAK
+from .data.speech import EDGE_SILENCE, MAX_WORDS, NOISE, PAUSE, WORD_PEAK
 
 __all__ = ["Transcription", "transcribe"]
 
@@ -46,7 +46,7 @@ WORD_GAP = 0.15  # seconds of silence that part two stretches of sound as two wo
 CLICK = 0.05  # seconds: sound no longer than this before the first word or after the last,
 CLICK_GAP = 0.1  # this far from the words, is a click (a tap on the record button)
 LONG_PAUSE = 0.3  # seconds of silence between words (their quiet edges too) cut down to
-BESIDE = 0.1  # ... this much beside each word
+BESIDE = PAUSE[1] / 2  # ... this much beside each word: training's longest pause in all
 
 
 @dataclass(frozen=True)
@@ -97,10 +97,13 @@ def _as_samples(audio) -> np.ndarray:
 def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
     """The recording brought within what an xattn speech model heard in training
     (data.speech), what already lies within left alone: its peak scaled to the middle of
-    WORD_PEAK; the silence before the first word or after the last, when shorter or longer
-    than EDGE_SILENCE allows, made the middle of that range (added silence: noise at the
-    level of the recording's quietest 10 ms); each pause between words longer than
-    LONG_PAUSE cut to 2 * BESIDE (its middle removed, the words' quiet edges kept);
+    WORD_PEAK; the silence before the first word or after the last, when shorter than
+    EDGE_SILENCE allows, made the middle of that range (added silence: noise at the level
+    of the recording's quietest 10 ms), when longer, cut to its top (a word's quiet onset,
+    the /s/ of "six", can lie under the level rules and make the edge seem longer than it
+    is: cut to the middle, the onset was left at the recording's start); each pause
+    between words longer than LONG_PAUSE cut to 2 * BESIDE, the top of training's pauses
+    (its middle removed, the words' quiet edges kept);
     background noise at least NOISE's lowest. Digital silence (a codec's priming, a
     recorder's first moments: DEAD_DB under the recording's background) is heard as that
     background, never as a silence the noise then breaks; so is a click before the first
@@ -131,8 +134,8 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     n, middle = len(samples), round(sum(EDGE_SILENCE) / 2 * sample_rate)
     low, high = (round(s * sample_rate) for s in EDGE_SILENCE)
     first, last = loud[0] * frame, (loud[-1] + 1) * frame
-    lead = first if low <= first <= high else middle
-    tail = n - last if low <= n - last <= high else middle
+    lead = first if low <= first <= high else (high if first > high else middle)
+    tail = n - last if low <= n - last <= high else (high if n - last > high else middle)
     beside = round(BESIDE * sample_rate)
     long = np.flatnonzero((np.diff(loud) - 1) * frame > LONG_PAUSE * sample_rate)
     spans = [(min(0, first - lead), max(0, first - lead))]  # silence to remove (begin, end),

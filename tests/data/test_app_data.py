@@ -20,6 +20,7 @@ from xattn.data.speech import (
     FESTIVAL_VOICES,
     FLITE_VOICES,
     N_MELS,
+    OUTSIDE_VOICES,
     PICO_VOICES,
     PIPER_VOICES,
     REAL_SPEAKERS,
@@ -237,6 +238,20 @@ def test_real_recordings_are_split_by_speaker_and_take():
         assert any(len(c) <= len(u.audio) - start + 2 for c in word)
     with pytest.raises(ValueError, match="unknown speaker 'theo'"):
         real_clips("theo")
+    # no speaker held out: all four train, and the test split hears their unused takes
+    everyone = make_utterances(200, 0, 40, seed=3, real_share=1.0, test_speaker=None)
+    expected = {f"fsdd:{s}" for s in REAL_SPEAKERS}
+    assert {u.voice for u in everyone["train"]} == {u.voice for u in everyone["test"]} == expected
+    for u in everyone["test"]:
+        speaker = u.voice.removeprefix("fsdd:")
+        start = next(i for i, x in enumerate(u.audio) if abs(x) > 0.05)
+        assert any(len(c) <= len(u.audio) - start + 2 for c in takes[speaker][u.words[0]])
+    # the outside voices follow the test split, which stays as it was
+    more = make_utterances(0, 0, 40, seed=3, real_share=1.0, test_speaker=None, outside=2)
+    assert [u.text for u in more["test"][:40]] == [u.text for u in everyone["test"]]
+    assert [u.voice for u in more["test"][40:]] == [
+        f"outside:{v}" for v in OUTSIDE_VOICES for _ in range(2)
+    ]
 
 
 def test_voices_of_recorded_people_speak_in_training_only(utterances):

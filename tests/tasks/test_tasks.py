@@ -340,7 +340,7 @@ def test_silence_longer_than_training_is_cut_and_times_go_back_to_the_recording(
     words = [_tone(0.3, 0.5), _tone(0.2, 0.3)]
     recording = np.concatenate([quiet(0.8), words[0], quiet(1.0), words[1], quiet(0.2)])
     out, edits = _as_trained(recording, SAMPLE_RATE)
-    edge = sum(EDGE_SILENCE) / 2  # the 0.8 s lead cut to it, the 0.2 s tail kept (in range)
+    edge = EDGE_SILENCE[1]  # the 0.8 s lead cut to its top, the 0.2 s tail kept (in range)
     expected = edge + 0.3 + 2 * BESIDE + 0.2 + 0.2
     assert abs(len(out) / SAMPLE_RATE - expected) < 0.02
     np.testing.assert_allclose(edits[:, 1], [0.8 - edge, 1.0 - 2 * BESIDE], atol=0.02)
@@ -365,6 +365,32 @@ def test_a_recording_within_training_range_is_only_levelled():
     out, edits = _as_trained(recording, SAMPLE_RATE)
     assert len(edits) == 0
     np.testing.assert_allclose(out, recording * (sum(WORD_PEAK) / 2 / np.abs(recording).max()))
+
+
+def test_a_quiet_onset_keeps_silence_before_it_when_a_long_lead_is_cut():
+    """The /s/ of "six" can lie under the level rules (here 1-2 dB over the noise), so the
+    silence before the first word seems longer than it is: it is cut to the top of
+    training's range, not the middle, which leaves an onset of up to 0.25 s whole with
+    silence still before it; a long pause is cut to the top of training's pauses."""
+    from xattn.data.speech import EDGE_SILENCE, PAUSE, SAMPLE_RATE, WORD_PEAK
+    from xattn.transcription import _as_trained
+
+    rng = np.random.default_rng(6)
+    noise = lambda s, level=0.01: rng.normal(0, level, round(s * SAMPLE_RATE))  # noqa: E731
+    gap = lambda s: np.zeros(round(s * SAMPLE_RATE))  # noqa: E731
+    onset = noise(0.15, 0.006)  # with the background: 1.3 dB over it
+    words = [gap(0.5), onset, _tone(0.25, 0.6), gap(0.6), _tone(0.25, 0.5), gap(0.2)]
+    recording = np.concatenate(words)
+    recording = recording + noise(len(recording) / SAMPLE_RATE)
+    out, edits = _as_trained(recording.astype(np.float32), SAMPLE_RATE)
+    np.testing.assert_allclose(edits[0], [0.0, 0.65 - EDGE_SILENCE[1]], atol=0.011)
+    assert 0.5 - edits[0, 1] >= EDGE_SILENCE[0]  # silence before the onset, as in training
+    at, scale = (
+        round((0.5 - edits[0, 1]) * SAMPLE_RATE),
+        sum(WORD_PEAK) / 2 / np.abs(recording).max(),
+    )
+    np.testing.assert_allclose(out[at : at + 1200], recording[4000:5200] * scale, atol=1e-6)
+    np.testing.assert_allclose(edits[1, 1], 0.6 - PAUSE[1], atol=0.011)  # to training's longest
 
 
 def test_a_dc_offset_is_removed_and_a_steady_sound_is_all_sound():
