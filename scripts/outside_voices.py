@@ -12,7 +12,8 @@ for testing speech models on voices from outside the Free Spoken Digit Dataset:
 Each clip is made mono, resampled to 8 kHz and stored as int16 with its silence as
 recorded (xattn/data/outside/VOICE.npz, key DIGIT). Run once by a maintainer: apt install
 saytime csmash-data tuxpaint-stamps-default. Allison Smith's recordings
-(xattn/data/asterisk) are the fifth voice of the same test panel.
+(xattn/data/outside/allison.npz, from the Asterisk PBX prompts) are the fifth voice of the
+same test panel.
 
 Usage: python scripts/outside_voices.py [OUT_FOLDER]
 """

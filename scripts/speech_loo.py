@@ -102,8 +102,9 @@ def table(results: list[dict]) -> list[str]:
     """Markdown rows: one per held-out speaker and their mean (the outside voices' columns
     when every result has them)."""
     kinds = [k for k in KINDS if all(k in r for r in results)]
-    scores = [(k, "exact") for k in kinds] + [(k, "wer") for k in kinds if k != "synthetic"]
-    scores.sort(key=lambda pair: kinds.index(pair[0]))
+    scores = [
+        (k, key) for k in kinds for key in ("exact", "wer") if (k, key) != ("synthetic", "wer")
+    ]
     names = [f"{kind}: {'WER' if key == 'wer' else key}" for kind, key in scores]
     names += [f"peak, {kind}" for kind in kinds]
     lines = ["| held-out speaker | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]

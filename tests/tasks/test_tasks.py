@@ -186,6 +186,17 @@ def test_qa_answers_write_the_hop_out():
     assert all(len(task.reference(s).split()) == 2 for s in objects)
 
 
+def test_the_speech_demo_also_tests_the_people_from_outside_fsdd():
+    from xattn.data.speech import OUTSIDE_VOICES
+
+    speech = TASKS["speech"]
+    sizes = {**speech.demo_sizes, "train": 0, "valid": 0, "test": 3, "outside": 2}
+    test = speech.generate(**sizes, seed=0)["test"]  # the demo's sizes, made small
+    assert [u.kind for u in test[:3]] != ["outside"] * 3
+    assert [u.voice for u in test[3:]] == [f"outside:{v}" for v in OUTSIDE_VOICES for _ in "ab"]
+    assert speech.demo_sizes["outside"] > 0  # scored and printed as a kind of their own
+
+
 @pytest.mark.parametrize("name", ["caption", "qa", "speech"])
 def test_cli_demo_train_and_attention(tmp_path, capsys, browser, name):
     run = tmp_path / "demo"
