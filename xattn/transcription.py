@@ -134,8 +134,8 @@ def _as_trained(samples: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.n
     n, middle = len(samples), round(sum(EDGE_SILENCE) / 2 * sample_rate)
     low, high = (round(s * sample_rate) for s in EDGE_SILENCE)
     first, last = loud[0] * frame, (loud[-1] + 1) * frame
-    lead = first if low <= first <= high else (high if first > high else middle)
-    tail = n - last if low <= n - last <= high else (high if n - last > high else middle)
+    lead = middle if first < low else min(first, high)
+    tail = middle if n - last < low else min(n - last, high)
     beside = round(BESIDE * sample_rate)
     long = np.flatnonzero((np.diff(loud) - 1) * frame > LONG_PAUSE * sample_rate)
     spans = [(min(0, first - lead), max(0, first - lead))]  # silence to remove (begin, end),

@@ -33,7 +33,7 @@ import shutil
 import subprocess
 import tempfile
 import wave
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 from importlib.resources import files
@@ -486,7 +486,7 @@ def _utterance(bank: Bank, voice: str, rng, max_words: int, augment: Augment | N
         features = features + _colouring(rng, N_MELS, augment.channel).astype(np.float32)
     frames = features.shape[0]
     spans = tuple((min(frames - 1, s // HOP), min(frames, -(-(s + n_) // HOP))) for s, n_ in starts)
-    kind = "real" if real else "synthetic"
+    kind = "real" if real else "outside" if voice.startswith("outside:") else "synthetic"
     return Utterance(features, tuple(words), spans, voice, kind, audio if keep_audio else None)
 
 
@@ -500,8 +500,7 @@ def outside_utterances(
     clips = outside_clips(voice)
     bank = {f"outside:{voice}": {w: [_trim(c) if trimmed else c] for w, c in clips.items()}}
     rng = np.random.default_rng(seed)
-    made = (_utterance(bank, f"outside:{voice}", rng, MAX_WORDS, None, True) for _ in range(count))
-    return [replace(u, kind="outside") for u in made]
+    return [_utterance(bank, f"outside:{voice}", rng, MAX_WORDS, None, True) for _ in range(count)]
 
 
 def make_utterances(
