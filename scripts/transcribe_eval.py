@@ -23,11 +23,12 @@ does with a WAV file), one call per recording or utterance:
   moving average, under about 40 Hz, its RMS 13.5 dB under the words' peak): exact match
   per kind of voice.
 
-    python scripts/transcribe_eval.py MODEL_DIR [--speakers george ...] [--utterances 300]
-        [--voices allison ...] [--files george] [--interference george]
+    python scripts/transcribe_eval.py MODEL_DIR [MODEL_DIR ...] [--speakers george ...]
+        [--utterances 300] [--voices allison ...] [--files george] [--interference george]
         [--file-utterances 400]
 
---utterances (per voice) 0 leaves out the voices from outside FSDD.
+--utterances (per voice) 0 leaves out the voices from outside FSDD. Several model folders
+are measured as one Ensemble (xattn.Ensemble: the mean of their next-token probabilities).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout
 
-from xattn import EncoderDecoder
+from xattn import EncoderDecoder, Ensemble
 from xattn.data import speech
 from xattn.training.metrics import error_rates
 
@@ -177,7 +178,7 @@ def _print_ways(scores: dict[tuple[str, str], float], what: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("model")
+    parser.add_argument("model", nargs="+", help="a model folder; several: their ensemble")
     parser.add_argument("--speakers", nargs="*", default=list(speech.REAL_SPEAKERS))
     parser.add_argument("--utterances", type=int, default=300, help="per outside voice")
     parser.add_argument(
@@ -193,8 +194,11 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    model = EncoderDecoder.load(args.model).eval()
-    print(f"{args.model}: one transcribe call per recording (single words) or utterance")
+    models = [EncoderDecoder.load(folder).eval() for folder in args.model]
+    model = models[0] if len(models) == 1 else Ensemble(models, names=args.model)
+    print(
+        f"{' + '.join(args.model)}: one transcribe call per recording (single words) or utterance"
+    )
     for speaker in args.speakers:
         loud, quiet = single_words(model, speaker, 1.0), single_words(model, speaker, 0.05)
         print(f"  {speaker}, single words: as recorded {loud:.1%}, at 1/20 level {quiet:.1%}")

@@ -63,6 +63,8 @@ def test_bad_input_exits_2_with_one_line(capsys, argv, message):
         (["--dropout", "-0.1"], "--dropout=-0.1; expected 0 <= value < 1"),
         (["--eval-every", "0"], "--eval-every=0; expected a positive number"),
         (["--train-size", "0", "--task", "qa"], "--train-size=0; expected a positive number"),
+        (["--hold-out", "george"], "--hold-out picks the speech task's test speaker; --task is"),
+        (["--task", "speech", "--hold-out", "bob"], "--hold-out=bob; expected one of george"),
     ],
 )
 def test_bad_train_flags_are_named_as_flags(capsys, tmp_path, flags, message):
@@ -70,7 +72,7 @@ def test_bad_train_flags_are_named_as_flags(capsys, tmp_path, flags, message):
     out = tmp_path / "run"
     assert main(["train", "--out", str(out), *flags]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == f"xattn train: error: {message}"
+    assert err.strip().startswith(f"xattn train: error: {message}")
     assert "TrainConfig" not in err
     assert not out.exists()
 
@@ -145,3 +147,24 @@ def test_train_flags_left_out_keep_the_task_recipe():
     assert train_config(translation, args) == dataclasses.replace(translation, warmup_steps=5)
     args = build_parser().parse_args(["train", "--out", "x", "--warmup", "0"])  # 0 is a value
     assert train_config(translation, args).warmup_steps == 0
+
+
+@pytest.mark.parametrize("hold_out,tested", [(None, {"george"}), ("jackson", {"jackson"})])
+def test_train_hold_out_picks_the_speech_test_speaker(monkeypatch, hold_out, tested):
+    """`xattn train --task speech --hold-out SPEAKER` trains without that FSDD speaker and
+    tests on them; `none` trains on all four (their takes 45-49 test)."""
+    from xattn.cli import build_parser, training_splits
+    from xattn.data.speech import REAL_SPEAKERS
+    from xattn.tasks.speech import SpeechTask
+
+    monkeypatch.setattr(SpeechTask, "demo_sizes", {"train": 60, "valid": 4, "test": 40})
+    argv = ["train", "--task", "speech", "--out", "x"]
+    argv += [] if hold_out is None else ["--hold-out", hold_out]
+    splits = training_splits(build_parser().parse_args(argv))
+    heard = {u.voice.split(":")[1] for u in splits["train"] if u.voice.startswith("fsdd:")}
+    test = {u.voice.split(":")[1] for u in splits["test"] if u.voice.startswith("fsdd:")}
+    assert test == tested and heard == set(REAL_SPEAKERS) - tested
+    splits = training_splits(build_parser().parse_args([*argv[:5], "--hold-out", "none"]))
+    heard = {u.voice.split(":")[1] for u in splits["train"] if u.voice.startswith("fsdd:")}
+    test = {u.voice.split(":")[1] for u in splits["test"] if u.voice.startswith("fsdd:")}
+    assert heard == set(REAL_SPEAKERS) and test and test <= heard

@@ -99,6 +99,23 @@ def test_translate_arguments_and_stdin(trained, capsys):
     assert result.returncode == 0 and result.stdout == lines[0] + "\n"
 
 
+def test_translate_with_an_ensemble(trained, capsys):
+    """--model twice: the Ensemble of the folders (here the last and the best weights)."""
+    from xattn import EncoderDecoder, Ensemble
+    from xattn.tasks import translate
+
+    folders = [str(trained / "out" / "model"), str(trained / "out" / "best")]
+    models = [EncoderDecoder.load(folder) for folder in folders]
+    texts = ["the red car", "a house", "the old dog sees a cat"]
+    expected = translate(Ensemble(models), texts, num_beams=3)
+    assert (
+        main(["translate", "--model", folders[0], "--model", folders[1], *texts, "--beams", "3"])
+        == 0
+    )
+    assert capsys.readouterr().out == "\n".join(expected) + "\n"
+    assert translate(Ensemble(models[:1]), texts) == translate(models[0], texts)
+
+
 def test_translate_int8(trained, capsys):
     from xattn import EncoderDecoder
     from xattn.tasks import translate

@@ -369,6 +369,19 @@ def test_cli_transcribe_needs_a_speech_model(tmp_path, capsys):
     assert "transcribe needs a speech model" in capsys.readouterr().err
 
 
+def test_cli_transcribe_refuses_an_ensemble_of_whisper_models(whisper, tmp_path, capsys):
+    """Whisper's prompt (language detection) is one model's: several --model folders of
+    Whisper exit 2 with the reason; one folder given twice is still two members."""
+    from xattn.cli import main
+
+    _, _, folder, _ = whisper
+    write_wav(tmp_path / "a.wav", audio_clip(1.0))
+    argv = ["transcribe", "--model", str(folder), "--model", str(folder), str(tmp_path / "a.wav")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "ensemble runs xattn's own speech models" in err and len(err.strip().splitlines()) == 1
+
+
 def test_a_pickled_whisper_checkpoint_is_refused(whisper, tmp_path):
     _, _, folder, _ = whisper
     shutil.copytree(folder, tmp_path / "m")

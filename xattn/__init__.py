@@ -18,7 +18,7 @@ from .attention import (
     explain_backend,
 )
 from .generation import GenerationConfig
-from .model import DecoderState, EncoderDecoder, GenerationOutput, ModelConfig
+from .model import DecoderState, EncoderDecoder, Ensemble, GenerationOutput, ModelConfig
 
 __version__ = "0.1.0"
 
@@ -29,6 +29,7 @@ __all__ = [
     "CrossAttentionMemory",
     "DecoderState",
     "EncoderDecoder",
+    "Ensemble",
     "GenerationConfig",
     "GenerationOutput",
     "KVCache",

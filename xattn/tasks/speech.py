@@ -55,9 +55,13 @@ class SpeechTask(Task):
 
     @staticmethod
     def generate(
-        train: int, valid: int, test: int, seed: int = 0, outside: int = 0
+        train: int, valid: int, test: int, seed: int = 0, outside: int = 0, hold_out="george"
     ) -> dict[str, list[Utterance]]:
-        return make_utterances(train, valid, test, seed=seed, outside=outside)
+        """hold_out: the FSDD speaker heard only in the test split (None: all four train;
+        make_utterances' test_speaker)."""
+        return make_utterances(
+            train, valid, test, seed=seed, outside=outside, test_speaker=hold_out
+        )
 
     def source(self, example: Utterance) -> torch.Tensor:
         return torch.from_numpy(example.features)  # (frames, N_MELS)
