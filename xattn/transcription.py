@@ -361,24 +361,25 @@ def _window(model, samples, spec, *, num_beams, max_new_tokens, language, task, 
     tokens = generated if ended is None else generated[:ended]
     if not timed or not tokens:
         return tokens, [], [], code
-    times = _token_times(members, memories, prompt, tokens, ended is not None, spec, len(samples))
+    times = _token_times(model, memories, prompt, tokens, ended is not None, spec, len(samples))
     return tokens, times.starts, times.ends, code
 
 
-def _token_times(members, memories, prompt, tokens, ended, spec, samples):
+def _token_times(model, memories, prompt, tokens, ended, spec, samples):
     """TokenTimes of `tokens` from the alignment heads (teacher-forced over the output) of
     the model, or of every member of an ensemble together (the first one's settings)."""
-    model = members[0]
+    members = getattr(model, "members", (model,))
     generation = model.generation_config
     eos = (generation.eos_token_id or (None,))[0]
     sequence = [*prompt, *tokens, *([eos] if ended else [])]
     inputs = torch.tensor([sequence[:-1]], device=memories[0].device)
     weights = []
-    for member, memory in zip(members, memories, strict=True):
+    for i, (member, memory) in enumerate(zip(members, memories, strict=True)):
         heads = member.generation_config.alignment_heads
         if heads is None:
             raise ValueError("word timestamps need the model's alignment_heads (generation_config)")
-        _, layers = member.decode(inputs, memory, return_weights=True)
+        ids = model.member_ids(i, inputs) if member is not model else inputs  # its own ids
+        _, layers = member.decode(ids, memory, return_weights=True)
         weights += [layers[layer][0, head] for layer, head in heads]
     weights = torch.stack(weights).cpu()  # (h, T, S)
     per_position = FRAMES_PER_POSITION[model.config.front_end]

@@ -16,8 +16,8 @@ V = 40
 
 def make(seed: int, **kw):
     torch.manual_seed(seed)
-    kw = {"tie_output": False, **kw}
-    config = xattn.ModelConfig.preset("tiny", vocab_size=V, dropout=0.0, **kw)
+    kw = {"tie_output": False, "vocab_size": V, **kw}
+    config = xattn.ModelConfig.preset("tiny", dropout=0.0, **kw)
     return xattn.EncoderDecoder(config).eval()
 
 
@@ -100,3 +100,67 @@ def test_members_that_cannot_be_ensembled_are_named():
         Ensemble([model, make(1).quantize("int8")])
     with pytest.raises(ValueError, match="2 names for 1 models"):
         Ensemble([model], names=["a", "b"])
+
+
+def permuted_twin(**kw):
+    """A word-level model and its twin trained on other data: the same words under other ids
+    (a word's id follows its count), the twin's weights the model's rows moved to them."""
+    import copy
+
+    from xattn.data.tokenizers import PairTokenizer
+
+    words = [f"w{i}" for i in range(10)]
+    rising = [(w, w) for i, w in enumerate(words) for _ in range(i + 1)]
+    falling = [(w, w) for i, w in enumerate(words) for _ in range(10 - i)]
+    ours, theirs = PairTokenizer.train(rising), PairTokenizer.train(falling)
+    size = ours.target_vocab_size
+    model = make(0, vocab_size=size, share_embeddings=False, **kw)
+    model.tokenizer = ours
+    model.generation_config = model.generation_config.replace(
+        alignment_heads=[(0, 0), (1, 1)], suppress_tokens=[2]
+    )
+    twin = copy.deepcopy(model)
+    twin.tokenizer = theirs
+    maps = []
+    for side in ("source", "target"):
+        a, b = getattr(ours, side).get_vocab(), getattr(theirs, side).get_vocab()
+        maps.append(torch.tensor([b[t] for t, _ in sorted(a.items(), key=lambda kv: kv[1])]))
+    assert not torch.equal(maps[1], torch.arange(size))  # other ids indeed
+    with torch.no_grad():
+        if model.config.front_end is None:
+            twin.src_embed.weight[maps[0]] = model.src_embed.weight
+        twin.tgt_embed.weight[maps[1]] = model.tgt_embed.weight
+        twin.lm_head.weight[maps[1]] = model.lm_head.weight
+    return model, twin, maps
+
+
+@pytest.mark.parametrize("beams", [1, 3])
+def test_members_with_the_same_words_under_other_ids_are_mapped(beams):
+    model, twin, (source, target) = permuted_twin()
+    src = torch.randint(4, model.config.vocab_size, (3, 6))
+    kw = {"max_new_tokens": 7, "num_beams": beams, "suppress_tokens": [2]}
+    expected = model.generate(src, **kw)
+    assert expected[:, 1:].unique().numel() > 3
+    assert torch.equal(twin.generate(source[src], **kw), target[expected])  # the twin alone
+    assert torch.equal(Ensemble([model, twin]).generate(src, **kw), expected)
+    assert torch.equal(Ensemble([twin, model]).generate(source[src], **kw), target[expected])
+    prompt = expected[:, :3]  # a prompt in the first member's ids, continued by all
+    continued = model.generate(src, decoder_input_ids=prompt, **kw)
+    ensemble = Ensemble([model, twin])
+    assert torch.equal(ensemble.generate(src, decoder_input_ids=prompt, **kw), continued)
+    assert torch.equal(Ensemble([model, twin]).member_ids(1, expected), target[expected])
+
+
+def test_word_times_read_each_member_in_its_own_ids():
+    """Word timestamps teacher-force the output through every member: the twin must read it
+    in its own ids for its alignment heads to match the model's."""
+    import numpy as np
+
+    model, twin, _ = permuted_twin(front_end="audio", source_features=40)
+    t = np.arange(8000) / 8000
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t) * (np.abs(t - 0.5) < 0.3)).astype(np.float32)
+    audio = tone + np.random.default_rng(0).normal(0, 0.003, t.shape).astype(np.float32)
+    expected = model.transcribe(audio, 8000, word_timestamps=True, max_new_tokens=4)
+    assert len(expected.tokens) == 4 and len(set(expected.token_times)) > 1
+    both = Ensemble([model, twin]).transcribe(audio, 8000, word_timestamps=True, max_new_tokens=4)
+    assert both.words == expected.words

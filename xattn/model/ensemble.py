@@ -8,9 +8,11 @@ step the search follows the log of the members' mean next-token probability (the
 weigh the same). Models trained alike with different seeds (`xattn train --seed`) make
 different mistakes on inputs unlike their training data, and the mean outvotes most of
 them. The members must share what makes their outputs comparable: the kind of input, the
-vocabularies and tokenizers, and the start, end and padding tokens; each keeps its own
-alignment heads, and word timestamps read all of them together. An ensemble of one model
-generates exactly what the model does.
+vocabularies and tokenizers, and the start, end and padding tokens. xattn's word-level
+tokenizers trained on other data (another seed) hold the same words under other ids (a
+word's id follows its count): the ensemble maps each member's ids to the first member's.
+Each member keeps its own alignment heads, and word timestamps read all of them together.
+An ensemble of one model generates exactly what the model does.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..data.tokenizers import PairTokenizer
 from ..generation import GenerationConfig, search
 from .transformer import EncoderDecoder, generation_settings
 
@@ -50,8 +53,10 @@ class Ensemble(nn.Module):
         for name, model in zip(names, models, strict=True):
             if not isinstance(model, EncoderDecoder):
                 raise TypeError(f"{name} is a {type(model).__name__}; expected EncoderDecoder")
-        for name, model in zip(names[1:], models[1:], strict=True):
+        self.id_maps = [(None, None)] + [
             _check_member(models[0], model, names[0], name)
+            for name, model in zip(names[1:], models[1:], strict=True)
+        ]
         self.members = nn.ModuleList(models)
 
     @property
@@ -93,14 +98,30 @@ class Ensemble(nn.Module):
         config = generation_settings(
             generation_config or self.generation_config, max_new_tokens, num_beams, overrides
         )
-        prepared = [
-            member.stepper(src_ids, src_mask, config, decoder_input_ids, False, compile)
-            for member in self.members
-        ]
-        steppers = [stepper for stepper, _, _ in prepared]
-        _, start, B = prepared[0]
+        steppers = []
+        for i, member in enumerate(self.members):
+            source_map, target_map = self.id_maps[i]
+            src = src_ids
+            if source_map is not None and not src_ids.is_floating_point():
+                src = source_map.to(src_ids.device)[src_ids]
+            prompt = decoder_input_ids
+            if prompt is not None:
+                prompt = self.member_ids(i, prompt)
+            stepper, first_start, first_B = member.stepper(
+                src, src_mask, config, prompt, False, compile
+            )
+            if i == 0:
+                start, B = first_start, first_B
+            if target_map is not None:
+                stepper = _MappedStepper(stepper, target_map.to(first_start.device))
+            steppers.append(stepper)
         stepper = steppers[0] if len(steppers) == 1 else _MeanStepper(steppers)
         return search(stepper, start, config, B).sequences
+
+    def member_ids(self, index: int, ids: Tensor) -> Tensor:
+        """Target ids of the first member (the ensemble's) as member `index`'s ids."""
+        target_map = self.id_maps[index][1]
+        return ids if target_map is None else target_map.to(ids.device)[ids]
 
     def transcribe(self, audio, sampling_rate: int, **options):
         """EncoderDecoder.transcribe (the same options) with the ensemble's generate, for
@@ -114,6 +135,21 @@ class Ensemble(nn.Module):
         from ..transcription import transcribe
 
         return transcribe(self, audio, sampling_rate, **options)
+
+
+class _MappedStepper:
+    """A member's Stepper seen in the first member's ids: tokens mapped in, logits mapped
+    out (index[j]: the member's id of the first member's token j)."""
+
+    def __init__(self, stepper, index: Tensor) -> None:
+        self.stepper, self.index = stepper, index
+
+    def step(self, tokens: Tensor) -> tuple[Tensor, None]:
+        logits, _ = self.stepper.step(self.index[tokens])
+        return logits.index_select(-1, self.index), None
+
+    def reorder(self, indices: Tensor) -> None:
+        self.stepper.reorder(indices)
 
 
 class _MeanStepper:
@@ -143,7 +179,8 @@ _SHARED_GENERATION = ("decoder_start_token_id", "eos_token_id", "pad_token_id")
 
 
 def _check_member(first: EncoderDecoder, model: EncoderDecoder, first_name: str, name: str):
-    """A ValueError naming what member `name` does not share with the first member."""
+    """(source, target) id maps of member `name` (see _id_maps), or a ValueError naming what
+    it does not share with the first member."""
     pairs = [(f"config.{k}", getattr(first.config, k), getattr(model.config, k)) for k in _SHARED]
     pairs += [
         (
@@ -160,11 +197,34 @@ def _check_member(first: EncoderDecoder, model: EncoderDecoder, first_name: str,
                 f"{name} has {what} = {theirs!r} but {first_name} has {ours!r}; the models "
                 f"of an ensemble must share it"
             )
-    if _tokenizer_files(first.tokenizer) != _tokenizer_files(model.tokenizer):
+    maps = _id_maps(first.tokenizer, model.tokenizer)
+    if maps is None:
         raise ValueError(
             f"{name}'s tokenizer differs from {first_name}'s (another vocabulary or another "
             f"tokenization): the models of an ensemble must write the same tokens"
         )
+    return maps
+
+
+def _id_maps(ours, theirs) -> tuple[Tensor | None, Tensor | None] | None:
+    """(source, target) maps from our token ids to theirs (index[our id] = their id; None:
+    the same ids): tokenizers saved alike have the same ids, and xattn's word-level
+    tokenizers that hold the same words on each side (trained on other data: a word's id
+    follows its count) are mapped; None for tokenizers that differ otherwise."""
+    if _tokenizer_files(ours) == _tokenizer_files(theirs):
+        return None, None
+    if not all(isinstance(t, PairTokenizer) and t.kind == "word" for t in (ours, theirs)):
+        return None
+    maps = []
+    for side in ("source", "target"):
+        a, b = getattr(ours, side).get_vocab(), getattr(theirs, side).get_vocab()
+        if a.keys() != b.keys():
+            return None
+        index = torch.empty(len(a), dtype=torch.long)
+        for token, i in a.items():
+            index[i] = b[token]
+        maps.append(None if torch.equal(index, torch.arange(len(a))) else index)
+    return maps[0], maps[1]
 
 
 def _tokenizer_files(tokenizer) -> dict[str, bytes] | None:
