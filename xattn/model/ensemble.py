@@ -107,13 +107,11 @@ class Ensemble(nn.Module):
             prompt = decoder_input_ids
             if prompt is not None:
                 prompt = self.member_ids(i, prompt)
-            stepper, first_start, first_B = member.stepper(
-                src, src_mask, config, prompt, False, compile
-            )
-            if i == 0:
-                start, B = first_start, first_B
+            stepper, rows, sources = member.stepper(src, src_mask, config, prompt, False, compile)
+            if i == 0:  # the search starts from the first member's tokens
+                start, B = rows, sources
             if target_map is not None:
-                stepper = _MappedStepper(stepper, target_map.to(first_start.device))
+                stepper = _MappedStepper(stepper, target_map.to(rows.device))
             steppers.append(stepper)
         stepper = steppers[0] if len(steppers) == 1 else _MeanStepper(steppers)
         return search(stepper, start, config, B).sequences
