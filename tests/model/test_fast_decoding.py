@@ -288,6 +288,17 @@ def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(
     check_compiled_tokens(make(num_kv_heads=2))
 
 
+def test_timing_the_kernels_prints_nothing(monkeypatch, capfd):
+    """max-autotune reports every product's timings on stderr unless told not to; compiled
+    afresh (no cached graph, which would time nothing), a first call prints none of it."""
+    options = {**compiled.compile_options(torch.device("cpu")), "force_disable_caches": True}
+    monkeypatch.setattr(compiled, "compile_options", lambda device: options)
+    model = make(encoder_layers=1, decoder_layers=1)
+    src, mask = inputs()
+    model.generate(src, src_mask=mask, max_new_tokens=2, compile=True)
+    assert "autotune" not in capfd.readouterr().err.lower()
+
+
 @pytest.mark.parametrize(
     "config", [dict(pre_norm=False, norm="rmsnorm"), BART_LIKE], ids=["post-norm-rms", "bart-like"]
 )

@@ -45,6 +45,8 @@ def compile_options(device: torch.device) -> dict[str, object]:
         "max_autotune": True,
         "max_autotune_gemm_backends": "CPP,ATEN",
         "cpp_wrapper": True,
+        "autotune_num_choices_displayed": 0,  # no table of timings on stderr
+        "max_autotune_report_choices_stats": False,
     }
 
 
