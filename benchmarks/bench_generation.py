@@ -12,7 +12,8 @@ compiles and is timed apart) are checked against transformers'. Every row genera
 same number of new tokens (min_new_tokens = max_new_tokens). Peers:
 - transformers' generate (cache on);
 - CTranslate2 float32 and int8 (`pip install 'xattn[bench]'`; rows left out without it),
-  each Translator timed in a process that holds nothing else (ct2_worker.py);
+  each Translator timed in a process that holds nothing else (ct2_worker.py), at one thread
+  and at --threads; the ratios are to the faster of the two;
 - an nn.Transformer model of the same size that re-runs the decoder over the whole prefix
   at every step (what a model without a cache does).
 """
