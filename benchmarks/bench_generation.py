@@ -8,8 +8,9 @@ A Marian-sized model (d_model 256, 3 + 3 layers, 4 heads, ffn 1024, vocab 8000) 
 with transformers (random weights), saved with a tokenizer of 8,000 stand-in tokens, and
 loaded into xattn with from_hf and into CTranslate2 with its converter, so all run the same
 weights; xattn's tokens (eager and generate(compile=True), whose first call per case
-compiles and is timed apart) are checked against transformers'. Every row generates exactly the
-same number of new tokens (min_new_tokens = max_new_tokens). Peers:
+compiles and is timed apart) are checked against transformers', and the int8 copy's (eager
+and compiled) agreement with them is reported. Every row generates exactly the same number
+of new tokens (min_new_tokens = max_new_tokens). Peers:
 - transformers' generate (cache on);
 - CTranslate2 float32 and int8 (`pip install 'xattn[bench]'`; rows left out without it),
   each Translator timed in a process that holds nothing else (ct2_worker.py), at one thread
@@ -351,8 +352,9 @@ def median_time(fn, repeats):
 def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
     """Tokens/s of every implementation on each (B, beams) case; CTranslate2 (engines, an
     EngineProcess) in a process of its own."""
-    rows, warmups = [], []
+    rows, warmups, warmups8 = [], [], []
     start = ours.config.decoder_start_token_id
+    int8 = ours.quantize("int8")
     for B, beams in cases:
         src = torch.randint(1, VOCAB - 1, (B, SRC), generator=torch.Generator().manual_seed(B))
         mask = torch.ones(B, SRC, dtype=torch.bool)
@@ -365,9 +367,14 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
         got_compiled = ours.generate(src, src_mask=mask, compile=True, **kw)
         warmups.append(f"{label(B, beams)} {time.perf_counter() - started:.1f} s")
         same_compiled = "yes" if torch.equal(got_compiled, expected) else "NO"
-        int8 = ours.quantize("int8")
         got8 = int8.generate(src, src_mask=mask, **kw)
-        agree = (got8 == expected).float().mean().item() if got8.shape == expected.shape else 0.0
+        started = time.perf_counter()
+        got8_compiled = int8.generate(src, src_mask=mask, compile=True, **kw)
+        warmups8.append(f"{label(B, beams)} {time.perf_counter() - started:.1f} s")
+        agree, agree_compiled = (
+            (got == expected).float().mean().item() if got.shape == expected.shape else 0.0
+            for got in (got8, got8_compiled)
+        )
         candidates = {
             "transformers generate (cache)": lambda src=src, mask=mask, kw=kw: hf.generate(
                 src, attention_mask=mask.long(), do_sample=False, **kw
@@ -378,8 +385,11 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
             "xattn generate (compile=True)": lambda src=src, mask=mask, kw=kw: ours.generate(
                 src, src_mask=mask, compile=True, **kw
             ),
-            "xattn int8 (quantize)": lambda src=src, mask=mask, kw=kw, m=int8: m.generate(
+            "xattn int8 (quantize)": lambda src=src, mask=mask, kw=kw: int8.generate(
                 src, src_mask=mask, **kw
+            ),
+            "xattn int8 (quantize, compile=True)": lambda src=src, mask=mask, kw=kw: int8.generate(
+                src, src_mask=mask, compile=True, **kw
             ),
         }
         if beams == 1:
@@ -415,6 +425,7 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
                 "xattn generate": same,
                 "xattn generate (compile=True)": same_compiled,
                 "xattn int8 (quantize)": f"{agree:.0%} of tokens",
+                "xattn int8 (quantize, compile=True)": f"{agree_compiled:.0%} of tokens",
             }
             check = checks.get(name, "")
             reference = fastest.get("int8" if "int8" in name else "float32")
@@ -443,7 +454,10 @@ def bench_generation(hf, ours, rerun, cases, new_tokens, repeats, engines=None):
     )
     print(
         "generate(compile=True), the first call of each case (compiling; from the second "
-        "shape on, with symbolic sizes): " + ", ".join(warmups)
+        "shape on, with symbolic sizes): "
+        + ", ".join(warmups)
+        + "; of the int8 copy: "
+        + ", ".join(warmups8)
     )
 
 

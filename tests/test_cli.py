@@ -107,14 +107,15 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     )
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| B1 greedy")]
-    # transformers, xattn, xattn compiled, xattn int8, nn.Transformer loop, minimal eager
-    # step, the compiled floor, matmuls
-    assert len(rows) == 8
-    assert "a minimal eager step" in rows[5]
-    assert "floor: no search" in rows[6]
+    # transformers, xattn, xattn compiled, xattn int8 eager and compiled, nn.Transformer
+    # loop, minimal eager step, the compiled floor, matmuls
+    assert len(rows) == 9
+    assert "a minimal eager step" in rows[6]
+    assert "floor: no search" in rows[7]
     assert "| yes" in rows[1]  # xattn produced the same tokens as transformers
     assert "compile=True" in rows[2] and "| yes" in rows[2]  # and so did its compiled steps
     assert "% of tokens" in rows[3]  # int8 agreement with transformers is reported
+    assert "int8 (quantize, compile=True)" in rows[4] and "% of tokens" in rows[4]
 
 
 def test_train_flags_left_out_keep_the_task_recipe():

@@ -172,6 +172,14 @@ def layer_step(layer: nn.Module, rows: int = 1) -> Callable[[Tensor], Tensor]:
     return layer.forward
 
 
+def _traced(layer: nn.Module) -> Callable[[Tensor], Tensor]:
+    """A linear layer for a step torch.compile traces: F.linear of an nn.Linear's weights,
+    an int8 layer's forward."""
+    if isinstance(layer, nn.Linear):
+        return partial(F.linear, weight=layer.weight, bias=layer.bias)
+    return layer.forward
+
+
 _FUSED = _ByTensor()  # q projection weight -> (stamp of q, k, v; fused weight and bias)
 
 
@@ -205,14 +213,18 @@ class StepLinears:
     @classmethod
     def plain(cls, layer) -> StepLinears:
         """The layer's linear layers as plain F.linear of its own weights, q, k and v
-        stacked at each call: for steps that torch.compile traces (a frozen graph holds the
-        stacked weight as a constant and chooses its own kernels)."""
+        stacked at each call (int8 layers: their forward): for steps that torch.compile
+        traces (a frozen graph holds the stacked weight as a constant and chooses its own
+        kernels)."""
         attn = layer.self_attn
-        weight, bias = attn.fused_projection()
-        qkv = partial(F.linear, weight=weight, bias=bias)
+        if hasattr(attn, "qkv_int8"):
+            qkv = attn.qkv_int8.forward
+        else:
+            weight, bias = attn.fused_projection()
+            qkv = partial(F.linear, weight=weight, bias=bias)
         linears = (attn.out_proj, layer.cross_attn.q_proj, layer.cross_attn.out_proj)
         linears += (layer.ffn.fc1, layer.ffn.fc2)
-        return cls(qkv, *(partial(F.linear, weight=m.weight, bias=m.bias) for m in linears))
+        return cls(qkv, *(_traced(m) for m in linears))
 
     @classmethod
     def of(cls, layer, rows: int = 1) -> StepLinears:

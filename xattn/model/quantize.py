@@ -1,12 +1,17 @@
 """int8 inference on the CPU: EncoderDecoder.quantize("int8") gives a copy whose linear layers
-keep their weights in int8 (one scale per output row) and quantize their input per call
-(dynamic int8: PyTorch's fbgemm kernels, VNNI where the CPU has it). Embeddings, norms and
-convolutions stay float32. The copy is for inference: it refuses to be saved (save the
-float model and quantize after loading).
+keep their weights in int8 (one scale per output row, symmetric) and quantize their input
+per call (dynamic int8). Embeddings, norms and convolutions stay float32. The copy is for
+inference: it refuses to be saved (save the float model and quantize after loading).
 
-The kernels are PyTorch's quantized ops (torch.ops.quantized.linear_prepack and
-linear_dynamic); PyTorch deprecates its quantized tensors for a future release, and xattn
-pins the release it tests with.
+Two kernels share the int8 weights. Eager calls run PyTorch's fbgemm kernel
+(torch.ops.quantized.linear_dynamic: one call that quantizes the whole input to 7 bits
+with one scale and zero point). A step that torch.compile traces (generate(compile=True))
+quantizes each row of the input to int8 with a scale of its own (symmetric), in tensor
+operations that inductor fuses around PyTorch's int8 matrix product (torch._int_mm,
+oneDNN, VNNI where the CPU has it). The two round the input differently, so compiled and
+eager int8 tokens may differ where two are near-tied. PyTorch deprecates its quantized
+tensors (fbgemm's packed weights) for a future release; xattn pins the release it tests
+with.
 """
 
 from __future__ import annotations
@@ -21,28 +26,45 @@ __all__ = ["Int8Linear", "quantize_int8"]
 
 
 class Int8Linear(nn.Module):
-    """y = x W^T + b with W stored in int8, one scale per output row (symmetric), and x
-    quantized per call."""
+    """y = x W^T + b with W stored in int8, one scale per output row (see the module
+    docstring for the two kernels)."""
 
     def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
         super().__init__()
         weight = weight.detach().float().cpu()
-        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
-        scales = (weight.abs().amax(1) / 127.0).clamp_min(1e-12).double()
-        zeros = torch.zeros(len(scales), dtype=torch.long)
+        bias = None if bias is None else bias.detach().float().cpu()
+        self.out_features, self.in_features = weight.shape
+        scale = (weight.abs().amax(1) / 127.0).clamp_min(1e-12)
+        levels = torch.round(weight / scale[:, None]).to(torch.int8)
+        self.register_buffer("weight_t", levels.t())  # (in, out): the fast layout for _int_mm
+        self.register_buffer("scale", scale)
+        self.register_buffer("bias", bias)
+        zeros = torch.zeros(len(scale), dtype=torch.long)
         with warnings.catch_warnings():  # PyTorch warns that quantized tensors will go
             warnings.simplefilter("ignore")
-            levels = torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8)
-            self.packed = torch.ops.quantized.linear_prepack(
-                levels, None if bias is None else bias.detach().float().cpu()
-            )
+            quantized = torch._make_per_channel_quantized_tensor(levels, scale.double(), zeros, 0)
+            self.packed = torch.ops.quantized.linear_prepack(quantized, bias)
 
     @classmethod
     def of(cls, linear: nn.Linear) -> Int8Linear:
         return cls(linear.weight, linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            return self.traced(x)
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)
+
+    def traced(self, x: Tensor) -> Tensor:
+        """The product as a compiled step computes it: each row of x scaled to [-127, 127]
+        and rounded to int8, multiplied with the int8 weights in int32 (torch._int_mm) and
+        scaled back to float32."""
+        rows = x.reshape(-1, self.in_features)
+        step = rows.abs().amax(-1, keepdim=True).clamp_min(1e-12) / 127.0  # (M, 1)
+        levels = torch.round(rows / step).to(torch.int8)
+        y = torch._int_mm(levels, self.weight_t).float() * (step * self.scale)  # (M, out)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
