@@ -452,6 +452,17 @@ def test_int8_copies_compile_to_the_traced_int8_tokens(quick_compile, monkeypatc
     src, mask = inputs()
     kw = dict(src_mask=mask, max_new_tokens=9)
     got = {beams: model.generate(src, num_beams=beams, compile=True, **kw) for beams in (1, 3)}
+    eager_calls, fbgemm = [], torch.ops.quantized.linear_dynamic
+    spy = lambda *args: eager_calls.append(1) or fbgemm(*args)  # noqa: E731
+    monkeypatch.setattr(torch.ops.quantized, "linear_dynamic", spy)
+    calls = []
+    for new_tokens in (1, 9):  # the encoder calls fbgemm, no compiled step does
+        model.generate(src, src_mask=mask, max_new_tokens=new_tokens, compile=True)
+        calls.append(len(eager_calls))
+        eager_calls.clear()
+    assert calls[0] == calls[1] > 0
+    model.generate(src, src_mask=mask, max_new_tokens=9)
+    assert len(eager_calls) > calls[0]  # eager steps do call it
     monkeypatch.setattr(quantize.Int8Linear, "forward", quantize.Int8Linear.traced)
     for beams, tokens in got.items():
         assert torch.equal(tokens, model.generate(src, num_beams=beams, **kw))

@@ -3,7 +3,8 @@
 The step is EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_one) at a
 position held in a tensor, attending the whole preallocated self-attention cache under the
 mask of its filled positions, so that no shape changes from one length to the next and one
-graph serves every step of every length. It is compiled with inductor's weight freezing
+graph serves every step of every length (an int8 copy's linear layers run their traced
+int8 product, model.quantize). It is compiled with inductor's weight freezing
 (the weights become constants of the graph, laid out for its kernels); on a CPU also with
 inductor's own C++ matrix-product kernels, chosen against ATen's by timing each product
 of the step once (max-autotune), each fused with what follows it (bias, activation,
