@@ -445,28 +445,32 @@ def test_int8_traced_product_is_the_int8_formula():
     assert torch.equal(copy.deepcopy(int8).traced(x), got)
 
 
-def test_int8_copies_compile_to_the_traced_int8_tokens(quick_compile, monkeypatch):
-    """Compiled int8 steps run the traced product: their tokens are those of eager steps
-    that run it too (eager int8 calls fbgemm, which rounds the input otherwise)."""
+def test_int8_compiled_steps_call_no_eager_kernel(quick_compile, monkeypatch):
+    """Compiled int8 steps run the traced product inside the graph: a compiled generate of
+    9 tokens calls fbgemm as often as one of 1 token (the encoder's calls); eager steps
+    call it at every step."""
     model = make().quantize("int8")
     src, mask = inputs()
-    kw = dict(src_mask=mask, max_new_tokens=9)
-    got = {beams: model.generate(src, num_beams=beams, compile=True, **kw) for beams in (1, 3)}
+    model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)  # inductor loaded
     eager_calls, fbgemm = [], torch.ops.quantized.linear_dynamic
     spy = lambda *args: eager_calls.append(1) or fbgemm(*args)  # noqa: E731
     monkeypatch.setattr(torch.ops.quantized, "linear_dynamic", spy)
     calls = []
-    for new_tokens in (1, 9):  # the encoder calls fbgemm, no compiled step does
-        model.generate(src, src_mask=mask, max_new_tokens=new_tokens, compile=True)
+    for new_tokens, compile in ((1, True), (9, True), (9, False)):
+        model.generate(src, src_mask=mask, max_new_tokens=new_tokens, compile=compile)
         calls.append(len(eager_calls))
         eager_calls.clear()
-    assert calls[0] == calls[1] > 0
-    model.generate(src, src_mask=mask, max_new_tokens=9)
-    assert len(eager_calls) > calls[0]  # eager steps do call it
+    assert calls[0] == calls[1] > 0 and calls[2] > calls[1]
+
+
+@pytest.mark.parametrize("config", [{}, BART_LIKE], ids=["pre-norm", "bart-like"])
+def test_int8_copies_compile_to_the_traced_int8_tokens(config, quick_compile, monkeypatch):
+    """With the traced product in eager calls too (encoder included), compiled int8 steps
+    give the eager tokens: one arithmetic, compiled or not (eager int8 calls fbgemm, which
+    rounds the input otherwise)."""
     monkeypatch.setattr(quantize.Int8Linear, "forward", quantize.Int8Linear.traced)
-    for beams, tokens in got.items():
-        assert torch.equal(tokens, model.generate(src, num_beams=beams, **kw))
-    assert got[1][:, 1:].unique().numel() > 5
+    model = make(**config).quantize("int8")
+    check_compiled_tokens(model)
 
 
 def test_compile_refuses_non_booleans():
