@@ -310,13 +310,15 @@ class MinimalStep:
 
 class CompiledFloor:
     """The floor of generate(compile=True): a generate call that makes one new token (the
-    encoder, the cross-attention memories, the caches, the compiled step's first call),
-    then the compiled step alone for the other new tokens on a state started once, with
-    nothing between the calls but the step's own position: no search, no processors, no
-    bookkeeping. generate(compile=True) cannot be faster than this unless its step is."""
+    encoder, the cross-attention memories, the caches, the compiled graph's first call),
+    then the compiled graph alone for the other new tokens on a state started once, with
+    nothing between the calls but its position: greedy search's graph of GREEDY_STEPS
+    steps (its tokens chosen inside), beam search's one step; no search, no processors, no
+    bookkeeping. generate(compile=True) cannot be faster than this unless its graph is."""
 
     def __init__(self, model, src, mask, beams: int, new_tokens: int):
-        from xattn.model.compiled import compiled_step
+        from xattn.generation.processors import ban_table
+        from xattn.model.compiled import GREEDY_STEPS, compiled_greedy, compiled_step
 
         self.model, self.src, self.mask, self.beams = model, src, mask, beams
         self.new_tokens = new_tokens
@@ -328,15 +330,21 @@ class CompiledFloor:
         rows = src.shape[0] * beams
         self.tokens = torch.zeros(rows, dtype=torch.long)
         self.position = torch.zeros(1, dtype=torch.long)
-        self.step = compiled_step(model)
+        if beams == 1:
+            self.stride, self.graph = GREEDY_STEPS, compiled_greedy(model)
+            unfinished = torch.ones(rows, dtype=torch.bool)
+            bans = ban_table([], VOCAB, torch.device("cpu"))
+            self.extra = (unfinished, bans, torch.zeros(VOCAB, dtype=torch.bool), torch.tensor(0))
+        else:
+            self.stride, self.graph, self.extra = 1, compiled_step(model), ()
 
     def __call__(self):
         one = dict(max_new_tokens=1, min_new_tokens=1, num_beams=self.beams)
         self.model.generate(self.src, src_mask=self.mask, compile=True, **one)
         memories, caches = self.state.memories, self.state.caches
-        for t in range(1, self.new_tokens):
+        for t in range(1, self.new_tokens, self.stride):
             self.position.fill_(t)
-            self.step(self.tokens, self.position, memories, caches)
+            self.graph(self.tokens, self.position, memories, caches, *self.extra)
 
 
 def median_time(fn, repeats):

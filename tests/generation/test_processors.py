@@ -93,3 +93,62 @@ def test_generation_config_save_is_whole_or_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         GenerationConfig(num_beams=2).save(path)
     assert path.read_text() == before and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+BANS_ONLY = [
+    dict(suppress_tokens=[3, 9], begin_suppress_tokens=[4, 0], min_new_tokens=3),
+    dict(min_length=6, min_new_tokens=2, bad_words_ids=[[7], [8]], eos_token_id=[0, 2]),
+    dict(bad_words_ids=[[0]], eos_token_id=[0]),  # an end token as a bad word: ignored
+    dict(),
+    dict(forced_bos_token_id=4, forced_eos_token_id=[0, 5], min_length=11, suppress_tokens=[5]),
+    dict(forced_eos_token_id=[0], bad_words_ids=[[3]], min_new_tokens=4, suppress_tokens=[2, 3]),
+]
+
+
+@pytest.mark.parametrize("settings", BANS_ONLY)
+def test_ban_table_applies_the_bans_at_every_length(settings):
+    """Where every processor is a ban, the table applies the same bans at a length held in
+    a tensor (as a compiled greedy graph does) as the processors at that length."""
+    config = GenerationConfig(**{"eos_token_id": [0], **settings})
+    procs = P.build_processors(config, max_length=12, prompt_length=2)
+    table = P.ban_table(procs, 11, torch.device("cpu"))
+    assert table is not None
+    banned_somewhere = False
+    for n in range(1, 13):
+        ids, scores = random_case(n, L=n)
+        expected = P.apply_processors(procs, ids, scores.clone())
+        got = table.apply(scores.clone(), torch.tensor([n]))
+        assert torch.equal(got, expected), n
+        banned_somewhere |= bool(torch.isinf(got).any())
+    assert banned_somewhere == bool(settings and settings.get("bad_words_ids") != [[0]])
+    if "forced_eos_token_id" in settings:  # forced tokens, then a ban of one of them
+        ids, scores = random_case(0, L=11)
+        got = table.apply(scores, torch.tensor([11]))
+        assert torch.equal(got, P.apply_processors(procs, ids, scores))
+        assert (torch.isfinite(got).sum(-1) == 1).all()  # one end token left
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        dict(repetition_penalty=1.3),
+        dict(no_repeat_ngram_size=2),
+        dict(bad_words_ids=[[5], [6, 7]]),
+        dict(do_sample=True, top_k=3),
+    ],
+)
+def test_ban_table_refuses_what_is_not_a_ban(settings):
+    procs = P.build_processors(GenerationConfig(eos_token_id=[0], **settings), 12)
+    assert P.ban_table(procs, 11, torch.device("cpu")) is None
+
+
+def test_bans_name_a_token_outside_the_vocabulary():
+    procs = P.build_processors(GenerationConfig(eos_token_id=[0], suppress_tokens=[3, 11]), 12)
+    with pytest.raises(ValueError, match=r"suppress_tokens name tokens \[11\] outside the vocab"):
+        P.ban_table(procs, 11, torch.device("cpu"))
+    ids, scores = random_case(0)
+    with pytest.raises(ValueError, match=r"suppress_tokens name tokens \[11\] outside the vocab"):
+        P.apply_processors(procs, ids, scores)
+    assert P.ban_table(procs[:0], 11, torch.device("cpu")).mask.shape == (4, 11)
+    with pytest.raises(ValueError, match=r"forced_bos_token_id name tokens \[12\] outside"):
+        P.forced_bos(12)(*random_case(0, L=1))

@@ -15,7 +15,7 @@ from torch._dynamo.utils import counters
 
 import xattn
 from xattn.attention import modules
-from xattn.model import compiled, packing, quantize
+from xattn.model import compiled, packing, quantize, transformer
 from xattn.model.transformer import _ModelStepper
 
 
@@ -262,9 +262,10 @@ BART_LIKE = dict(
 @pytest.fixture
 def quick_compile(monkeypatch):
     """Compile with freezing alone (seconds, not the tens of seconds that timing each matrix
-    product's kernels takes on a CPU), for the tests of what compiling means, not of which
-    kernels it picks."""
+    product's kernels takes on a CPU) and greedy graphs of two steps (half the graph of
+    GREEDY_STEPS), for the tests of what compiling means, not of which kernels it picks."""
     monkeypatch.setattr(compiled, "compile_options", lambda device: {"freezing": True})
+    monkeypatch.setattr(transformer, "GREEDY_STEPS", 2)
 
 
 def check_compiled_tokens(model):
@@ -305,6 +306,34 @@ def test_timing_the_kernels_prints_nothing(monkeypatch, capfd):
 )
 def test_compiled_steps_of_other_model_shapes_give_the_eager_tokens(config, quick_compile):
     check_compiled_tokens(make(**config))
+
+
+def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_compile):
+    """Greedy search takes several steps per graph call: rows that end inside a call are
+    padded after their end token, the search stops after the step where the last row
+    ended, steps run past max_new_tokens are dropped, and the bans (min_new_tokens,
+    suppress_tokens, begin_suppress_tokens, forced first and last tokens) act at the same
+    lengths as in eager steps.
+    A processor that is not a ban (repetition_penalty) takes the steps one at a time."""
+    model = make()
+    src, mask = inputs()
+    free = model.generate(src, src_mask=mask, max_new_tokens=12, eos_token_id=None)
+    eos = int(free[1, 3])  # row 1 ends at its third new token, the others elsewhere or never
+    cases = [
+        dict(max_new_tokens=12, eos_token_id=[eos]),
+        dict(max_new_tokens=7, eos_token_id=[eos], min_new_tokens=5, suppress_tokens=[4]),
+        dict(max_new_tokens=9, eos_token_id=[eos, 7], begin_suppress_tokens=[int(free[0, 1])]),
+        dict(max_new_tokens=6, eos_token_id=[58], forced_bos_token_id=3, forced_eos_token_id=[58]),
+        dict(max_new_tokens=8, eos_token_id=[eos], repetition_penalty=1.5),
+    ]
+    ended_early = False
+    for kw in cases:
+        eager = model.generate(src, src_mask=mask, **kw)
+        got = model.generate(src, src_mask=mask, compile=True, **kw)
+        assert torch.equal(got, eager), kw
+        ended_early |= eager.shape[1] < 1 + kw["max_new_tokens"]
+    assert ended_early
+    assert (free[:, 1:] == eos).any(1).sum() >= 2  # more than one row meets its end token
 
 
 def test_one_source_compiles_one_graph_for_every_step(quick_compile):
@@ -353,10 +382,16 @@ def test_only_the_first_step_of_a_call_evaluates_the_guards(quick_compile, monke
     model = make()
     src, mask = inputs()
     kw = dict(src_mask=mask, max_new_tokens=6, min_new_tokens=6, compile=True)
+    greedy_calls = 3  # greedy: two steps per call (quick_compile)
     for calls in (1, 2):
         got = model.generate(src, **kw)
-        assert skipped == [True] * 5 * calls  # six steps: the first checked, five skipped
+        assert skipped == [True] * (greedy_calls - 1) * calls  # the first call checked
     assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=6, min_new_tokens=6))
+    skipped.clear()
+    got = model.generate(src, num_beams=2, **kw)
+    assert skipped == [True] * 5  # beam search: six steps, the first checked
+    eager = model.generate(src, src_mask=mask, num_beams=2, max_new_tokens=6, min_new_tokens=6)
+    assert torch.equal(got, eager)
 
 
 def test_compiled_steps_attend_with_the_formula(monkeypatch):

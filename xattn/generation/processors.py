@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -16,7 +17,15 @@ from .config import GenerationConfig
 
 Processor = Callable[[Tensor, Tensor], Tensor]
 
-__all__ = ["Processor", "apply_processors", "build_processors"]
+__all__ = [
+    "Ban",
+    "BanTable",
+    "Force",
+    "Processor",
+    "apply_processors",
+    "ban_table",
+    "build_processors",
+]
 
 NEG_INF = -math.inf
 
@@ -56,6 +65,8 @@ def bad_words(sequences: Sequence[Sequence[int]], eos: Sequence[int]) -> Process
     sequences = [tuple(s) for s in sequences if not (len(s) == 1 and s[0] in eos)]
     single = sorted({s[0] for s in sequences if len(s) == 1})
     longer = [s for s in sequences if len(s) > 1]
+    if not longer:
+        return Ban(single, setting="bad_words_ids")
 
     def process(ids: Tensor, scores: Tensor) -> Tensor:
         V = scores.shape[-1]
@@ -76,48 +87,59 @@ def bad_words(sequences: Sequence[Sequence[int]], eos: Sequence[int]) -> Process
     return process
 
 
-def _ban(tokens: Sequence[int]) -> Callable[[Tensor], Tensor]:
-    """scores (N, V) -> scores with the columns of `tokens` set to -inf (a new tensor); the
-    index of those columns is made once per device, not at every step."""
-    index: dict[torch.device, Tensor] = {}
+class Ban:
+    """A processor that sets the scores of `tokens` to -inf while the rows hold n tokens,
+    first <= n < stop (n = ids.shape[1]). A search whose processors are all bans may apply
+    them inside a compiled graph, at an n held in a tensor (ban_table)."""
 
-    def ban(scores: Tensor) -> Tensor:
-        columns = index.get(scores.device)
+    def __init__(
+        self, tokens: Sequence[int], first: int = 0, stop: float = math.inf, *, setting: str
+    ) -> None:
+        self.tokens, self.first, self.stop = tuple(tokens), first, stop
+        self.setting = setting  # the setting an error about a token names
+        self.index: dict[torch.device, Tensor] = {}  # the tokens' index, made once per device
+
+    def check(self, vocabulary: int) -> None:
+        too_big = [t for t in self.tokens if not 0 <= t < vocabulary]
+        if too_big:
+            raise ValueError(
+                f"{self.setting} name tokens {too_big} outside the vocabulary of {vocabulary}"
+            )
+
+    def __call__(self, ids: Tensor, scores: Tensor) -> Tensor:
+        if not (self.tokens and self.first <= ids.shape[1] < self.stop):
+            return scores
+        columns = self.index.get(scores.device)
         if columns is None:
-            columns = index[scores.device] = torch.tensor(tokens, device=scores.device)
+            self.check(scores.shape[-1])
+            columns = self.index[scores.device] = torch.tensor(self.tokens, device=scores.device)
         return scores.index_fill(1, columns, NEG_INF)
 
-    return ban
 
-
-def min_length(length: int, eos: Sequence[int], skip: int = 0) -> Processor:
+def min_length(length: int, eos: Sequence[int], skip: int = 0) -> Ban:
     """No end token while the row (minus `skip` prompt tokens) is shorter than `length`."""
-    ban = _ban(list(eos))
-
-    def process(ids: Tensor, scores: Tensor) -> Tensor:
-        return ban(scores) if ids.shape[1] - skip < length else scores
-
-    return process
+    return Ban(eos, 0, length + skip, setting="eos_token_id")
 
 
-def forced_bos(token: int) -> Processor:
-    def process(ids: Tensor, scores: Tensor) -> Tensor:
-        if ids.shape[1] == 1:
-            scores = torch.full_like(scores, NEG_INF)
-            scores[:, token] = 0
+class Force(Ban):
+    """A processor that leaves only `tokens` possible (score 0, every other -inf) while the
+    rows hold n tokens, first <= n < stop."""
+
+    def __call__(self, ids: Tensor, scores: Tensor) -> Tensor:
+        if not self.first <= ids.shape[1] < self.stop:
+            return scores
+        self.check(scores.shape[-1])
+        scores = torch.full_like(scores, NEG_INF)
+        scores[:, list(self.tokens)] = 0
         return scores
 
-    return process
+
+def forced_bos(token: int) -> Force:
+    return Force([token], 1, 2, setting="forced_bos_token_id")
 
 
-def forced_eos(max_length: int, eos: Sequence[int]) -> Processor:
-    def process(ids: Tensor, scores: Tensor) -> Tensor:
-        if ids.shape[1] == max_length - 1:
-            scores = torch.full_like(scores, NEG_INF)
-            scores[:, list(eos)] = 0
-        return scores
-
-    return process
+def forced_eos(max_length: int, eos: Sequence[int]) -> Force:
+    return Force(eos, max_length - 1, max_length, setting="forced_eos_token_id")
 
 
 def temperature(value: float) -> Processor:
@@ -143,17 +165,12 @@ def top_p(p: float, min_keep: int = 1) -> Processor:
     return process
 
 
-def suppress(tokens: Sequence[int], *, only_at: int | None = None) -> Processor:
+def suppress(tokens: Sequence[int], *, only_at: int | None = None) -> Ban:
     """Ban these tokens (only when the row has `only_at` tokens, with only_at set: the first
     generated position, for Whisper's begin_suppress_tokens)."""
-    ban = _ban(list(tokens))
-
-    def process(ids: Tensor, scores: Tensor) -> Tensor:
-        if only_at is not None and ids.shape[1] != only_at:
-            return scores
-        return ban(scores)
-
-    return process
+    if only_at is None:
+        return Ban(tokens, setting="suppress_tokens")
+    return Ban(tokens, only_at, only_at + 1, setting="begin_suppress_tokens")
 
 
 def build_processors(config: GenerationConfig, max_length: int, prompt_length: int = 1):
@@ -193,3 +210,52 @@ def apply_processors(procs: Sequence[Processor], ids: Tensor, scores: Tensor) ->
     for process in procs:
         scores = process(ids, scores)
     return scores
+
+
+@dataclass(frozen=True)
+class BanTable:
+    """The bans (and forced tokens) of a search as tensors, for a compiled graph: in order,
+    while the rows hold n tokens, first[r] <= n < stop[r] (R,), rule r sets the scores of
+    the tokens where mask[r] (R, V) to -inf, or where force[r], leaves only those tokens
+    possible (0, every other -inf)."""
+
+    mask: Tensor
+    first: Tensor
+    stop: Tensor
+    force: Tensor
+
+    def apply(self, scores: Tensor, n: Tensor) -> Tensor:
+        """scores (N, V) after the rules at n tokens, a tensor (1,)."""
+        active = (self.first <= n) & (n < self.stop)  # (R,)
+        only = torch.where(self.mask, 0.0, NEG_INF).to(scores.dtype)  # (R, V) forced rows
+        for r in range(self.mask.shape[0]):
+            scores = scores.masked_fill(self.mask[r] & active[r] & ~self.force[r], NEG_INF)
+            scores = torch.where(active[r] & self.force[r], only[r], scores)
+        return scores
+
+
+def ban_table(procs: Sequence[Processor], vocabulary: int, device: torch.device) -> BanTable | None:
+    """procs as a BanTable (bans over the same n with no forced tokens between them merged,
+    padded to a multiple of 4 rules with rules that do nothing), or None where a processor
+    is neither a Ban nor a Force."""
+    if not all(isinstance(p, Ban) for p in procs):
+        return None
+    rules: list[tuple[bool, int, float, set[int]]] = []
+    for proc in procs:
+        proc.check(vocabulary)
+        force = isinstance(proc, Force)
+        if not (proc.tokens or force):
+            continue
+        same = [r for r in rules if not r[0] and r[1:3] == (proc.first, proc.stop)]
+        if not force and same and not any(r[0] for r in rules[rules.index(same[-1]) :]):
+            same[-1][3].update(proc.tokens)
+        else:
+            rules.append((force, proc.first, proc.stop, set(proc.tokens)))
+    R = 4 * max(1, -(-len(rules) // 4))
+    mask = torch.zeros(R, vocabulary, dtype=torch.bool)
+    first, stop = torch.zeros(R, dtype=torch.long), torch.zeros(R, dtype=torch.long)
+    forced = torch.zeros(R, dtype=torch.bool)
+    for r, (force, lo, hi, tokens) in enumerate(rules):
+        mask[r, sorted(tokens)] = True
+        first[r], stop[r], forced[r] = lo, min(hi, 2**62), force
+    return BanTable(*(t.to(device) for t in (mask, first, stop, forced)))

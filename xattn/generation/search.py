@@ -22,9 +22,9 @@ import torch
 from torch import Tensor
 
 from .config import GenerationConfig
-from .processors import apply_processors, build_processors
+from .processors import BanTable, apply_processors, ban_table, build_processors
 
-__all__ = ["SearchResult", "Stepper", "beam_search", "greedy_search", "search"]
+__all__ = ["GreedyStepper", "SearchResult", "Stepper", "beam_search", "greedy_search", "search"]
 
 _BIG = 1.0e9  # transformers' "impossible" score offset
 
@@ -33,6 +33,19 @@ class Stepper(Protocol):
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]: ...
 
     def reorder(self, indices: Tensor) -> None: ...
+
+
+class GreedyStepper(Stepper, Protocol):
+    """A stepper that also takes several greedy steps in one call (a compiled graph):
+    greedy_steps(tokens (N,), unfinished (N,), bans, eos (V,) bool, pad (,)) -> (the next
+    tokens (N, k), whether each row is unfinished after each of them (N, k)), finished rows
+    given pad; the bans (processors.BanTable) apply to the logits of each step."""
+
+    vocabulary: int
+
+    def greedy_steps(
+        self, tokens: Tensor, unfinished: Tensor, bans: BanTable, eos: Tensor, pad: Tensor
+    ) -> tuple[Tensor, Tensor]: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,8 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
     """Greedy decoding, or sampling when config.do_sample (transformers' `_sample`).
 
     start: (N, 1) decoder start tokens. Finished rows are padded with pad_token_id.
+    A GreedyStepper takes the greedy steps several at a time where every processor is a
+    ban (no sampling, repetition penalty, n-gram rule or forced token).
     """
     length = start.shape[1]
     max_length = config.total_length(length)
@@ -67,6 +82,11 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
     ids = start.new_empty(start.shape[0], max(length, max_length))  # written column by column
     ids[:, :length] = start
     unfinished = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
+    if hasattr(stepper, "greedy_steps") and not config.do_sample:
+        bans = ban_table(procs, stepper.vocabulary, start.device)
+        if bans is not None:
+            length = _greedy_chunks(stepper, ids, length, max_length, unfinished, bans, eos, pad)
+            return SearchResult(ids[:, :length].contiguous())
     extras: list[Tensor] = []
     while length < max_length:
         logits, extra = stepper.step(ids[:, length - 1 : length])
@@ -85,6 +105,26 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
             break
     sequences = ids[:, :length].contiguous()
     return SearchResult(sequences, None, torch.stack(extras, 1) if extras else None)
+
+
+def _greedy_chunks(
+    stepper: GreedyStepper, ids, length, max_length, unfinished, bans, eos, pad
+) -> int:
+    """greedy_search's loop, several steps per stepper call: writes ids (N, max_length)
+    from column `length` on; returns the length of the rows (up to the step after which
+    every row had ended). A call may run steps past max_length; they are not kept."""
+    is_eos = torch.zeros(stepper.vocabulary, dtype=torch.bool, device=ids.device)
+    is_eos[eos[eos < stepper.vocabulary]] = True  # an id outside V is never generated
+    while length < max_length:
+        tokens, alive = stepper.greedy_steps(ids[:, length - 1], unfinished, bans, is_eos, pad)
+        k = min(tokens.shape[1], max_length - length)
+        ids[:, length : length + k] = tokens[:, :k]
+        ended = (~alive[:, :k].any(0)).nonzero()  # steps after which every row had ended
+        if len(ended):
+            return length + int(ended[0]) + 1
+        unfinished = alive[:, k - 1]
+        length += k
+    return length
 
 
 @dataclass

@@ -1,6 +1,12 @@
-"""The decoding step of generate(compile=True), compiled once per model with torch.compile.
+"""The decoding steps of generate(compile=True), compiled once per model with torch.compile.
 
-The step is EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_one) at a
+Greedy search takes GREEDY_STEPS steps per call of one graph, EncoderDecoder._greedy_at:
+each step picks its tokens inside the graph (the bans of the search applied, finished
+rows given the pad token) and feeds them to the next, so that the Python between graph
+calls, which costs about as much as a step's arithmetic at one row on a CPU, runs once
+for every GREEDY_STEPS steps; a last call may run steps past the end, which are dropped.
+Beam search and sampling, whose choices are made in Python, call one step at a time,
+EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_one) at a
 position held in a tensor, attending the whole preallocated self-attention cache under the
 mask of its filled positions, so that no shape changes from one length to the next and one
 graph serves every step of every length (an int8 copy's linear layers run their traced
@@ -13,7 +19,7 @@ frozen on weights that have changed since would be wrong, so a model's compiled 
 made again after any change `packing` can see (a new version of a parameter or buffer, an
 optimizer step, train() / eval(), packing.forget()).
 
-Each model's step is compiled from its own copy of the function's code, so that dynamo
+Each model's function is compiled from its own copy of the function's code, so that dynamo
 keeps its graphs apart from other models' and drops them with the model. The first call
 traces and compiles (tens of seconds on a CPU); calls with the same shapes reuse the
 graph; the first call with other shapes (rows, cache length, source length) compiles once
@@ -28,13 +34,15 @@ from collections.abc import Callable
 
 import torch
 import torch._inductor.config as inductor_config
-from torch import Tensor, nn
+from torch import nn
 
 from .packing import _stamp
 
-__all__ = ["compile_options", "compiled_step"]
+__all__ = ["GREEDY_STEPS", "compile_options", "compiled_greedy", "compiled_step"]
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> (stamp, fn)
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {name: (stamp, fn)}
+
+GREEDY_STEPS = 4  # greedy steps per graph call (docs/benchmarks.md: 1, 4 and 8 measured)
 
 
 def compile_options(device: torch.device) -> dict[str, object]:
@@ -62,25 +70,38 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
     )
 
 
-def compiled_step(model: nn.Module) -> CompiledStep:
-    """model._step_at compiled, for the steps of one generate call: (tokens (N,), position
-    (1,), memories, caches) -> logits (N, V); the graphs made for this model, unless its
-    weights changed since."""
+def _compiled(model: nn.Module, name: str) -> CompiledStep:
+    """The method `name` of model compiled, for the calls of one generate: the graphs made
+    for this model, unless its weights changed since."""
     stamp = _stamp(*model.parameters(), *model.buffers())
-    found = _COMPILED.get(model)
+    functions = _COMPILED.setdefault(model, {})
+    found = functions.get(name)
     if found is None or found[0] != stamp:
-        found = (stamp, torch.compile(_own_copy(type(model)._step_at)))
-        _COMPILED[model] = found
+        found = functions[name] = (stamp, torch.compile(_own_copy(getattr(type(model), name))))
     options = compile_options(next(model.parameters()).device)
     return CompiledStep(model, found[1], options)
 
 
+def compiled_step(model: nn.Module) -> CompiledStep:
+    """model._step_at compiled: (tokens (N,), position (1,), memories, caches) -> logits
+    (N, V). Beam search and sampling take their steps with it."""
+    return _compiled(model, "_step_at")
+
+
+def compiled_greedy(model: nn.Module) -> CompiledStep:
+    """model._greedy_at compiled: GREEDY_STEPS greedy steps in one graph, (tokens (N,),
+    position (1,), memories, caches, unfinished (N,), bans, eos (V,), pad) -> (tokens (N,
+    k), unfinished after each (N, k)), so that the Python between two steps runs once
+    every GREEDY_STEPS steps."""
+    return _compiled(model, "_greedy_at")
+
+
 class CompiledStep:
-    """A model's compiled step for the steps of one generate call, called as (tokens,
-    position, memories, caches). The first call goes through dynamo's guards, which choose
+    """A model's compiled method for the calls of one generate, called with the method's
+    arguments. The first call goes through dynamo's guards, which choose
     the graph or compile one, under the compile settings (inductor reads them while it
     compiles, not when a graph runs). The later calls pass the same tensors, shapes and
-    objects (only the values in tokens and position change, which no guard reads), so they
+    objects (only the values in tensors change, which no guard reads), so they
     run the graph the guards chose without evaluating them again (skip_guard_eval_unsafe:
     about a tenth of a step at one row on a CPU)."""
 
@@ -88,11 +109,11 @@ class CompiledStep:
         self.model, self.compiled, self.options = model, compiled, options
         self.checked = False
 
-    def __call__(self, tokens: Tensor, position: Tensor, memories, caches) -> Tensor:
+    def __call__(self, *args):
         if self.checked:
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-                return self.compiled(self.model, tokens, position, memories, caches)
+                return self.compiled(self.model, *args)
         with inductor_config.patch(self.options):
-            logits = self.compiled(self.model, tokens, position, memories, caches)
+            result = self.compiled(self.model, *args)
         self.checked = True
-        return logits
+        return result

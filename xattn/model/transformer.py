@@ -31,6 +31,7 @@ from ..attention.cache import moved_rows
 from ..attention.functional import ReturnWeights
 from ..generation import GenerationConfig, search
 from ..utils import format_shape, replace_dir
+from .compiled import GREEDY_STEPS, compiled_greedy, compiled_step
 from .config import ModelConfig
 from .frontends import FrontEnd, build_front_end
 from .layers import (
@@ -421,6 +422,26 @@ class EncoderDecoder(nn.Module):
             x, _ = decode_one(LayerStep.of(layer, traced=True), x, memory, cache, position)
         return self._logits(x)
 
+    def _greedy_at(
+        self, tokens, position, memories, caches, unfinished, bans, eos, pad
+    ) -> tuple[Tensor, Tensor]:
+        """GREEDY_STEPS greedy steps from tokens (N,) at `position` (1,), for generate(
+        compile=True) (model.compiled): each step's logits (as _step_at) after the bans
+        (processors.BanTable) give its tokens, pad where a row had ended (eos (V,) True at
+        the end tokens). A step past the caches' last position runs there (its tokens are
+        dropped). Returns (tokens (N, k), whether each row is unfinished after each (N, k)).
+        """
+        last = caches[0].key.shape[2] - 1
+        picked, alive = [], []
+        for i in range(GREEDY_STEPS):
+            at = (position + i).clamp(max=last)
+            scores = bans.apply(self._step_at(tokens, at, memories, caches).float(), at + 1)
+            tokens = torch.where(unfinished, scores.argmax(-1), pad)
+            unfinished = unfinished & ~eos[tokens]
+            picked.append(tokens)
+            alive.append(unfinished)
+        return torch.stack(picked, 1), torch.stack(alive, 1)
+
     # ---- generation ----------------------------------------------------------------------
 
     @torch.no_grad()
@@ -451,12 +472,15 @@ class EncoderDecoder(nn.Module):
         With return_weights True (every head) or "mean" (their mean), a GenerationOutput that
         also holds the cross-attention weights of the generated tokens, collected during the
         search (no re-run).
-        compile=True: the decoding steps run one graph compiled with torch.compile (weights
+        compile=True: the decoding steps run a graph compiled with torch.compile (weights
         frozen into it; on a CPU, inductor's own matrix-product kernels where they time
-        faster, a C++ wrapper and the attention formula fused; model.compiled), made on the
-        first call (tens of seconds on a CPU; a C++ compiler is needed there) and again
-        after the weights change or, once, for the first call with other shapes. The same
-        search; logits to float rounding, so tokens may differ where two are near-tied.
+        faster, a C++ wrapper and the attention formula fused; model.compiled): greedy
+        search takes several steps per call, picking the tokens inside the graph, where its
+        processors are all bans (min length, suppressed or bad single tokens), and one step
+        per call otherwise, as beam search and sampling do. A graph is made on the first
+        call (tens of seconds on a CPU; a C++ compiler is needed there) and again after the
+        weights change or, once, for the first call with other shapes. The same search;
+        logits to float rounding, so tokens may differ where two are near-tied.
         Where generate takes its checked steps (return_weights, training mode, a source
         without a real position), they run uncompiled. An int8 copy (quantize) compiles its
         steps with their own int8 product (model.quantize), faster than its eager steps.
@@ -517,12 +541,9 @@ class EncoderDecoder(nn.Module):
         lean = not (return_weights or self.training) and (
             memory_mask is None or bool(memory_mask.any(-1).all())
         )
-        compiled = None
-        if compile and lean:
-            from .compiled import compiled_step
-
-            compiled = compiled_step(self)
-        return _ModelStepper(self, state, return_weights, lean, compiled), start, B
+        if compile and lean and state.caches:  # (a decoder without layers has no step to compile)
+            return _CompiledStepper(self, state), start, B
+        return _ModelStepper(self, state, return_weights, lean), start, B
 
     def train(self, mode: bool = True) -> EncoderDecoder:
         """nn.Module.train; the packed weights of decoding steps are made again after it
@@ -737,33 +758,10 @@ def generation_settings(
 class _ModelStepper:
     """The search's view of a model: one decode_step per call, the state kept here."""
 
-    def __init__(
-        self, model, state: DecoderState, weights: ReturnWeights, lean=False, compiled=None
-    ):
+    def __init__(self, model, state: DecoderState, weights: ReturnWeights, lean=False):
         self.model, self.state, self.weights, self.lean = model, state, weights, lean
-        self.compiled = compiled  # model.compiled.compiled_step, or None
-        if compiled is not None:
-            device = state.caches[0].key.device if state.caches else None
-            self.position = torch.tensor([state.length], device=device)
-            self.tokens: Tensor | None = None  # the step's input, the same tensor every step
 
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
-        if self.compiled is not None:
-            state = self.state
-            if self.tokens is None:
-                self.tokens = tokens.new_empty(tokens.shape[0])
-            self.tokens.copy_(tokens[:, 0])
-            logits = self.compiled(self.tokens, self.position, state.memories, state.caches)
-            self.position += 1
-            caches = tuple(KVCache(c.key, c.value, c.length + 1) for c in state.caches)
-            self.state = DecoderState(
-                memories=state.memories,
-                caches=caches,
-                length=state.length + 1,
-                steps=state.steps,
-                output=state.output,
-            )
-            return logits, None
         if self.lean:
             logits, self.state = self.model._decode_one(tokens, self.state)
             return logits, None
@@ -777,3 +775,60 @@ class _ModelStepper:
 
     def reorder(self, indices: Tensor) -> None:
         self.state = self.state.reorder(indices)
+
+
+class _CompiledStepper(_ModelStepper):
+    """The steps of generate(compile=True) (model.compiled): one step per call of the
+    compiled _step_at, or GREEDY_STEPS greedy steps per call of the compiled _greedy_at
+    (a search.GreedyStepper). Each graph is given the same tensors at every call (their
+    values copied in), which the guards of its first call checked."""
+
+    def __init__(self, model, state: DecoderState) -> None:
+        super().__init__(model, state, False, lean=True)
+        self.vocabulary = model.config.target_vocab
+        self.position = torch.tensor([state.length], device=state.caches[0].key.device)
+        self.tokens: Tensor | None = None  # the steps' input, the same tensor every call
+        self.unfinished: Tensor | None = None
+        self.compiled_step = self.compiled_greedy = None
+
+    def _advance(self, steps: int) -> None:
+        state = self.state
+        self.position += steps
+        length = min(state.length + steps, state.caches[0].max_length)
+        caches = tuple(KVCache(c.key, c.value, length) for c in state.caches)
+        self.state = dataclasses.replace(state, caches=caches, length=length)
+
+    def _input(self, tokens: Tensor) -> Tensor:
+        if self.tokens is None:
+            self.tokens = tokens.new_empty(tokens.shape[0])
+        return self.tokens.copy_(tokens)
+
+    def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
+        if self.compiled_step is None:
+            self.compiled_step = compiled_step(self.model)
+        state = self.state
+        logits = self.compiled_step(
+            self._input(tokens[:, 0]), self.position, state.memories, state.caches
+        )
+        self._advance(1)
+        return logits, None
+
+    def greedy_steps(
+        self, tokens: Tensor, unfinished: Tensor, bans, eos: Tensor, pad: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        if self.compiled_greedy is None:
+            self.compiled_greedy = compiled_greedy(self.model)
+            self.unfinished = unfinished.clone()
+        state = self.state
+        picked, alive = self.compiled_greedy(
+            self._input(tokens),
+            self.position,
+            state.memories,
+            state.caches,
+            self.unfinished.copy_(unfinished),
+            bans,
+            eos,
+            pad,
+        )
+        self._advance(picked.shape[1])
+        return picked, alive
