@@ -254,6 +254,8 @@ def inputs():
     return src, mask
 
 
+ONE_LAYER = dict(encoder_layers=1, decoder_layers=1)  # compiled graphs half the size
+
 BART_LIKE = dict(
     pre_norm=False, positions="learned", position_offset=2, embed_norm=True, embed_scale=True
 )
@@ -287,7 +289,7 @@ def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(
     """With the CPU's compile options: inductor's own matrix-product kernels, timed against
     ATen's, and the attention formula fused into the graph."""
     assert compiled.compile_options(torch.device("cpu"))["max_autotune"]
-    check_compiled_tokens(make(num_kv_heads=2))
+    check_compiled_tokens(make(num_kv_heads=2, **ONE_LAYER))
 
 
 def test_timing_the_kernels_prints_nothing(monkeypatch, capfd):
@@ -295,7 +297,8 @@ def test_timing_the_kernels_prints_nothing(monkeypatch, capfd):
     afresh (no cached graph, which would time nothing), a first call prints none of it."""
     options = {**compiled.compile_options(torch.device("cpu")), "force_disable_caches": True}
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
-    model = make(encoder_layers=1, decoder_layers=1)
+    monkeypatch.setattr(transformer, "GREEDY_STEPS", 1)  # what is compiled does not matter
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     model.generate(src, src_mask=mask, max_new_tokens=2, compile=True)
     assert "autotune" not in capfd.readouterr().err.lower()
@@ -305,7 +308,7 @@ def test_timing_the_kernels_prints_nothing(monkeypatch, capfd):
     "config", [dict(pre_norm=False, norm="rmsnorm"), BART_LIKE], ids=["post-norm-rms", "bart-like"]
 )
 def test_compiled_steps_of_other_model_shapes_give_the_eager_tokens(config, quick_compile):
-    check_compiled_tokens(make(**config))
+    check_compiled_tokens(make(**config, **ONE_LAYER))
 
 
 def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_compile):
@@ -315,7 +318,7 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
     suppress_tokens, begin_suppress_tokens, forced first and last tokens) act at the same
     lengths as in eager steps.
     A processor that is not a ban (repetition_penalty) takes the steps one at a time."""
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     free = model.generate(src, src_mask=mask, max_new_tokens=12, eos_token_id=None)
     eos = int(free[1, 3])  # row 1 ends at its third new token, the others elsewhere or never
@@ -339,7 +342,7 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
 def test_one_source_compiles_one_graph_for_every_step(quick_compile):
     """A single row: its token column is a view with another stride at every step; the step
     reads it from one tensor of its own, so no step compiles again."""
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     frames = counters["frames"]["ok"]
     for _ in range(2):
@@ -360,7 +363,7 @@ def test_compile_options_are_set_for_the_first_step_of_a_call(quick_compile, mon
         return real(options)
 
     monkeypatch.setattr(compiled, "inductor_config", types.SimpleNamespace(patch=patch))
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     for calls, beams in enumerate((1, 1, 2), start=1):
         model.generate(src, src_mask=mask, max_new_tokens=6, num_beams=beams, compile=True)
@@ -379,7 +382,7 @@ def test_only_the_first_step_of_a_call_evaluates_the_guards(quick_compile, monke
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.compiler, "set_stance", set_stance)
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     kw = dict(src_mask=mask, max_new_tokens=6, min_new_tokens=6, compile=True)
     greedy_calls = 3  # greedy: two steps per call (quick_compile)
@@ -422,7 +425,7 @@ def test_compiled_steps_attend_with_the_formula(monkeypatch):
 
 def test_compiled_step_follows_weight_changes(quick_compile):
     """The weights are frozen into the graph: a change to them makes a new one."""
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     before = model.generate(src, src_mask=mask, max_new_tokens=8, compile=True)
     with torch.no_grad():
@@ -437,7 +440,7 @@ def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch, quick_
     """Frozen means the graph keeps the weights it was made with: a change that shows no
     new version (through .data) is not seen until packing.forget(), as documented."""
     monkeypatch.setenv("XATTN_STEP_KERNEL", "plain")  # eager steps read the live weights
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     before = model.generate(src, src_mask=mask, max_new_tokens=8, compile=True)
     model.lm_head.weight.data.add_(torch.randn_like(model.lm_head.weight))
@@ -449,7 +452,7 @@ def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch, quick_
 
 
 def test_a_compiled_model_is_freed_with_its_graphs(quick_compile):
-    model = make()
+    model = make(**ONE_LAYER)
     src, mask = inputs()
     model.generate(src, src_mask=mask, max_new_tokens=3, compile=True)
     held = weakref.ref(model)
@@ -484,7 +487,7 @@ def test_int8_compiled_steps_call_no_eager_kernel(quick_compile, monkeypatch):
     """Compiled int8 steps run the traced product inside the graph: a compiled generate of
     9 tokens calls fbgemm as often as one of 1 token (the encoder's calls); eager steps
     call it at every step."""
-    model = make().quantize("int8")
+    model = make(**ONE_LAYER).quantize("int8")
     src, mask = inputs()
     model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)  # inductor loaded
     eager_calls, fbgemm = [], torch.ops.quantized.linear_dynamic
@@ -504,7 +507,7 @@ def test_int8_copies_compile_to_the_traced_int8_tokens(config, quick_compile, mo
     give the eager tokens: one arithmetic, compiled or not (eager int8 calls fbgemm, which
     rounds the input otherwise)."""
     monkeypatch.setattr(quantize.Int8Linear, "forward", quantize.Int8Linear.traced)
-    model = make(**config).quantize("int8")
+    model = make(**config).quantize("int8")  # two layers: caches of more than one layer
     check_compiled_tokens(model)
 
 

@@ -39,7 +39,8 @@ class GreedyStepper(Stepper, Protocol):
     """A stepper that also takes several greedy steps in one call (a compiled graph):
     greedy_steps(tokens (N,), unfinished (N,), bans, eos (V,) bool, pad (,)) -> (the next
     tokens (N, k), whether each row is unfinished after each of them (N, k)), finished rows
-    given pad; the bans (processors.BanTable) apply to the logits of each step."""
+    given pad; the bans and forced tokens (processors.BanTable) apply to the logits of
+    each step."""
 
     vocabulary: int
 
@@ -72,7 +73,7 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
 
     start: (N, 1) decoder start tokens. Finished rows are padded with pad_token_id.
     A GreedyStepper takes the greedy steps several at a time where every processor is a
-    ban (no sampling, repetition penalty, n-gram rule or forced token).
+    ban or a forced token (no sampling, repetition penalty, n-gram rule or longer bad word).
     """
     length = start.shape[1]
     max_length = config.total_length(length)

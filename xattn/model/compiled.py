@@ -1,10 +1,10 @@
 """The decoding steps of generate(compile=True), compiled once per model with torch.compile.
 
 Greedy search takes GREEDY_STEPS steps per call of one graph, EncoderDecoder._greedy_at:
-each step picks its tokens inside the graph (the bans of the search applied, finished
-rows given the pad token) and feeds them to the next, so that the Python between graph
-calls, which costs about as much as a step's arithmetic at one row on a CPU, runs once
-for every GREEDY_STEPS steps; a last call may run steps past the end, which are dropped.
+each step picks its tokens inside the graph (the search's bans and forced tokens applied,
+finished rows given the pad token) and feeds them to the next, so that the Python between
+graph calls, which costs about as much as a step's arithmetic at one row on a CPU, runs
+once for every GREEDY_STEPS steps; a last call may run steps past the end (dropped).
 Beam search and sampling, whose choices are made in Python, call one step at a time,
 EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_one) at a
 position held in a tensor, attending the whole preallocated self-attention cache under the
