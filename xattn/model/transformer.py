@@ -436,8 +436,9 @@ class EncoderDecoder(nn.Module):
         for i in range(GREEDY_STEPS):
             at = (position + i).clamp(max=last)
             scores = bans.apply(self._step_at(tokens, at, memories, caches).float(), at + 1)
-            tokens = torch.where(unfinished, scores.argmax(-1), pad)
-            unfinished = unfinished & ~eos[tokens]
+            best = scores.argmax(-1)
+            tokens = torch.where(unfinished, best, pad)
+            unfinished = unfinished & ~eos[best]  # (a row that had ended stays ended)
             picked.append(tokens)
             alive.append(unfinished)
         return torch.stack(picked, 1), torch.stack(alive, 1)
