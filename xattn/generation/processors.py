@@ -217,20 +217,20 @@ class BanTable:
     """The bans (and forced tokens) of a search as tensors, for a compiled graph: in order,
     while the rows hold n tokens, first[r] <= n < stop[r] (R,), rule r sets the scores of
     the tokens where mask[r] (R, V) to -inf, or where force[r], leaves only those tokens
-    possible (0, every other -inf)."""
+    possible (0, every other -inf: the row of `forced` (R, V), float32)."""
 
     mask: Tensor
     first: Tensor
     stop: Tensor
     force: Tensor
+    forced: Tensor
 
     def apply(self, scores: Tensor, n: Tensor) -> Tensor:
-        """scores (N, V) after the rules at n tokens, a tensor (1,)."""
+        """scores (N, V) float32 after the rules at n tokens, a tensor (1,)."""
         active = (self.first <= n) & (n < self.stop)  # (R,)
-        only = torch.where(self.mask, 0.0, NEG_INF).to(scores.dtype)  # (R, V) forced rows
         for r in range(self.mask.shape[0]):
             scores = scores.masked_fill(self.mask[r] & active[r] & ~self.force[r], NEG_INF)
-            scores = torch.where(active[r] & self.force[r], only[r], scores)
+            scores = torch.where(active[r] & self.force[r], self.forced[r], scores)
         return scores
 
 
@@ -258,4 +258,5 @@ def ban_table(procs: Sequence[Processor], vocabulary: int, device: torch.device)
     for r, (force, lo, hi, tokens) in enumerate(rules):
         mask[r, sorted(tokens)] = True
         first[r], stop[r], forced[r] = lo, min(hi, 2**62), force
-    return BanTable(*(t.to(device) for t in (mask, first, stop, forced)))
+    only = torch.where(mask, 0.0, NEG_INF)  # the scores a forced rule leaves
+    return BanTable(*(t.to(device) for t in (mask, first, stop, forced, only)))

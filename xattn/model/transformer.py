@@ -426,11 +426,11 @@ class EncoderDecoder(nn.Module):
         self, tokens, position, memories, caches, unfinished, bans, eos, pad
     ) -> tuple[Tensor, Tensor]:
         """GREEDY_STEPS greedy steps from tokens (N,) at `position` (1,), for generate(
-        compile=True) (model.compiled): each step's logits (as _step_at) after the bans
-        (processors.BanTable) give its tokens, pad where a row had ended (eos (V,) True at
-        the end tokens). A step past the caches' last position runs there (its tokens are
-        dropped). Returns (tokens (N, k), whether each row is unfinished after each (N, k)).
-        """
+        compile=True) (model.compiled): each step's logits (as _step_at) after the bans and
+        forced tokens (processors.BanTable) give its tokens, pad where a row had ended
+        (eos (V,) True at the end tokens). A step past the caches' last position runs there
+        (its tokens are dropped). Returns (tokens (N, k), whether each row is unfinished
+        after each (N, k))."""
         last = caches[0].key.shape[2] - 1
         picked, alive = [], []
         for i in range(GREEDY_STEPS):
@@ -477,8 +477,9 @@ class EncoderDecoder(nn.Module):
         frozen into it; on a CPU, inductor's own matrix-product kernels where they time
         faster, a C++ wrapper and the attention formula fused; model.compiled): greedy
         search takes several steps per call, picking the tokens inside the graph, where its
-        processors are all bans (min length, suppressed or bad single tokens), and one step
-        per call otherwise, as beam search and sampling do. A graph is made on the first
+        processors all ban or force tokens (min length, suppressed or bad single tokens,
+        forced first or last token), and one step per call otherwise, as beam search and
+        sampling do. A graph is made on the first
         call (tens of seconds on a CPU; a C++ compiler is needed there) and again after the
         weights change or, once, for the first call with other shapes. The same search;
         logits to float rounding, so tokens may differ where two are near-tied.
