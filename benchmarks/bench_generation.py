@@ -1,7 +1,7 @@
 """Generation and training speed of xattn's EncoderDecoder against its peers, side by side.
 
     python benchmarks/bench_generation.py           # the table in the README (a few minutes)
-    python benchmarks/bench_generation.py --quick   # B = 1 greedy only, few tokens
+    python benchmarks/bench_generation.py --quick   # B = 1 greedy, 8 tokens, 1+1 layers
     python benchmarks/bench_generation.py --device cuda --dtype bfloat16   # on a GPU
 
 A Marian-sized model (d_model 256, 3 + 3 layers, 4 heads, ffn 1024, vocab 8000) is built
@@ -601,12 +601,17 @@ def bench_training(ours_config, repeats, B=32, T=32):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="B = 1 greedy, 8 tokens")
+    parser.add_argument(
+        "--quick", action="store_true", help="B = 1 greedy, 8 tokens, 1 + 1 layers (a check)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu", help="cpu (all peers) or cuda")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     args = parser.parse_args(argv)
+    if args.quick:  # every model of the run is built with LAYERS; compiling takes less
+        global LAYERS
+        LAYERS = 1
     torch.set_num_threads(args.threads)
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device {args.device}: no such device here (cpu, or cuda with a GPU)")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xattn.generation import GenerationConfig, beam_search, greedy_search
+from xattn.generation.search import beam_advance
 
 START, EOS, PAD = 3, 0, 3
 
@@ -28,6 +29,38 @@ class TableStepper:
         self.prefixes = [self.prefixes[int(i)] for i in indices]
 
 
+class WholeSteps:
+    """A search.BeamStepper over a table stepper: each beam_steps call takes the step and
+    the search's arithmetic of that step together (what a compiled model's graph does),
+    here in eager arithmetic; single steps (the search's fallback) go to the table."""
+
+    def __init__(self, stepper, vocabulary=4):
+        self.stepper, self.vocabulary, self.whole_steps = stepper, vocabulary, 0
+
+    def step(self, tokens):
+        return self.stepper.step(tokens)
+
+    def reorder(self, indices):
+        self.stepper.reorder(indices)
+
+    def beam_steps(self, beams, bans, rule):
+        at = rule.prompt - 1 + self.whole_steps  # the position of the tokens fed
+        rows = beams.running.view(-1, beams.running.shape[-1])
+        logits, _ = self.stepper.step(rows.index_select(1, at))
+        log_probs = bans.apply(torch.log_softmax(logits.float(), -1), at + 1)
+        new, indices, done = beam_advance(beams, log_probs, at + 1, rule)
+        beams.copy_(new)
+        self.stepper.reorder(indices)
+        self.whole_steps += 1
+        return done
+
+
+@pytest.fixture(params=[False, True], ids=["steps", "whole-steps"])
+def whole(request):
+    """Beam search one step per call, and with the step and its search in one call."""
+    return request.param
+
+
 # V = 4: token 0 ends, 3 starts/pads. Greedy takes 1 (0.6) first; the best ending is 2 then end.
 TABLE = {
     (3,): [0.0, 0.6, 0.4, 0.0],
@@ -39,17 +72,21 @@ TABLE = {
 DEFAULT = [0.5, 0.25, 0.25, 0.0]
 
 
-def run_beams(num_beams=2, batch=1, **kw):
+def run_beams(num_beams=2, batch=1, whole=False, **kw):
     config = GenerationConfig(
         num_beams=num_beams, max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD, **kw
     )
     stepper = TableStepper(TABLE, batch * num_beams, DEFAULT)
     start = torch.full((batch * num_beams, 1), START)
-    return beam_search(stepper, start, config, batch_size=batch), stepper
+    searched = WholeSteps(stepper) if whole else stepper
+    result = beam_search(searched, start, config, batch_size=batch)
+    if whole:
+        assert searched.whole_steps == stepper.calls > 0
+    return result, stepper
 
 
-def test_beam_search_finds_the_better_ending_greedy_misses():
-    result, _ = run_beams(num_beams=2)
+def test_beam_search_finds_the_better_ending_greedy_misses(whole):
+    result, _ = run_beams(num_beams=2, whole=whole)
     assert result.sequences.tolist() == [[3, 2, 0]]
     assert result.scores.item() == pytest.approx(math.log(0.4 * 0.9) / 2, rel=1e-5)
     config = GenerationConfig(max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD)
@@ -57,8 +94,8 @@ def test_beam_search_finds_the_better_ending_greedy_misses():
     assert greedy.sequences.tolist() == [[3, 1, 1, 0]]  # 0.45 ties go to the lower id
 
 
-def test_return_sequences_are_ranked_by_length_normalized_score():
-    result, _ = run_beams(num_beams=2, num_return_sequences=2, early_stopping=True)
+def test_return_sequences_are_ranked_by_length_normalized_score(whole):
+    result, _ = run_beams(num_beams=2, num_return_sequences=2, early_stopping=True, whole=whole)
     assert result.sequences.tolist() == [[3, 2, 0, 3], [3, 1, 1, 0]]  # padded to one length
     expected = [math.log(0.36) / 2, math.log(0.6 * 0.45 * 0.5) / 3]
     assert result.scores.tolist() == pytest.approx(expected, rel=1e-5)
@@ -70,23 +107,25 @@ def path_log_prob(seq):
 
 
 @pytest.mark.parametrize("early_stopping", [True, False])
-def test_a_strong_length_penalty_prefers_the_longer_hypothesis(early_stopping):
-    result, _ = run_beams(num_beams=2, length_penalty=3.0, early_stopping=early_stopping)
+def test_a_strong_length_penalty_prefers_the_longer_hypothesis(early_stopping, whole):
+    result, _ = run_beams(
+        num_beams=2, length_penalty=3.0, early_stopping=early_stopping, whole=whole
+    )
     assert result.sequences.tolist() == [[3, 1, 1, 0]]
     assert result.scores.item() == pytest.approx(math.log(0.135) / 27, rel=1e-5)
 
 
-def test_never_stopping_early_keeps_searching_for_longer_hypotheses():
-    result, _ = run_beams(num_beams=2, length_penalty=3.0, early_stopping="never")
+def test_never_stopping_early_keeps_searching_for_longer_hypotheses(whole):
+    result, _ = run_beams(num_beams=2, length_penalty=3.0, early_stopping="never", whole=whole)
     seq = result.sequences[0].tolist()
     assert len(seq) == 5 and seq[-1] == EOS  # longer than what the other modes return
     assert result.scores.item() == pytest.approx(path_log_prob(seq) / 4**3, rel=1e-5)
     assert result.scores.item() > math.log(0.135) / 27
 
 
-def test_early_stopping_true_stops_once_enough_hypotheses_end():
-    _, eager = run_beams(num_beams=2, early_stopping=True)
-    _, canonical = run_beams(num_beams=2, early_stopping="never", length_penalty=1.0)
+def test_early_stopping_true_stops_once_enough_hypotheses_end(whole):
+    _, eager = run_beams(num_beams=2, early_stopping=True, whole=whole)
+    _, canonical = run_beams(num_beams=2, early_stopping="never", length_penalty=1.0, whole=whole)
     assert eager.calls == 3  # both top candidates of step 3 ended: done
     assert canonical.calls == 4  # "never" with a positive penalty runs to max length
 
@@ -113,10 +152,11 @@ SOURCE_TABLES = [
 ]
 
 
-def test_sources_are_searched_independently():
+def test_sources_are_searched_independently(whole):
     config = GenerationConfig(num_beams=2, max_new_tokens=4, eos_token_id=EOS, pad_token_id=PAD)
     start = torch.full((3 * 2, 1), START)
-    together = beam_search(PerSourceStepper(SOURCE_TABLES, 2), start, config, batch_size=3)
+    stepper = PerSourceStepper(SOURCE_TABLES, 2)
+    together = beam_search(WholeSteps(stepper) if whole else stepper, start, config, 3)
     # each source's best, padded to the longest: what each source gives searched alone
     assert together.sequences.tolist() == [[3, 2, 0, 3], [3, 1, 0, 3], [3, 2, 2, 0]]
     for b, table in enumerate(SOURCE_TABLES):
@@ -124,6 +164,46 @@ def test_sources_are_searched_independently():
         width = alone.sequences.shape[1]
         assert together.sequences[b, :width].tolist() == alone.sequences[0].tolist()
         assert together.scores[b].item() == pytest.approx(alone.scores[0].item())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_whole_beam_steps_equal_single_steps_on_random_tables(seed):
+    """With random tables over sources that end at different steps, a prompt, bans and a
+    forced end, each length penalty and stopping mode: the same beams and scores from the
+    search taken one step per call and with each step in one call; processors other than
+    bans and forced tokens (a repetition penalty) take single steps."""
+    g = torch.Generator().manual_seed(seed)
+    V, B, K = 7, 3, 3
+    table = {}
+
+    class Lazy(TableStepper):
+        def step(self, tokens):
+            self.calls += 1
+            self.prefixes = [(*p, int(t)) for p, t in zip(self.prefixes, tokens[:, 0], strict=True)]
+            for p in self.prefixes:
+                if p not in table:  # the source (its first token) sets how likely 0 (end) is
+                    weights = torch.rand(V, generator=g) + torch.eye(V)[0] * p[0] / 2
+                    table[p] = (weights / weights.sum()).tolist()
+            return torch.tensor([table[p] for p in self.prefixes]).log(), None
+
+    start = torch.tensor([[6, b] for b in range(1, B + 1) for _ in range(K)])
+    base = dict(num_beams=K, max_new_tokens=6, eos_token_id=0, pad_token_id=6)
+    settings = [
+        dict(length_penalty=0.5, early_stopping=True, num_return_sequences=2),
+        dict(length_penalty=1.5, early_stopping="never"),
+        dict(early_stopping=False, min_new_tokens=3, suppress_tokens=[4]),
+        dict(forced_eos_token_id=0, bad_words_ids=[[5]], length_penalty=-0.5),
+        dict(repetition_penalty=1.3),
+    ]
+    for kw in settings:
+        config = GenerationConfig(**base, **kw)
+        single = beam_search(Lazy({}, B * K, None), start, config, B)
+        whole = WholeSteps(Lazy({}, B * K, None), V)
+        got = beam_search(whole, start, config, B)
+        assert torch.equal(got.sequences, single.sequences), kw
+        assert torch.equal(got.scores, single.scores), kw
+        assert (whole.whole_steps == 0) == ("repetition_penalty" in kw)
+    assert len({len(p) for p in table}) >= 4  # hypotheses of several lengths were searched
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -270,9 +270,10 @@ def quick_compile(monkeypatch):
     monkeypatch.setattr(transformer, "GREEDY_STEPS", 2)
 
 
-def check_compiled_tokens(model):
-    """One graph serves the nine steps of a first call, with the eager tokens; other shapes
-    after it (beams, a longer cache, a prompt) give the eager tokens too."""
+def check_compiled_tokens(model, other_shapes=True):
+    """One graph serves the nine steps of a first call, with the eager tokens; beam search
+    and, with other_shapes, the shapes after it (a longer cache, a prompt) give the eager
+    tokens too."""
     src, mask = inputs()
     frames = counters["frames"]["ok"]
     got = model.generate(src, src_mask=mask, max_new_tokens=9, compile=True)
@@ -280,27 +281,25 @@ def check_compiled_tokens(model):
     assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=9))
     assert got[:, 1:].unique().numel() > 5  # tokens that tell the steps apart
     prompt = torch.tensor([[model.config.decoder_start_token_id, 5, 9]] * 3)
-    for kw in (dict(num_beams=3), dict(max_new_tokens=12, decoder_input_ids=prompt)):
+    cases = [dict(num_beams=3, max_new_tokens=9)]
+    if other_shapes:
+        cases.append(dict(max_new_tokens=12, decoder_input_ids=prompt))
+    for kw in cases:
         eager = model.generate(src, src_mask=mask, **kw)
         assert torch.equal(model.generate(src, src_mask=mask, compile=True, **kw), eager)
 
 
-def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position():
+def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(monkeypatch, capfd):
     """With the CPU's compile options: inductor's own matrix-product kernels, timed against
-    ATen's, and the attention formula fused into the graph."""
-    assert compiled.compile_options(torch.device("cpu"))["max_autotune"]
-    check_compiled_tokens(make(num_kv_heads=2, **ONE_LAYER))
-
-
-def test_timing_the_kernels_prints_nothing(monkeypatch, capfd):
-    """max-autotune reports every product's timings on stderr unless told not to; compiled
-    afresh (no cached graph, which would time nothing), a first call prints none of it."""
-    options = {**compiled.compile_options(torch.device("cpu")), "force_disable_caches": True}
+    ATen's, and the attention formula fused into the graph. max-autotune reports every
+    product's timings on stderr unless told not to; compiled afresh (no cached graph, which
+    would time nothing), the calls print none of it."""
+    options = compiled.compile_options(torch.device("cpu"))
+    assert options["max_autotune"]
+    options = {**options, "force_disable_caches": True}
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
-    monkeypatch.setattr(transformer, "GREEDY_STEPS", 1)  # what is compiled does not matter
-    model = make(**ONE_LAYER)
-    src, mask = inputs()
-    model.generate(src, src_mask=mask, max_new_tokens=2, compile=True)
+    monkeypatch.setattr(transformer, "GREEDY_STEPS", 2)  # the greedy graph, half its size
+    check_compiled_tokens(make(num_kv_heads=2, **ONE_LAYER), other_shapes=False)
     assert "autotune" not in capfd.readouterr().err.lower()
 
 
@@ -337,6 +336,32 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
         ended_early |= eager.shape[1] < 1 + kw["max_new_tokens"]
     assert ended_early
     assert (free[:, 1:] == eos).any(1).sum() >= 2  # more than one row meets its end token
+
+
+def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile):
+    """Beam search takes each step with its search (candidates, finished pool, stopping
+    rule) in one graph call: the eager beams where hypotheses end at different steps,
+    with a length penalty, each stopping mode, bans and a forced end token; the settings
+    held in tensors, changing them compiles nothing (a longer cache compiles once)."""
+    model = make(**ONE_LAYER)
+    src, mask = inputs()
+    free = model.generate(src, src_mask=mask, max_new_tokens=12, eos_token_id=None)
+    eos = int(free[1, 3])
+    cases = [
+        dict(length_penalty=0.6, early_stopping=True, num_return_sequences=2),
+        dict(early_stopping="never", min_new_tokens=4, suppress_tokens=[4]),
+        dict(length_penalty=1.5, forced_eos_token_id=[eos]),
+    ]
+    lengths, frames = set(), counters["frames"]["ok"]
+    for kw in cases:
+        kw = dict(num_beams=3, eos_token_id=[eos], max_new_tokens=8, **kw)
+        eager = model.generate(src, src_mask=mask, **kw)
+        got = model.generate(src, src_mask=mask, compile=True, **kw)
+        assert torch.equal(got, eager), kw
+        lengths |= {row.index(eos) if eos in row else len(row) for row in eager.tolist()}
+    assert set(compiled._COMPILED[model]) == {"_beam_at"}  # no single-step graph
+    assert len(lengths) > 2  # hypotheses ended at different steps
+    assert counters["frames"]["ok"] - frames == 1  # one graph for every setting
 
 
 def test_one_source_compiles_one_graph_for_every_step(quick_compile):
@@ -508,7 +533,7 @@ def test_int8_copies_compile_to_the_traced_int8_tokens(config, quick_compile, mo
     rounds the input otherwise)."""
     monkeypatch.setattr(quantize.Int8Linear, "forward", quantize.Int8Linear.traced)
     model = make(**config).quantize("int8")  # two layers: caches of more than one layer
-    check_compiled_tokens(model)
+    check_compiled_tokens(model, other_shapes=False)
 
 
 def test_compile_refuses_non_booleans():

@@ -14,6 +14,7 @@ give the same beams token for token.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,7 +25,17 @@ from torch import Tensor
 from .config import GenerationConfig
 from .processors import BanTable, apply_processors, ban_table, build_processors
 
-__all__ = ["GreedyStepper", "SearchResult", "Stepper", "beam_search", "greedy_search", "search"]
+__all__ = [
+    "BeamRule",
+    "BeamStepper",
+    "GreedyStepper",
+    "SearchResult",
+    "Stepper",
+    "beam_advance",
+    "beam_search",
+    "greedy_search",
+    "search",
+]
 
 _BIG = 1.0e9  # transformers' "impossible" score offset
 
@@ -47,6 +58,18 @@ class GreedyStepper(Stepper, Protocol):
     def greedy_steps(
         self, tokens: Tensor, unfinished: Tensor, bans: BanTable, eos: Tensor, pad: Tensor
     ) -> tuple[Tensor, Tensor]: ...
+
+
+class BeamStepper(Stepper, Protocol):
+    """A stepper that also takes a whole beam search step in one call (a compiled graph):
+    beam_steps(beams, bans, rule) feeds the running rows' last tokens, applies the bans
+    and forced tokens (processors.BanTable) to the log-probabilities, advances beams in
+    place (beam_advance), reorders its own state, and returns whether the search is done
+    (a bool tensor)."""
+
+    vocabulary: int
+
+    def beam_steps(self, beams: _Beams, bans: BanTable, rule: BeamRule) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -163,6 +186,45 @@ class _Beams:
             torch.ones(B, 1, dtype=torch.bool, device=device),
         )
 
+    def copy_(self, other: _Beams) -> None:
+        """other's values written into this state's tensors (a compiled graph's output
+        written into its inputs, which the next call passes again)."""
+        for field in dataclasses.fields(self):
+            getattr(self, field.name).copy_(getattr(other, field.name))
+
+
+@dataclass(frozen=True)
+class BeamRule:
+    """A beam search's settings, for its steps, in tensors (a compiled beam step reads them
+    without compiling again when they change): the end tokens (E,), the prompt's length
+    and the rows' full length (1,), divisor[n] = n ** length_penalty for n generated
+    tokens (float32), early: early_stopping is True, never: early_stopping is "never" with
+    a positive length penalty; and the candidates kept per source each step."""
+
+    eos: Tensor
+    prompt: Tensor
+    max_length: Tensor
+    divisor: Tensor
+    early: Tensor
+    never: Tensor
+    keep: int
+
+    @classmethod
+    def of(cls, config: GenerationConfig, prompt_len: int, device: torch.device) -> BeamRule:
+        eos_ids = config.eos_token_id or ()
+        max_length = config.total_length(prompt_len)
+        lengths = range(1, max(2, max_length - prompt_len + 1))
+        never = config.early_stopping == "never" and config.length_penalty > 0.0
+        return cls(
+            torch.tensor(eos_ids, dtype=torch.long, device=device),
+            torch.tensor([prompt_len], device=device),
+            torch.tensor([max_length], device=device),
+            torch.tensor([1.0] + [n**config.length_penalty for n in lengths], device=device),
+            torch.tensor(config.early_stopping is True, device=device),
+            torch.tensor(never, device=device),
+            max(2, 1 + len(eos_ids)) * config.num_beams,
+        )
+
 
 def _gather(x: Tensor, index: Tensor) -> Tensor:
     """x (B, beams, ...) at beam index (B, k)."""
@@ -190,27 +252,27 @@ def _top(x: Tensor, k: int, chunk: int = 64) -> tuple[Tensor, Tensor]:
 
 
 def _candidates(
-    beams: _Beams, log_probs: Tensor, cur_len: int, prompt_len: int, keep: int, do_sample: bool
-) -> tuple[Tensor, Tensor, Tensor]:
-    """The best `keep` continuations of each source over all its beams (or `keep` drawn,
-    for beam sampling): (scores (B, keep), sequences (B, keep, L), origins)."""
+    beams: _Beams, log_probs: Tensor, cur: Tensor, rule: BeamRule, do_sample: bool
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The best rule.keep continuations of each source over all its beams (or drawn, for
+    beam sampling), the new tokens written at column cur (1,): (scores (B, keep),
+    sequences (B, keep, L), origins, tokens (B, keep))."""
     B, K, _ = beams.running.shape
     V = log_probs.shape[-1]
     # log_probs is the search's own (its buffer, or a processor's new tensor): add in place
     totals = log_probs.view(B, K, V).add_(beams.running_scores[:, :, None]).view(B, K * V)
     if do_sample:
-        picked = torch.multinomial(torch.softmax(totals, -1), keep)
+        picked = torch.multinomial(torch.softmax(totals, -1), rule.keep)
         scores, order = torch.gather(totals, 1, picked).sort(dim=-1, descending=True)
         picked = picked.gather(-1, order)
     else:
-        scores, picked = _top(totals, keep)  # (B, keep)
-    from_beam = picked // V
-    seqs = _gather(beams.running, from_beam)
-    seqs[:, :, cur_len] = picked % V
-    origin = _gather(beams.running_origin, from_beam)
+        scores, picked = _top(totals, rule.keep)  # (B, keep)
+    from_beam, tokens = picked // V, picked % V
+    seqs = _gather(beams.running, from_beam).index_copy_(2, cur, tokens[:, :, None])
     rows = torch.arange(B, device=picked.device).view(B, 1) * K  # row of beam 0 per source
-    origin[:, :, cur_len - prompt_len] = from_beam + rows
-    return scores, seqs, origin
+    origin = _gather(beams.running_origin, from_beam)
+    origin.index_copy_(2, cur - rule.prompt, (from_beam + rows)[:, :, None])
+    return scores, seqs, origin, tokens
 
 
 def _keep_running(beams: _Beams, scores, seqs, origin, ended: Tensor, K: int) -> None:
@@ -222,13 +284,13 @@ def _keep_running(beams: _Beams, scores, seqs, origin, ended: Tensor, K: int) ->
     beams.running_origin = _gather(origin, best)
 
 
-def _update_finished(beams: _Beams, scores, seqs, origin, ended, length, config) -> None:
+def _update_finished(beams: _Beams, scores, seqs, origin, ended, divisor: Tensor, rule) -> None:
     """Candidates among the top K that ended enter the finished pool if good enough (scores
-    length-penalized over `length` generated tokens)."""
+    divided by divisor (1,), the length penalty of their generated tokens)."""
     K = beams.finished.shape[1]
     just_finished = ended & (torch.arange(ended.shape[1], device=ended.device) < K)[None, :]
-    penalized = scores / (length**config.length_penalty)
-    full = beams.is_finished.all(-1, keepdim=True) & (config.early_stopping is True)
+    penalized = scores / divisor
+    full = beams.is_finished.all(-1, keepdim=True) & rule.early
     penalized = penalized + full.float() * -_BIG
     penalized = penalized + (~beams.can_improve).float() * -_BIG
     penalized = penalized + (~just_finished) * -_BIG
@@ -240,19 +302,38 @@ def _update_finished(beams: _Beams, scores, seqs, origin, ended, length, config)
     beams.is_finished = _gather(torch.cat([beams.is_finished, just_finished], 1), top)
 
 
-def _done(beams: _Beams, ended: Tensor, generated: int, max_new: int, config) -> bool:
-    """Whether no source can still improve its finished pool (transformers' rule)."""
-    if config.early_stopping == "never" and config.length_penalty > 0.0:
-        best_length = max_new  # the longest a running hypothesis may still grow
-    else:
-        best_length = generated
-    best_running = beams.running_scores[:, :1] / (best_length**config.length_penalty)
+def _done(beams: _Beams, ended: Tensor, generated: Tensor, rule: BeamRule) -> Tensor:
+    """Whether no source can still improve its finished pool (transformers' rule), a bool
+    tensor; generated (1,): the tokens generated so far."""
+    # "never": the length penalty of the longest a running hypothesis may still grow to
+    divisor = torch.where(rule.never, rule.divisor[-1:], rule.divisor[generated])
+    best_running = beams.running_scores[:, :1] / divisor
     worst_finished = torch.where(
         beams.is_finished, beams.finished_scores.min(dim=1, keepdim=True)[0], -_BIG
     )
-    beams.can_improve &= (best_running > worst_finished).any(-1, keepdim=True)
-    open_beams = not (bool(beams.is_finished.all()) and config.early_stopping is True)
-    return not (bool(beams.can_improve.any()) and open_beams and not bool(ended.all()))
+    beams.can_improve = beams.can_improve & (best_running > worst_finished).any(-1, keepdim=True)
+    open_beams = ~(beams.is_finished.all() & rule.early)
+    return ~(beams.can_improve.any() & open_beams & ~ended.all())
+
+
+def beam_advance(
+    beams: _Beams, log_probs: Tensor, cur: Tensor, rule: BeamRule, do_sample=False, skip=False
+) -> tuple[_Beams, Tensor, Tensor]:
+    """One beam search step after the log-probabilities (B * K, V) of the rows' next tokens
+    (processors applied), the tokens written at column cur (1,): (the new state, the
+    decoder row each row continues (B * K,), whether the search is done (a bool tensor)).
+    skip: leave the finished pool as it is where no candidate among the top K ended (that
+    check reads a tensor's value: not inside a compiled graph)."""
+    B, K, _ = beams.running.shape
+    new = dataclasses.replace(beams)
+    scores, seqs, origin, tokens = _candidates(new, log_probs, cur, rule, do_sample)
+    ended = torch.isin(tokens, rule.eos) | (cur + 1 >= rule.max_length)
+    _keep_running(new, scores, seqs, origin, ended, K)
+    generated = cur + 1 - rule.prompt
+    if not skip or bool(ended[:, :K].any()):  # else nothing can enter the finished pool
+        _update_finished(new, scores, seqs, origin, ended, rule.divisor[generated], rule)
+    indices = new.running_origin.gather(2, (generated - 1).expand(B, K, 1)).view(B * K)
+    return new, indices, _done(new, ended, generated, rule)
 
 
 def _follow_origins(step_extras: list[Tensor], origin: Tensor) -> Tensor:
@@ -273,41 +354,47 @@ def beam_search(
     """Beam search over `batch_size` sources with config.num_beams beams each.
 
     start: (B * K, P); rows b * K .. b * K + K - 1 belong to source b. Returns the best
-    config.num_return_sequences hypotheses per source, best first.
+    config.num_return_sequences hypotheses per source, best first. A BeamStepper takes
+    each step with its search in one call where every processor is a ban or a forced
+    token and no beam is drawn (beam sampling).
     """
     K, B = config.num_beams, batch_size
-    prompt_len = cur_len = start.shape[1]
+    prompt_len = start.shape[1]
     max_length = config.total_length(prompt_len)
     procs = build_processors(config, max_length, prompt_len)
     eos_ids = config.eos_token_id or ()
-    eos = torch.tensor(eos_ids, dtype=torch.long, device=start.device)
-    keep = max(2, 1 + len(eos_ids)) * K  # candidates kept per source each step
     pad = config.pad_token_id
     fill = (pad if pad else eos_ids[0]) if eos_ids else -1  # transformers' fill value
     beams = _Beams.start(start, B, K, max_length, fill)
+    rule = BeamRule.of(config, prompt_len, start.device)
     step_extras: list[Tensor] = []
-    buffer = None  # the log-probabilities of a step, written into the same memory each step
-    while True:
-        rows = beams.running.view(B * K, -1)[:, :cur_len]  # a view: no copy
-        logits, extra = stepper.step(rows[:, -1:])
-        if extra is not None:
-            step_extras.append(extra)
-        if buffer is None:  # (B * K, V) at every step
-            buffer = torch.empty_like(logits, dtype=torch.float32)
-        log_probs = torch.log_softmax(logits.float(), dim=-1, out=buffer)
-        log_probs = apply_processors(procs, rows, log_probs)
-        scores, seqs, origin = _candidates(
-            beams, log_probs, cur_len, prompt_len, keep, config.do_sample
-        )
-        ended = torch.isin(seqs[:, :, cur_len], eos) | (cur_len + 1 >= max_length)
-        _keep_running(beams, scores, seqs, origin, ended, K)
-        if bool(ended[:, :K].any()):  # else nothing can enter the finished pool
-            generated = cur_len + 1 - prompt_len
-            _update_finished(beams, scores, seqs, origin, ended, generated, config)
-        stepper.reorder(beams.running_origin[:, :, cur_len - prompt_len].reshape(B * K))
-        cur_len += 1
-        if _done(beams, ended, cur_len - prompt_len, max_length - prompt_len, config):
-            break
+    bans = None
+    if hasattr(stepper, "beam_steps") and not config.do_sample:
+        bans = ban_table(procs, stepper.vocabulary, start.device)
+    if bans is not None:
+        while not bool(stepper.beam_steps(beams, bans, rule)):
+            pass
+    else:
+        cur_len = prompt_len
+        cur = torch.tensor([cur_len], device=start.device)  # the column of the next tokens
+        buffer = None  # the log-probabilities of a step, written into the same memory each step
+        while True:
+            rows = beams.running.view(B * K, -1)[:, :cur_len]  # a view: no copy
+            logits, extra = stepper.step(rows[:, -1:])
+            if extra is not None:
+                step_extras.append(extra)
+            if buffer is None:  # (B * K, V) at every step
+                buffer = torch.empty_like(logits, dtype=torch.float32)
+            log_probs = torch.log_softmax(logits.float(), dim=-1, out=buffer)
+            log_probs = apply_processors(procs, rows, log_probs)
+            beams, indices, done = beam_advance(
+                beams, log_probs, cur, rule, config.do_sample, skip=True
+            )
+            stepper.reorder(indices)
+            cur_len += 1
+            cur += 1
+            if bool(done):
+                break
     R = config.num_return_sequences
     sequences = beams.finished[:, :R].reshape(B * R, max_length)
     scores = beams.finished_scores[:, :R].reshape(B * R)

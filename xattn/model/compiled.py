@@ -5,19 +5,23 @@ each step picks its tokens inside the graph (the search's bans and forced tokens
 finished rows given the pad token) and feeds them to the next, so that the Python between
 graph calls, which costs about as much as a step's arithmetic at one row on a CPU, runs
 once for every GREEDY_STEPS steps; a last call may run steps past the end (dropped).
-Beam search and sampling, whose choices are made in Python, call one step at a time,
-EncoderDecoder._step_at: the lean step's arithmetic (layers.decode_one) at a
-position held in a tensor, attending the whole preallocated self-attention cache under the
-mask of its filled positions, so that no shape changes from one length to the next and one
-graph serves every step of every length (an int8 copy's linear layers run their traced
-int8 product, model.quantize). It is compiled with inductor's weight freezing
-(the weights become constants of the graph, laid out for its kernels); on a CPU also with
-inductor's own C++ matrix-product kernels, chosen against ATen's by timing each product
-of the step once (max-autotune), each fused with what follows it (bias, activation,
-residual), and a C++ wrapper that calls the kernels without Python in between. A graph
-frozen on weights that have changed since would be wrong, so a model's compiled step is
-made again after any change `packing` can see (a new version of a parameter or buffer, an
-optimizer step, train() / eval(), packing.forget()).
+Beam search takes each step with its search in one graph call, EncoderDecoder._beam_at
+(the candidates, the finished pool and the stopping rule, search.beam_advance, on
+tensors the graph updates in place); the caches are reordered after the call, only the
+rows that moved. Sampling, whose draws are made in Python, and processors that are not
+bans call one step at a time, EncoderDecoder._step_at. Every graph runs the lean step's
+arithmetic (layers.decode_one) at a position held in a tensor, attending the whole
+preallocated self-attention cache under the mask of its filled positions, so that no
+shape changes from one length to the next and one graph serves every step of every
+length (an int8 copy's linear layers run their traced int8 product, model.quantize). It
+is compiled with inductor's weight freezing (the weights become constants of the graph,
+laid out for its kernels); on a CPU also with inductor's own C++ matrix-product kernels,
+chosen against ATen's by timing each product of the step once (max-autotune), each fused
+with what follows it (bias, activation, residual), and a C++ wrapper that calls the
+kernels without Python in between. A graph frozen on weights that have changed since
+would be wrong, so a model's compiled steps are made again after any change `packing`
+can see (a new version of a parameter or buffer, an optimizer step, train() / eval(),
+packing.forget()).
 
 Each model's function is compiled from its own copy of the function's code, so that dynamo
 keeps its graphs apart from other models' and drops them with the model. The first call
@@ -38,7 +42,7 @@ from torch import nn
 
 from .packing import _stamp
 
-__all__ = ["GREEDY_STEPS", "compile_options", "compiled_greedy", "compiled_step"]
+__all__ = ["GREEDY_STEPS", "compile_options", "compiled_beam", "compiled_greedy", "compiled_step"]
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {name: (stamp, fn)}
 
@@ -94,6 +98,13 @@ def compiled_greedy(model: nn.Module) -> CompiledStep:
     k), unfinished after each (N, k)), so that the Python between two steps runs once
     every GREEDY_STEPS steps."""
     return _compiled(model, "_greedy_at")
+
+
+def compiled_beam(model: nn.Module) -> CompiledStep:
+    """model._beam_at compiled: a beam search step with the search's own arithmetic in one
+    graph, (position (1,), memories, caches, beams, bans, rule) -> (the decoder row each
+    row continues (N,), whether the search is done), the beams advanced in place."""
+    return _compiled(model, "_beam_at")
 
 
 class CompiledStep:

@@ -30,8 +30,9 @@ from ..attention import CrossAttentionMemory, KVCache
 from ..attention.cache import moved_rows
 from ..attention.functional import ReturnWeights
 from ..generation import GenerationConfig, search
+from ..generation.search import beam_advance
 from ..utils import format_shape, replace_dir
-from .compiled import GREEDY_STEPS, compiled_greedy, compiled_step
+from .compiled import GREEDY_STEPS, compiled_beam, compiled_greedy, compiled_step
 from .config import ModelConfig
 from .frontends import FrontEnd, build_front_end
 from .layers import (
@@ -443,6 +444,20 @@ class EncoderDecoder(nn.Module):
             alive.append(unfinished)
         return torch.stack(picked, 1), torch.stack(alive, 1)
 
+    def _beam_at(self, position, memories, caches, beams, bans, rule) -> Tensor:
+        """One beam search step at `position` (1,), for generate(compile=True)
+        (model.compiled): the running rows' tokens at `position` fed (as _step_at), their
+        log-probabilities after the bans and forced tokens (processors.BanTable), beams
+        advanced in place (search.beam_advance). Returns the decoder row each row
+        continues (N,) and whether the search is done (a bool tensor)."""
+        N = caches[0].key.shape[0]
+        tokens = beams.running.view(N, -1).index_select(1, position).view(N)
+        logits = self._step_at(tokens, position, memories, caches)
+        log_probs = bans.apply(torch.log_softmax(logits.float(), -1), position + 1)
+        new, indices, done = beam_advance(beams, log_probs, position + 1, rule)
+        beams.copy_(new)
+        return indices, done
+
     # ---- generation ----------------------------------------------------------------------
 
     @torch.no_grad()
@@ -476,10 +491,10 @@ class EncoderDecoder(nn.Module):
         compile=True: the decoding steps run a graph compiled with torch.compile (weights
         frozen into it; on a CPU, inductor's own matrix-product kernels where they time
         faster, a C++ wrapper and the attention formula fused; model.compiled): greedy
-        search takes several steps per call, picking the tokens inside the graph, where its
-        processors all ban or force tokens (min length, suppressed or bad single tokens,
-        forced first or last token), and one step per call otherwise, as beam search and
-        sampling do. A graph is made on the first
+        search takes several steps per call, picking the tokens inside the graph, and beam
+        search takes each step with its search in one call, where their processors all ban
+        or force tokens (min length, suppressed or bad single tokens, forced first or last
+        token); one step per call otherwise, as sampling does. A graph is made on the first
         call (tens of seconds on a CPU; a C++ compiler is needed there) and again after the
         weights change or, once, for the first call with other shapes. The same search;
         logits to float rounding, so tokens may differ where two are near-tied.
@@ -781,9 +796,10 @@ class _ModelStepper:
 
 class _CompiledStepper(_ModelStepper):
     """The steps of generate(compile=True) (model.compiled): one step per call of the
-    compiled _step_at, or GREEDY_STEPS greedy steps per call of the compiled _greedy_at
-    (a search.GreedyStepper). Each graph is given the same tensors at every call (their
-    values copied in), which the guards of its first call checked."""
+    compiled _step_at, GREEDY_STEPS greedy steps per call of the compiled _greedy_at
+    (a search.GreedyStepper), or a beam search step with its search per call of the
+    compiled _beam_at (a search.BeamStepper). Each graph is given the same tensors at
+    every call (their values copied in), which the guards of its first call checked."""
 
     def __init__(self, model, state: DecoderState) -> None:
         super().__init__(model, state, False, lean=True)
@@ -791,7 +807,7 @@ class _CompiledStepper(_ModelStepper):
         self.position = torch.tensor([state.length], device=state.caches[0].key.device)
         self.tokens: Tensor | None = None  # the steps' input, the same tensor every call
         self.unfinished: Tensor | None = None
-        self.compiled_step = self.compiled_greedy = None
+        self.compiled_step = self.compiled_greedy = self.compiled_beam = None
 
     def _advance(self, steps: int) -> None:
         state = self.state
@@ -814,6 +830,17 @@ class _CompiledStepper(_ModelStepper):
         )
         self._advance(1)
         return logits, None
+
+    def beam_steps(self, beams, bans, rule) -> Tensor:
+        if self.compiled_beam is None:
+            self.compiled_beam = compiled_beam(self.model)
+        state = self.state
+        indices, done = self.compiled_beam(
+            self.position, state.memories, state.caches, beams, bans, rule
+        )
+        self._advance(1)
+        self.reorder(indices)
+        return done
 
     def greedy_steps(
         self, tokens: Tensor, unfinished: Tensor, bans, eos: Tensor, pad: Tensor
