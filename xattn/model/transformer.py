@@ -444,7 +444,7 @@ class EncoderDecoder(nn.Module):
             alive.append(unfinished)
         return torch.stack(picked, 1), torch.stack(alive, 1)
 
-    def _beam_at(self, position, memories, caches, beams, bans, rule) -> Tensor:
+    def _beam_at(self, position, memories, caches, beams, bans, rule) -> tuple[Tensor, Tensor]:
         """One beam search step at `position` (1,), for generate(compile=True)
         (model.compiled): the running rows' tokens at `position` fed (as _step_at), their
         log-probabilities after the bans and forced tokens (processors.BanTable), beams
