@@ -215,11 +215,19 @@ class LinearLayersAlone(nn.Module):
     def __init__(self):
         super().__init__()
         self.embed = nn.Embedding(VOCAB, D)
-        enc = [nn.Linear(D, 3 * D), nn.Linear(D, D), nn.Linear(D, FFN), nn.Linear(FFN, D)]
-        self.encoder = nn.ModuleList(nn.ModuleList(enc) for _ in range(LAYERS))
-        dec = [nn.Linear(D, 3 * D), nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, 2 * D)]
-        dec += [nn.Linear(D, D), nn.Linear(D, FFN), nn.Linear(FFN, D)]
-        self.decoder = nn.ModuleList(nn.ModuleList(dec) for _ in range(LAYERS))
+        nn.init.normal_(self.embed.weight, std=D**-0.5)  # as xattn's: logits of unit size
+
+        def encoder_layer():
+            return [nn.Linear(D, 3 * D), nn.Linear(D, D), nn.Linear(D, FFN), nn.Linear(FFN, D)]
+
+        def decoder_layer():
+            return [
+                *(nn.Linear(D, 3 * D), nn.Linear(D, D), nn.Linear(D, D), nn.Linear(D, 2 * D)),
+                *(nn.Linear(D, D), nn.Linear(D, FFN), nn.Linear(FFN, D)),
+            ]
+
+        self.encoder = nn.ModuleList(nn.ModuleList(encoder_layer()) for _ in range(LAYERS))
+        self.decoder = nn.ModuleList(nn.ModuleList(decoder_layer()) for _ in range(LAYERS))
 
     def forward(self, src, tgt):
         memory = self.embed(src)

@@ -115,7 +115,7 @@ def train_reverser(steps: int = 300, *, seed: int = 0, report=None) -> tuple:
     torch.manual_seed(seed)
     config = xattn.ModelConfig.preset("tiny", vocab_size=VOCAB, d_model=64, ffn_dim=128)
     model = xattn.EncoderDecoder(config.replace(dropout=0.0))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
     loss = torch.tensor(float("nan"))
     for step in range(1, steps + 1):

@@ -1,6 +1,7 @@
 """EncoderDecoder: cached decoding equals the full pass, generation, save/load, bad input."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -63,6 +64,29 @@ def test_cached_decoding_equals_full_forward(name, chunk):
         torch.testing.assert_close(stepped, full_maps[layer], atol=1e-6, rtol=1e-5)
         assert (stepped[1, :, 4:] == 0).all()  # padded source positions get no weight
     assert state.length == 8
+
+
+@pytest.mark.parametrize("embed_scale", [True, False])
+def test_a_new_model_starts_with_unit_inputs_and_tied_logits_of_unit_size(embed_scale):
+    # token embeddings start at N(0, 1 / scale^2): the scaled inputs are N(0, 1) either way;
+    # with the default sqrt(d) scale the tied output layer's logits start near unit size, so
+    # the first loss is near log(V) (not ~200, as N(0, 1) tied to the output made it here,
+    # whose softmax then trained through denormal floats at a tenth of the speed)
+    torch.manual_seed(0)
+    config = ModelConfig.preset("base", embed_scale=embed_scale, dropout=0.0)
+    model = EncoderDecoder(config)
+    weight = model.tgt_embed.weight
+    assert weight[config.pad_token_id].abs().max() == 0
+    assert (weight * model.embed_scale)[3:].std().item() == pytest.approx(1.0, abs=0.02)
+    src = torch.randint(3, config.vocab_size, (4, 16))
+    tgt = torch.randint(3, config.vocab_size, (4, 17))
+    logits = model(src, tgt[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tgt[:, 1:].flatten())
+    if embed_scale:
+        assert 0.5 < logits.std().item() < 2.0
+        assert loss.item() < math.log(config.vocab_size) + 4
+    else:
+        assert logits.std().item() > 10  # the unscaled convention keeps N(0, 1) rows
 
 
 def test_forward_is_decode_of_encode_and_target_is_causal():

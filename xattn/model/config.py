@@ -29,6 +29,9 @@ class ModelConfig:
     same). `share_embeddings` makes source and target one matrix; `tie_output` uses the
     target embedding as the output projection. `source_features` set to F makes the encoder
     read float features (B, S, F) through a linear front end instead of token ids.
+    `embed_scale` multiplies token embeddings by sqrt(d_model) on the way in; a new model's
+    token embeddings start at N(0, 1 / scale^2), so the scaled inputs are N(0, 1) either way
+    and, with the default scale, a tied output layer starts with logits of about unit size.
 
     `front_end` names a richer input front end (see model/frontends.py), which then reads
     `source_features` as: "image", the image height H of pixel columns (B, W, H); "audio",
@@ -58,7 +61,7 @@ class ModelConfig:
     positions: str = "sinusoidal"
     position_offset: int = 0
     max_positions: int = 1024
-    embed_scale: bool = False
+    embed_scale: bool = True
     embed_norm: bool = False
     final_logits_bias: bool = False
     bias: bool = True

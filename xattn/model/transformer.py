@@ -133,7 +133,6 @@ class EncoderDecoder(nn.Module):
         elif front_end is None and c.source_features is not None:
             front_end = FeatureFrontEnd(c.source_features, D)
         self.front_end = front_end
-        self.embed_scale = embed_scale(c)
         # a front end that places its tokens itself (image grid, Whisper) needs no table here
         own_positions = getattr(front_end, "adds_positions", False)
         self.encoder_positions = None if own_positions else _positions(c)
@@ -144,6 +143,10 @@ class EncoderDecoder(nn.Module):
         self.decoder_layers = nn.ModuleList(DecoderLayer(c) for _ in range(c.decoder_layers))
         self.encoder_norm = make_norm(c) if c.pre_norm else None
         self.decoder_norm = make_norm(c) if c.pre_norm else None
+        self.embed_scale = embed_scale(c)
+        with torch.no_grad():  # N(0, 1) -> N(0, 1 / scale^2), the padding row stays zero
+            for table in {self.src_embed, self.tgt_embed} - {None}:
+                table.weight.div_(self.embed_scale)
         self.lm_head = nn.Linear(D, c.target_vocab, bias=False)
         if c.tie_output:
             self.lm_head.weight = self.tgt_embed.weight
