@@ -107,6 +107,25 @@ class _MultiHeadProjections(nn.Module):
         B, L, _ = x.shape
         return proj(x).view(B, L, num_heads, self.head_dim).transpose(1, 2)
 
+    def _fused(self, projections: tuple[nn.Linear, ...]) -> tuple[Tensor, Tensor | None]:
+        """Several projections of one input as one (weight, bias)."""
+        weight = torch.cat([p.weight for p in projections])
+        bias = None if projections[0].bias is None else torch.cat([p.bias for p in projections])
+        return weight, bias
+
+    def _split_heads(
+        self, projections: tuple[nn.Linear, ...], x: Tensor, heads: tuple[int, ...]
+    ) -> tuple[Tensor, ...]:
+        """Projections of x (B, L, width) -> one (B, heads[i], L, Dh) each. While training
+        they run as one matrix product (its backward is one product for x's gradient, not
+        one per projection plus their sum); in inference, where concatenating the weights
+        would cost more than it saves on short inputs, one product each."""
+        if not self.training:
+            return tuple(map(self._heads, projections, (x,) * len(heads), heads))
+        B, L, _ = x.shape
+        y = F.linear(x, *self._fused(projections))  # (B, L, sum(heads) * Dh)
+        return y.view(B, L, sum(heads), self.head_dim).transpose(1, 2).split(heads, 1)
+
     def _attend(self, q, k, v, mask, causal, return_weights, backend):
         """attention() with the module's dropout; returns (out (B, H, T, Dh), weights|None)."""
         result = attention(
@@ -173,8 +192,8 @@ class CrossAttention(_MultiHeadProjections):
                 )
         if context_mask is not None and bool(context_mask.all()):
             context_mask = None  # nothing is padding: attend without a mask (faster kernels)
-        key = self._heads(self.k_proj, context, self.num_kv_heads)  # (B, Hkv, S, Dh)
-        value = self._heads(self.v_proj, context, self.num_kv_heads)  # (B, Hkv, S, Dh)
+        Hkv = self.num_kv_heads
+        key, value = self._split_heads((self.k_proj, self.v_proj), context, (Hkv, Hkv))
         return CrossAttentionMemory(key, value, context_mask)
 
     def forward(
@@ -273,10 +292,7 @@ class SelfAttention(_MultiHeadProjections):
     def fused_projection(self) -> tuple[Tensor, Tensor | None]:
         """The q, k and v projections as one (weight, bias) of width (H + 2 Hkv) * Dh, for
         decoding steps that project all three with one matrix product."""
-        projections = (self.q_proj, self.k_proj, self.v_proj)
-        weight = torch.cat([p.weight for p in projections])
-        bias = None if self.q_proj.bias is None else torch.cat([p.bias for p in projections])
-        return weight, bias
+        return self._fused((self.q_proj, self.k_proj, self.v_proj))
 
     def decode_one(
         self, x: Tensor, cache: KVCache, qkv, out, position: Tensor | None = None
@@ -330,9 +346,9 @@ class SelfAttention(_MultiHeadProjections):
     ):
         _check_input("x", x, self.dim, "dim", "(B, T, dim)")
         B = x.shape[0]
-        q = self._heads(self.q_proj, x, self.num_heads)  # (B, H, T, Dh)
-        k = self._heads(self.k_proj, x, self.num_kv_heads)  # (B, Hkv, T, Dh)
-        v = self._heads(self.v_proj, x, self.num_kv_heads)  # (B, Hkv, T, Dh)
+        H, Hkv = self.num_heads, self.num_kv_heads
+        projections = (self.q_proj, self.k_proj, self.v_proj)
+        q, k, v = self._split_heads(projections, x, (H, Hkv, Hkv))  # (B, H|Hkv, T, Dh)
         if cache is not None:
             if not isinstance(cache, KVCache):
                 raise ValueError(f"cache must be a KVCache, got {type(cache).__name__}")

@@ -104,6 +104,26 @@ _ACTIVATIONS = {
 }
 
 
+def dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """F.dropout(x, p, training), faster on the CPU. PyTorch's CPU kernel draws one random
+    number per element from its serial generator; here each 64 random bits decide four
+    elements, 16 bits each: the drop rate is p rounded to a multiple of 2^-16 (0.1 becomes
+    0.100006) and the kept values are scaled by the exact inverse of the rounded keep rate,
+    so the expectation is x. The bits come from the same default generator, so
+    torch.manual_seed and a restored RNG state give the same masks. Elsewhere (CUDA, p
+    rounding to 0 or 1) it is F.dropout."""
+    if not training or p == 0.0:
+        return x
+    drop = round(p * 65536)
+    if x.device.type != "cpu" or not 0 < drop < 65536 or not x.is_floating_point():
+        return F.dropout(x, p, training)
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
+    keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 32768  # P(keep) = 1 - drop/2^16
+    scale = x.new_tensor(65536 / (65536 - drop))
+    return x * torch.where(keep, scale, 0.0)  # the backward is one product with the mask
+
+
 class FeedForward(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -114,7 +134,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.activation(self.fc1(x))  # (B, L, ffn_dim)
-        h = F.dropout(h, self.activation_dropout, self.training)
+        h = dropout(h, self.activation_dropout, self.training)
         return self.fc2(h)  # (B, L, D)
 
 
@@ -131,7 +151,7 @@ class _Residual(nn.Module):
         return self.norm(x) if self.pre_norm else x
 
     def merge(self, x: Tensor, branch: Tensor) -> Tensor:
-        y = x + F.dropout(branch, self.dropout, self.training)
+        y = x + dropout(branch, self.dropout, self.training)
         return y if self.pre_norm else self.norm(y)
 
 

@@ -43,6 +43,7 @@ from .layers import (
     LearnedPositions,
     SinusoidalPositions,
     decode_one,
+    dropout,
     embed_scale,
     make_norm,
 )
@@ -255,7 +256,7 @@ class EncoderDecoder(nn.Module):
             x = x + self.encoder_positions(0, x.shape[1])
         if self.encoder_embed_norm is not None:
             x = self.encoder_embed_norm(x)
-        x = F.dropout(x, self.config.dropout, self.training)
+        x = dropout(x, self.config.dropout, self.training)
         for layer in self.encoder_layers:
             x = layer(x, src_mask)
         x = x if self.encoder_norm is None else self.encoder_norm(x)
@@ -285,13 +286,16 @@ class EncoderDecoder(nn.Module):
             x = x + self.decoder_positions(start, T)
         if self.decoder_embed_norm is not None:
             x = self.decoder_embed_norm(x)
-        return F.dropout(x, c.dropout, self.training)
+        return dropout(x, c.dropout, self.training)
 
     def _logits(self, x: Tensor) -> Tensor:
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        logits = self.lm_head(x)  # (N, T, V)
-        return logits if self.final_logits_bias is None else logits + self.final_logits_bias
+        bias = self.final_logits_bias
+        if type(self.lm_head) is nn.Linear:  # the bias added in the product (one addmm)
+            return F.linear(x, self.lm_head.weight, bias)  # (N, T, V)
+        logits = self.lm_head(x)  # an int8 copy's layer
+        return logits if bias is None else logits + bias
 
     def project_memories(
         self, memory: Tensor, src_mask: Tensor | None = None
