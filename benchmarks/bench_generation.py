@@ -1,7 +1,7 @@
 """Generation and training speed of xattn's EncoderDecoder against its peers, side by side.
 
     python benchmarks/bench_generation.py           # the table in the README (a few minutes)
-    python benchmarks/bench_generation.py --quick   # B = 1 greedy, 8 tokens, 1+1 layers
+    python benchmarks/bench_generation.py --quick   # B = 1 greedy, 8 tokens, 1+1 layers, a check
     python benchmarks/bench_generation.py --device cuda --dtype bfloat16   # on a GPU
 
 A Marian-sized model (d_model 256, 3 + 3 layers, 4 heads, ffn 1024, vocab 8000) is built
@@ -612,7 +612,9 @@ def bench_training(ours_config, repeats, B=32, T=32):
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--quick", action="store_true", help="B = 1 greedy, 8 tokens, 1 + 1 layers (a check)"
+        "--quick",
+        action="store_true",
+        help="B = 1 greedy, 8 tokens, 1 + 1 layers, compiled without timing kernels (a check)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -622,6 +624,9 @@ def main(argv=None) -> int:
     if args.quick:  # every model of the run is built with LAYERS; compiling takes less
         global LAYERS
         LAYERS = 1
+        from xattn.model import compiled  # freezing alone: no max-autotune (a check, not timing)
+
+        compiled.compile_options = lambda device: {"freezing": True, "cpp.weight_prepack": False}
     torch.set_num_threads(args.threads)
     if args.device != "cpu" and not (args.device.startswith("cuda") and torch.cuda.is_available()):
         parser.error(f"--device {args.device}: no such device here (cpu, or cuda with a GPU)")
