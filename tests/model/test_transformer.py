@@ -66,6 +66,29 @@ def test_cached_decoding_equals_full_forward(name, chunk):
     assert state.length == 8
 
 
+@pytest.mark.parametrize("name", CONFIGS)
+def test_training_forward_with_fused_projections_equals_the_inference_forward(name):
+    # while training, q/k/v (and cross-attention k/v) run as one product; without dropout
+    # the logits and the gradients are those of the per-projection inference path
+    model = make(name)
+    src, mask = source()
+    tgt = torch.randint(3, 40, (3, 5), generator=torch.Generator().manual_seed(2))
+
+    def logits_and_grads(training):
+        model.train(training)
+        model.zero_grad()
+        logits = model(src, tgt, src_mask=mask)
+        logits.square().mean().backward()
+        return logits.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    logits, grads = logits_and_grads(False)
+    fused_logits, fused_grads = logits_and_grads(True)
+    torch.testing.assert_close(fused_logits, logits, atol=1e-5, rtol=1e-5)
+    assert set(fused_grads) == set(grads)
+    for n in grads:
+        torch.testing.assert_close(fused_grads[n], grads[n], atol=1e-5, rtol=1e-4, msg=n)
+
+
 @pytest.mark.parametrize("embed_scale", [True, False])
 def test_a_new_model_starts_with_unit_inputs_and_tied_logits_of_unit_size(embed_scale):
     # token embeddings start at N(0, 1 / scale^2): the scaled inputs are N(0, 1) either way;
