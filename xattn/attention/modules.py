@@ -121,7 +121,7 @@ class _MultiHeadProjections(nn.Module):
         one per projection plus their sum); in inference, where concatenating the weights
         would cost more than it saves on short inputs, one product each."""
         if not self.training:
-            return tuple(map(self._heads, projections, (x,) * len(heads), heads))
+            return tuple(self._heads(p, x, h) for p, h in zip(projections, heads, strict=True))
         B, L, _ = x.shape
         y = F.linear(x, *self._fused(projections))  # (B, L, sum(heads) * Dh)
         return y.view(B, L, sum(heads), self.head_dim).transpose(1, 2).split(heads, 1)
