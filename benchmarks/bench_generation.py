@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tables import print_table
 
 import xattn
+from xattn.training.losses import token_cross_entropy
 
 D, LAYERS, HEADS, FFN, VOCAB, SRC = 256, 3, 4, 1024, 8000, 32
 
@@ -569,25 +570,37 @@ def cross_kv_memory(hf, ours, B=8, beams=4):
 
 
 def bench_training(ours_config, repeats, B=32, T=32):
-    """Tokens/s of one training step (forward, backward, AdamW) at the same size, every
-    model with PyTorch's fused AdamW (xattn's trainer uses it; the per-tensor loop that is
-    the CPU default took ~30 ms of each step)."""
+    """Tokens/s of one training step (forward, loss, backward, AdamW) at the same size,
+    every model with PyTorch's fused AdamW (xattn's trainer uses it; the per-tensor loop
+    that is the CPU default took ~30 ms of each step). nn.Transformer's loss is
+    nn.CrossEntropyLoss, xattn's the one its trainer computes (training.losses), and xattn
+    is also timed with nn.CrossEntropyLoss (the model's share); the floor's loss is
+    xattn's."""
     torch.manual_seed(0)
     ours = xattn.EncoderDecoder(ours_config).train()
     rerun = RerunTransformer().train()
     floor = LinearLayersAlone().train()
     src = torch.randint(1, VOCAB - 1, (B, SRC))
     tgt = torch.randint(1, VOCAB - 1, (B, T + 1))
-    loss_fn = nn.CrossEntropyLoss()
+    targets = tgt[:, 1:].reshape(-1)
+    torch_loss = nn.CrossEntropyLoss()
+
+    def xattn_loss(logits, targets):
+        return token_cross_entropy(logits, targets) / len(targets)
+
     steps = {}
-    models = [("nn.Transformer", rerun), ("xattn EncoderDecoder", ours)]
-    models.append(("the linear layers alone", floor))
-    for name, model in models:
+    models = [
+        ("nn.Transformer", rerun, torch_loss),
+        ("xattn EncoderDecoder", ours, xattn_loss),
+        ("xattn EncoderDecoder, nn.CrossEntropyLoss", ours, torch_loss),
+        ("the linear layers alone", floor, xattn_loss),
+    ]
+    for name, model, loss_fn in models:
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)  # as xattn trains
 
-        def step(model=model, opt=opt):
+        def step(model=model, opt=opt, loss_fn=loss_fn):
             logits = model(src, tgt[:, :-1])
-            loss = loss_fn(logits.reshape(-1, VOCAB), tgt[:, 1:].reshape(-1))
+            loss = loss_fn(logits.reshape(-1, VOCAB), targets)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -603,7 +616,7 @@ def bench_training(ours_config, repeats, B=32, T=32):
         t = statistics.median(times[name])
         rows.append([name, f"{B * T / t:,.0f}", f"{base / t:.2f}x"])
     print_table(
-        f"Training step (forward, backward, AdamW), B {B}, source {SRC}, target {T}",
+        f"Training step (forward, loss, backward, AdamW), B {B}, source {SRC}, target {T}",
         ["model", "target tokens/s", "speed-up vs nn.Transformer"],
         rows,
     )

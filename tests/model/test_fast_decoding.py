@@ -88,6 +88,25 @@ def test_lean_step_adds_the_final_logits_bias(bias):
     assert torch.equal(plain, lean) == (bias == "zeros")
 
 
+def test_the_forward_adds_the_final_logits_bias_after_every_change_to_it():
+    """A bias of zeros is left out of the forward; a change in place (a load, an optimizer
+    step) or a new tensor in its place is seen at the next call."""
+    model = make(final_logits_bias=True)
+    src, tgt = torch.randint(3, 60, (2, 5)), torch.randint(3, 60, (2, 4))
+    zeros = model(src, tgt)
+    bias = model.final_logits_bias
+    model.final_logits_bias = None
+    assert torch.equal(model(src, tgt), zeros)
+    model.final_logits_bias = bias
+    with torch.no_grad():
+        bias.normal_()
+    torch.testing.assert_close(model(src, tgt), zeros + bias)
+    model.final_logits_bias = torch.full_like(bias, 2.0)
+    torch.testing.assert_close(model(src, tgt), zeros + 2.0)
+    model.final_logits_bias.zero_()
+    assert torch.equal(model(src, tgt), zeros)
+
+
 def test_packed_weights_follow_weight_changes(monkeypatch):
     monkeypatch.setenv("XATTN_STEP_KERNEL", "packed")
     model = make()

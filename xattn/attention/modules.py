@@ -124,7 +124,9 @@ class _MultiHeadProjections(nn.Module):
             return tuple(self._heads(p, x, h) for p, h in zip(projections, heads, strict=True))
         B, L, _ = x.shape
         y = F.linear(x, *self._fused(projections))  # (B, L, sum(heads) * Dh)
-        return y.view(B, L, sum(heads), self.head_dim).transpose(1, 2).split(heads, 1)
+        parts = y.view(B, L, sum(heads), self.head_dim).split(heads, 2)
+        # split before the transposes: the backward joins the gradients in y's layout
+        return tuple(part.transpose(1, 2) for part in parts)
 
     def _attend(self, q, k, v, mask, causal, return_weights, backend):
         """attention() with the module's dropout; returns (out (B, H, T, Dh), weights|None)."""

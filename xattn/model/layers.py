@@ -119,9 +119,11 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
         return F.dropout(x, p, training)
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
-    keep = bits.view(torch.int16)[:n].view(x.shape) >= drop - 32768  # P(keep) = 1 - drop/2^16
-    scale = x.new_tensor(65536 / (65536 - drop))
-    return x * torch.where(keep, scale, 0.0)  # the backward is one product with the mask
+    lanes = bits.view(torch.int16)[:n].view(x.shape)
+    # the comparison written as floats (1 kept, 0 dropped): on the CPU a few times faster
+    # than writing bools and converting them
+    mask = torch.ge(lanes, drop - 32768, out=torch.empty(x.shape, dtype=x.dtype))
+    return x * mask.mul_(65536 / (65536 - drop))  # the backward is one product with the mask
 
 
 class FeedForward(nn.Module):

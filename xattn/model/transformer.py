@@ -47,7 +47,7 @@ from .layers import (
     embed_scale,
     make_norm,
 )
-from .packing import forget, layer_step
+from .packing import _stamp, forget, layer_step
 
 __all__ = ["DecoderState", "EncoderDecoder", "GenerationOutput"]
 
@@ -155,6 +155,7 @@ class EncoderDecoder(nn.Module):
             self.register_buffer("final_logits_bias", torch.zeros(c.target_vocab))
         else:
             self.final_logits_bias = None
+        self._bias_checked: tuple = ((), False)  # (the bias's stamp, whether it is all zero)
         self.generation_config = GenerationConfig(
             eos_token_id=c.eos_token_id,
             pad_token_id=c.pad_token_id,
@@ -288,10 +289,22 @@ class EncoderDecoder(nn.Module):
             x = self.decoder_embed_norm(x)
         return dropout(x, c.dropout, self.training)
 
+    def _logits_bias(self) -> Tensor | None:
+        """final_logits_bias, or None where it is all zeros (transformers' Marian keeps
+        one; adding it is a pass over the logits that changes none), looked at once per
+        version of the buffer. A compiled graph keeps it (there it is fused for free)."""
+        bias = self.final_logits_bias
+        if bias is None or torch.compiler.is_compiling():
+            return bias
+        stamp = (id(bias), bias.data_ptr(), *_stamp(bias))
+        if self._bias_checked[0] != stamp:
+            self._bias_checked = (stamp, not bool(bias.any()))
+        return None if self._bias_checked[1] else bias
+
     def _logits(self, x: Tensor) -> Tensor:
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        bias = self.final_logits_bias
+        bias = self._logits_bias()
         if type(self.lm_head) is nn.Linear:  # the bias added in the product (one addmm)
             return F.linear(x, self.lm_head.weight, bias)  # (N, T, V)
         logits = self.lm_head(x)  # an int8 copy's layer
@@ -360,8 +373,8 @@ class EncoderDecoder(nn.Module):
         )
         steps = tuple(LayerStep.of(layer, N) for layer in self.decoder_layers)
         output = layer_step(self.lm_head, N)
-        bias = self.final_logits_bias
-        if bias is not None and bool(bias.any()):  # a bias of zeros changes no logit
+        bias = self._logits_bias()
+        if bias is not None:
             head = output
 
             def output(x: Tensor) -> Tensor:

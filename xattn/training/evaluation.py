@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .batching import IGNORE, collate_items, pad_sources
 from .config import TrainConfig
+from .losses import token_cross_entropy
 
 __all__ = ["evaluate", "predict"]
 
@@ -87,8 +87,8 @@ def evaluate(
             batch.src.to(device), batch.tgt_in.to(device), src_mask=batch.src_mask.to(device)
         )
         targets = batch.tgt_out.to(device).flatten()
-        total += F.cross_entropy(
-            logits.flatten(0, 1).float(), targets, ignore_index=IGNORE, reduction="sum"
+        total += token_cross_entropy(
+            logits.flatten(0, 1).float(), targets, ignore_index=IGNORE
         ).item()
         count += batch.target_tokens
     subset = list(examples[: config.eval_size])

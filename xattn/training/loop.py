@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
 
 from .batching import IGNORE, Batch, Item, bucket_batches, collate_items
 from .checkpoint import latest_checkpoint, load_training_state, save_checkpoint
 from .config import TrainConfig
 from .distributed import all_reduce_sum, barrier, setup
 from .evaluation import evaluate, model_device
+from .losses import alignment_nll, token_cross_entropy
 
 __all__ = ["train"]
 
@@ -131,12 +130,11 @@ def accumulate_gradients(
                 return_weights=supervise,
             )
         logits = out[0] if supervise else out
-        loss_sum = F.cross_entropy(
+        loss_sum = token_cross_entropy(
             logits.flatten(0, 1).float(),
             batch.tgt_out.to(device).flatten(),
             ignore_index=IGNORE,
             label_smoothing=config.label_smoothing,
-            reduction="sum",
         )
         # DDP averages gradients over processes: scaling by world makes the update that of
         # the mean loss over all target tokens of the global batch
@@ -144,7 +142,7 @@ def accumulate_gradients(
         if supervise and batch.alignment is not None and rows:
             layer, head = config.alignment_head
             weights = out[1][layer][:, head].float()  # (B, T, S')
-            objective = objective + config.alignment_loss * (world / rows) * _alignment_nll(
+            objective = objective + config.alignment_loss * (world / rows) * alignment_nll(
                 weights, batch.alignment
             )
         with sync:
@@ -156,14 +154,6 @@ def accumulate_gradients(
 def _supervised_rows(micro: Sequence[Batch]) -> int:
     """Decoder rows with a gold alignment in these micro-batches."""
     return sum(len(set(map(tuple, b.alignment[0][:, :2].tolist()))) for b in micro if b.alignment)
-
-
-def _alignment_nll(weights: Tensor, alignment: tuple[Tensor, Tensor]) -> Tensor:
-    """Summed cross-entropy of attention rows (B, T, S') against the gold distributions:
-    -sum over links of weight * log attention at the gold position."""
-    links, share = (x.to(weights.device) for x in alignment)
-    picked = weights[links[:, 0], links[:, 1], links[:, 2]]
-    return -(share * picked.clamp_min(1e-9).log()).sum()
 
 
 class MetricsLog:
