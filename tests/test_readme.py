@@ -4,6 +4,8 @@ the two set-up commands, and it stays a user's guide (short, one number a table 
 import re
 from pathlib import Path
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 
@@ -33,11 +35,15 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
 
 def test_api_guide_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    attention, model, tasks, explorer = run_blocks(ROOT / "docs" / "api.md")
+    attention, model, tasks, loss, explorer = run_blocks(ROOT / "docs" / "api.md")
     assert explorer["page"].html.count('class="xae"') == 1
     assert (tmp_path / "explorer.html").read_text().startswith("<!doctype html>")
     assert attention["y"].shape == (2, 1, 512)  # the last decoding step's output
     assert model["logits"].shape == (2, 7, 1000)
+    logits, targets = loss["logits"].flatten(0, 1), loss["tgt"][:, 1:].flatten()
+    expected = torch.nn.functional.cross_entropy(logits, targets, ignore_index=0, reduction="sum")
+    torch.testing.assert_close(loss["loss"], expected)
+    assert loss["model"].lm_head.weight.grad is not None
     maps, gold, heads = tasks["maps"], tasks["gold"], tasks["heads"]
     assert len(maps) == 30 and maps[0].dim() == 4 and heads
     hits = total = 0  # the printed rate, counted by hand over the chosen heads' mean

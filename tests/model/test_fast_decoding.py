@@ -283,14 +283,15 @@ BART_LIKE = dict(
 @pytest.fixture
 def quick_compile(monkeypatch):
     """Compile with freezing alone (seconds, not the tens of seconds that timing each matrix
-    product's kernels takes on a CPU) and greedy graphs of two steps (half the graph of
-    GREEDY_STEPS), for the tests of what compiling means, not of which kernels it picks.
-    Without oneDNN's packed weights inductor keeps the graphs it made in its cache (it
-    cannot store packed ones), so a test whose model and shapes an earlier test compiled
-    loads that graph."""
+    product's kernels takes on a CPU) and greedy and beam search graphs of two steps (half
+    the graphs of GREEDY_STEPS and BEAM_STEPS), for the tests of what compiling means, not
+    of which kernels it picks. Without oneDNN's packed weights inductor keeps the graphs it
+    made in its cache (it cannot store packed ones), so a test whose model and shapes an
+    earlier test compiled loads that graph."""
     options = {"freezing": True, "cpp.weight_prepack": False}
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
     monkeypatch.setattr(transformer, "GREEDY_STEPS", 2)
+    monkeypatch.setattr(transformer, "BEAM_STEPS", 2)
 
 
 def check_compiled_tokens(model, beams=True, other_shapes=True):
@@ -361,11 +362,14 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
     assert (free[:, 1:] == eos).any(1).sum() >= 2  # more than one row meets its end token
 
 
-def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile):
-    """Beam search takes each step with its search (candidates, finished pool, stopping
-    rule) in one graph call: the eager beams where hypotheses end at different steps,
-    with a length penalty, each stopping mode, bans and a forced end token; the settings
-    held in tensors, changing them compiles nothing (a longer cache compiles once)."""
+def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile, monkeypatch):
+    """Beam search takes its steps with their search (candidates, finished pool, stopping
+    rule) in graph calls of several steps, no cache reordered: the eager beams where
+    hypotheses end at different steps, with a length penalty, each stopping mode, bans
+    and a forced end token, and where the last call runs a step past the end; the
+    settings held in tensors, changing them compiles nothing (a longer cache compiles
+    once)."""
+    monkeypatch.setattr(transformer, "BEAM_STEPS", 3)  # 8 steps: the third call runs 9
     model = make(**ONE_LAYER)
     src, mask = inputs()
     free = model.generate(src, src_mask=mask, max_new_tokens=12, eos_token_id=None)
@@ -377,7 +381,7 @@ def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile):
     ]
     lengths, frames = set(), counters["frames"]["ok"]
     for kw in cases:
-        kw = dict(num_beams=3, eos_token_id=[eos], max_new_tokens=8, **kw)
+        kw = {"num_beams": 3, "eos_token_id": [eos], "max_new_tokens": 8, **kw}
         eager = model.generate(src, src_mask=mask, **kw)
         got = model.generate(src, src_mask=mask, compile=True, **kw)
         assert torch.equal(got, eager), kw
@@ -440,7 +444,7 @@ def test_only_the_first_step_of_a_call_evaluates_the_guards(quick_compile, monke
     assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=6, min_new_tokens=6))
     skipped.clear()
     got = model.generate(src, num_beams=2, **kw)
-    assert skipped == [True] * 5  # beam search: six steps, the first checked
+    assert skipped == [True] * 2  # beam search: six steps, two per call, the first checked
     eager = model.generate(src, src_mask=mask, num_beams=2, max_new_tokens=6, min_new_tokens=6)
     assert torch.equal(got, eager)
 

@@ -77,11 +77,16 @@ class KVCache:
     the first `length` positions are filled. `append` writes the new positions into the
     shared buffers and returns a new KVCache with the larger length; nothing is stored on
     any module. The buffers are written in place, so a cache is for inference (no_grad).
+    rows: None, or (B, max_length) long, for compiled beam search steps (write_at): row
+    b's key and value at position t are those of buffer row rows[b, t], so that beams
+    that continue other beams read their keys where they were written, and no cache is
+    reordered.
     """
 
     key: Tensor
     value: Tensor
     length: int = 0
+    rows: Tensor | None = None
 
     @classmethod
     def empty(
@@ -152,10 +157,15 @@ class KVCache:
         `length`, so one compiled graph serves every length: writes key (B, Hkv, 1, Dh) and
         value in place there and returns the whole buffers (B, Hkv, max_length, Dh), whose
         positions after `position` are to be masked (`filled`). The length is left to the
-        caller."""
+        caller. With rows, the buffers are read through them (B, Hkv, max_length, Dh)."""
         self.key.index_copy_(2, position, key)
         self.value.index_copy_(2, position, value)
-        return self.key, self.value
+        if self.rows is None:
+            return self.key, self.value
+        at = torch.arange(self.max_length, device=position.device)
+        # (B, max_length, Hkv, Dh): the two index tensors broadcast and come first
+        keys, values = self.key[self.rows, :, at], self.value[self.rows, :, at]
+        return keys.transpose(1, 2), values.transpose(1, 2)
 
     def filled(self, position: Tensor) -> Tensor:
         """The attention mask (1, 1, 1, max_length) of the positions up to `position` (1,)."""

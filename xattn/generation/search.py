@@ -186,6 +186,16 @@ class _Beams:
             torch.ones(B, 1, dtype=torch.bool, device=device),
         )
 
+    def unless(self, done: Tensor, new: _Beams) -> _Beams:
+        """new, or this state where done (a bool tensor): a search that has ended keeps its
+        state through the steps a compiled graph runs after the end."""
+        return _Beams(
+            *(
+                torch.where(done, getattr(self, f.name), getattr(new, f.name))
+                for f in dataclasses.fields(self)
+            )
+        )
+
     def copy_(self, other: _Beams) -> None:
         """other's values written into this state's tensors (a compiled graph's output
         written into its inputs, which the next call passes again)."""

@@ -5,10 +5,12 @@ each step picks its tokens inside the graph (the search's bans and forced tokens
 finished rows given the pad token) and feeds them to the next, so that the Python between
 graph calls, which costs about as much as a step's arithmetic at one row on a CPU, runs
 once for every GREEDY_STEPS steps; a last call may run steps past the end (dropped).
-Beam search takes each step with its search in one graph call, EncoderDecoder._beam_at
-(the candidates, the finished pool and the stopping rule, search.beam_advance, on
-tensors the graph updates in place); the caches are reordered after the call, only the
-rows that moved. Sampling, whose draws are made in Python, and processors that are not
+Beam search takes BEAM_STEPS steps with their search in one graph call,
+EncoderDecoder._beam_at (the candidates, the finished pool and the stopping rule,
+search.beam_advance, on tensors the graph updates in place; steps after the end keep the
+state): no cache is reordered, each row reads its keys and values through a table of the
+cache rows that hold them (KVCache.rows), which a row continuing another takes from it.
+Sampling, whose draws are made in Python, and processors that are not
 bans call one step at a time, EncoderDecoder._step_at. Every graph runs the lean step's
 arithmetic (layers.decode_one) at a position held in a tensor, attending the whole
 preallocated self-attention cache under the mask of its filled positions, so that no
@@ -42,11 +44,19 @@ from torch import nn
 
 from .packing import _stamp
 
-__all__ = ["GREEDY_STEPS", "compile_options", "compiled_beam", "compiled_greedy", "compiled_step"]
+__all__ = [
+    "BEAM_STEPS",
+    "GREEDY_STEPS",
+    "compile_options",
+    "compiled_beam",
+    "compiled_greedy",
+    "compiled_step",
+]
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {name: (stamp, fn)}
 
 GREEDY_STEPS = 4  # greedy steps per graph call (docs/benchmarks.md: 1, 4 and 8 measured)
+BEAM_STEPS = 4  # beam search steps per graph call
 
 
 def compile_options(device: torch.device) -> dict[str, object]:
@@ -101,9 +111,10 @@ def compiled_greedy(model: nn.Module) -> CompiledStep:
 
 
 def compiled_beam(model: nn.Module) -> CompiledStep:
-    """model._beam_at compiled: a beam search step with the search's own arithmetic in one
-    graph, (position (1,), memories, caches, beams, bans, rule) -> (the decoder row each
-    row continues (N,), whether the search is done), the beams advanced in place."""
+    """model._beam_at compiled: BEAM_STEPS beam search steps with the search's own
+    arithmetic in one graph, (position (1,), memories, caches, beams, bans, rule, cache
+    rows (N, max_length)) -> whether the search is done, the beams and rows advanced in
+    place."""
     return _compiled(model, "_beam_at")
 
 

@@ -32,7 +32,7 @@ from ..attention.functional import ReturnWeights
 from ..generation import GenerationConfig, search
 from ..generation.search import beam_advance
 from ..utils import format_shape, replace_dir
-from .compiled import GREEDY_STEPS, compiled_beam, compiled_greedy, compiled_step
+from .compiled import BEAM_STEPS, GREEDY_STEPS, compiled_beam, compiled_greedy, compiled_step
 from .config import ModelConfig
 from .frontends import FrontEnd, build_front_end
 from .layers import (
@@ -464,19 +464,34 @@ class EncoderDecoder(nn.Module):
             alive.append(unfinished)
         return torch.stack(picked, 1), torch.stack(alive, 1)
 
-    def _beam_at(self, position, memories, caches, beams, bans, rule) -> tuple[Tensor, Tensor]:
-        """One beam search step at `position` (1,), for generate(compile=True)
-        (model.compiled): the running rows' tokens at `position` fed (as _step_at), their
-        log-probabilities after the bans and forced tokens (processors.BanTable), beams
-        advanced in place (search.beam_advance). Returns the decoder row each row
-        continues (N,) and whether the search is done (a bool tensor)."""
+    def _beam_at(
+        self, position, memories, caches, beams, bans, rule, rows
+    ) -> tuple[Tensor, Tensor]:
+        """BEAM_STEPS beam search steps from `position` (1,), for generate(compile=True)
+        (model.compiled): each feeds the running rows' tokens at its position (as _step_at),
+        takes their log-probabilities after the bans and forced tokens
+        (processors.BanTable) and advances the beams (search.beam_advance). No cache is
+        reordered: rows (N, max_length) says which cache row holds each row's key and value
+        at each position (KVCache.rows), and a row that continues another takes that row's
+        rows. Once the search is done, the steps left in the call keep its state (a step
+        past the last position runs there). The beams and rows are written in place.
+        Returns whether the search is done (a bool tensor)."""
         N = caches[0].key.shape[0]
-        tokens = beams.running.view(N, -1).index_select(1, position).view(N)
-        logits = self._step_at(tokens, position, memories, caches)
-        log_probs = bans.apply(torch.log_softmax(logits.float(), -1), position + 1)
-        new, indices, done = beam_advance(beams, log_probs, position + 1, rule)
-        beams.copy_(new)
-        return indices, done
+        last = beams.running.shape[-1] - 2  # the last position whose next token fits
+        own = torch.arange(N, device=rows.device)[:, None]
+        caches = tuple(KVCache(c.key, c.value, c.length, rows) for c in caches)
+        state, done = beams, torch.zeros((), dtype=torch.bool, device=rows.device)
+        for i in range(BEAM_STEPS):
+            at = (position + i).clamp(max=last)
+            rows.index_copy_(1, at, own)  # each row writes its new key and value itself
+            tokens = state.running.view(N, -1).index_select(1, at).view(N)
+            logits = self._step_at(tokens, at, memories, caches)
+            log_probs = bans.apply(torch.log_softmax(logits.float(), -1), at + 1)
+            new, indices, ended = beam_advance(state, log_probs, at + 1, rule)
+            rows.copy_(torch.where(done, rows, rows.index_select(0, indices)))
+            state, done = state.unless(done, new), done | ended
+        beams.copy_(state)
+        return done
 
     # ---- generation ----------------------------------------------------------------------
 
@@ -828,6 +843,7 @@ class _CompiledStepper(_ModelStepper):
         self.tokens: Tensor | None = None  # the steps' input, the same tensor every call
         self.unfinished: Tensor | None = None
         self.compiled_step = self.compiled_greedy = self.compiled_beam = None
+        self.rows: Tensor | None = None  # the cache rows of beam search (KVCache.rows)
 
     def _advance(self, steps: int) -> None:
         state = self.state
@@ -854,12 +870,13 @@ class _CompiledStepper(_ModelStepper):
     def beam_steps(self, beams, bans, rule) -> Tensor:
         if self.compiled_beam is None:
             self.compiled_beam = compiled_beam(self.model)
+            N, L = beams.running.shape[0] * beams.running.shape[1], beams.running.shape[2]
+            self.rows = torch.arange(N, device=beams.running.device)[:, None].repeat(1, L)
         state = self.state
-        indices, done = self.compiled_beam(
-            self.position, state.memories, state.caches, beams, bans, rule
+        done = self.compiled_beam(
+            self.position, state.memories, state.caches, beams, bans, rule, self.rows
         )
-        self._advance(1)
-        self.reorder(indices)
+        self._advance(BEAM_STEPS)
         return done
 
     def greedy_steps(
