@@ -120,8 +120,8 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
     n = x.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), None)
     lanes = bits.view(torch.int16)[:n].view(x.shape)
-    # the comparison written as floats (1 kept, 0 dropped): on the CPU a few times faster
-    # than writing bools and converting them
+    # the comparison written as floats (1 kept, 0 dropped), then scaled: on the CPU about
+    # half the time of writing bools and turning them into the scale or 0
     mask = torch.ge(lanes, drop - 32768, out=torch.empty(x.shape, dtype=x.dtype))
     return x * mask.mul_(65536 / (65536 - drop))  # the backward is one product with the mask
 
