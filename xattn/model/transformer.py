@@ -464,9 +464,7 @@ class EncoderDecoder(nn.Module):
             alive.append(unfinished)
         return torch.stack(picked, 1), torch.stack(alive, 1)
 
-    def _beam_at(
-        self, position, memories, caches, beams, bans, rule, rows
-    ) -> tuple[Tensor, Tensor]:
+    def _beam_at(self, position, memories, caches, beams, bans, rule, rows) -> Tensor:
         """BEAM_STEPS beam search steps from `position` (1,), for generate(compile=True)
         (model.compiled): each feeds the running rows' tokens at its position (as _step_at),
         takes their log-probabilities after the bans and forced tokens
@@ -479,7 +477,7 @@ class EncoderDecoder(nn.Module):
         N = caches[0].key.shape[0]
         last = beams.running.shape[-1] - 2  # the last position whose next token fits
         own = torch.arange(N, device=rows.device)[:, None]
-        caches = tuple(KVCache(c.key, c.value, c.length, rows) for c in caches)
+        caches = tuple(dataclasses.replace(c, rows=rows) for c in caches)
         state, done = beams, torch.zeros((), dtype=torch.bool, device=rows.device)
         for i in range(BEAM_STEPS):
             at = (position + i).clamp(max=last)
