@@ -5,6 +5,7 @@ one compiled graph for every position, the eager tokens, a new graph after a wei
 change."""
 
 import copy
+import dataclasses
 import gc
 import types
 import weakref
@@ -246,6 +247,32 @@ def test_beam_reordering_copies_only_moved_rows_in_place(order, monkeypatch):
     else:
         assert all(torch.equal(rows, (~stay).nonzero().squeeze(1)) for rows in copied)
         assert len(copied) == 2  # keys and values
+
+
+def test_a_cache_read_through_rows_reorders_its_table_and_refuses_in_order_writes():
+    """A cache with a rows table (compiled beam search): reorder copies no key but gives
+    each row the table of the row it continues, so that write_at reads row order[i]'s keys
+    before the reorder (and, the table's next column naming each row itself, as compiled
+    beam search writes it, the row's own key there); append and write refuse it."""
+    model = make()
+    cache = model.decoder_layers[0].self_attn.new_cache(4, 6)
+    cache = dataclasses.replace(cache, rows=torch.arange(4)[:, None].expand(4, 6).clone())
+    order = torch.tensor([2, 0, 0, 3])
+    new_key, new_value = torch.randn(4, 4, 1, 8), torch.randn(4, 4, 1, 8)
+    with torch.no_grad():
+        for t in range(3):
+            cache.write_at(torch.randn(4, 4, 1, 8), torch.randn(4, 4, 1, 8), torch.tensor([t]))
+        before = cache.key.clone()
+        moved = cache.reorder(order)
+        moved.rows[:, 3] = torch.arange(4)
+        keys, values = moved.write_at(new_key, new_value, torch.tensor([3]))
+    assert moved.key is cache.key and torch.equal(moved.key[:, :, :3], before[:, :, :3])
+    assert torch.equal(moved.rows[:, :3], cache.rows[order, :3])
+    assert torch.equal(keys[:, :, :3], before[order, :, :3])
+    assert torch.equal(keys[:, :, 3:4], new_key) and torch.equal(values[:, :, 3:4], new_value)
+    for method in (moved.append, moved.write):
+        with pytest.raises(ValueError, match=r"through a table \(rows \(4, 6\).*write_at"):
+            method(new_key, new_value)
 
 
 def test_int8_copy_reads_alike_and_is_not_saved(tmp_path):

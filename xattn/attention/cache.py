@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -80,7 +81,8 @@ class KVCache:
     rows: None, or (B, max_length) long, for compiled beam search steps (write_at): row
     b's key and value at position t are those of buffer row rows[b, t], so that beams
     that continue other beams read their keys where they were written, and no cache is
-    reordered.
+    reordered. Such a cache is written with write_at and reordered by its table (reorder);
+    append and write, which fill positions in order, refuse it.
     """
 
     key: Tensor
@@ -117,6 +119,7 @@ class KVCache:
 
         Returns (new cache, all keys (B, Hkv, length + t, Dh), all values).
         """
+        self._no_rows("append")
         B, Hkv, _, Dh = self.key.shape
         t = key.shape[2]
         if key.dim() != 4 or key.shape[:2] != (B, Hkv) or key.shape[3] != Dh:
@@ -143,6 +146,7 @@ class KVCache:
     def write(self, key: Tensor, value: Tensor) -> tuple[KVCache, Tensor, Tensor]:
         """append without its checks, for decoding steps whose shapes generate checked:
         writes key (B, Hkv, t, Dh) and value in place; (new cache, all keys, all values)."""
+        self._no_rows("write")
         end = self.length + key.shape[2]
         self.key[:, :, self.length : end] = key
         self.value[:, :, self.length : end] = value
@@ -157,7 +161,9 @@ class KVCache:
         `length`, so one compiled graph serves every length: writes key (B, Hkv, 1, Dh) and
         value in place there and returns the whole buffers (B, Hkv, max_length, Dh), whose
         positions after `position` are to be masked (`filled`). The length is left to the
-        caller. With rows, the buffers are read through them (B, Hkv, max_length, Dh)."""
+        caller. With rows, the buffers are read through them (B, Hkv, max_length, Dh); the key
+        and value written land in each row's own buffer row, so rows[:, position] is to name
+        each row itself (the caller writes that column, as compiled beam search does)."""
         self.key.index_copy_(2, position, key)
         self.value.index_copy_(2, position, value)
         if self.rows is None:
@@ -176,7 +182,10 @@ class KVCache:
         row indices[i]), written into the same buffers: only the rows that continue another
         row are copied (beam search keeps most rows where they are), so the cache this is
         called on is not to be used after. moved: the rows i with indices[i] != i, when the
-        caller has them (one reorder per layer needs them once)."""
+        caller has them (one reorder per layer needs them once). A cache with rows copies
+        nothing: its table's rows are reordered (row i reads what row indices[i] read)."""
+        if self.rows is not None:
+            return dataclasses.replace(self, rows=self.rows.index_select(0, indices))
         if self.key.requires_grad or self.value.requires_grad:  # autograd: new tensors
             keys, values = self.key.index_select(0, indices), self.value.index_select(0, indices)
             return KVCache(keys, values, self.length)
@@ -187,3 +196,11 @@ class KVCache:
             for buffer in (self.key[:, :, :L], self.value[:, :, :L]):
                 buffer.index_copy_(0, moved, buffer.index_select(0, sources))
         return self
+
+    def _no_rows(self, method: str) -> None:
+        if self.rows is not None:
+            raise ValueError(
+                f"KVCache.{method} fills positions in order, but this cache reads its rows "
+                f"through a table (rows {format_shape(self.rows.shape)}, compiled beam "
+                f"search): write it with write_at"
+            )
