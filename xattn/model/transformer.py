@@ -529,8 +529,8 @@ class EncoderDecoder(nn.Module):
         or force tokens (min length, suppressed or bad single tokens, forced first or last
         token); one step per call otherwise, as sampling does. A graph is made on the first
         call (tens of seconds on a CPU; a C++ compiler is needed there) and again after the
-        weights change or, once, for the first call with other shapes. The same search;
-        logits to float rounding, so tokens may differ where two are near-tied.
+        weights change or a size changes for the first time (model.compiled). The same
+        search; logits to float rounding, so tokens may differ where two are near-tied.
         Where generate takes its checked steps (return_weights, training mode, a source
         without a real position), they run uncompiled. An int8 copy (quantize) compiles its
         steps with their own int8 product (model.quantize), faster than its eager steps.
