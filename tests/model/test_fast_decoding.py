@@ -430,6 +430,19 @@ def test_one_source_compiles_one_graph_for_every_step(quick_compile):
     assert torch.equal(got, model.generate(src[:1], src_mask=mask[:1], max_new_tokens=9))
 
 
+def test_batches_with_and_without_padding_share_their_graph(quick_compile):
+    """A batch without padding runs the graph of a padded batch (an all-True mask in its
+    memories), with its eager tokens; so does one without a mask at all."""
+    model = make(**ONE_LAYER)
+    src, mask = inputs()
+    frames = counters["frames"]["ok"]
+    model.generate(src, src_mask=mask, max_new_tokens=5, compile=True)
+    for full in (torch.ones_like(mask), None):
+        got = model.generate(src, src_mask=full, max_new_tokens=5, compile=True)
+        assert torch.equal(got, model.generate(src, src_mask=full, max_new_tokens=5))
+    assert counters["frames"]["ok"] - frames == 1
+
+
 def test_compile_options_are_set_for_the_first_step_of_a_call(quick_compile, monkeypatch):
     """Inductor reads its settings while compiling: they are put in place for the first
     step of each generate call, where a graph may be compiled, not for the later steps

@@ -30,9 +30,10 @@ keeps its graphs apart from other models' and drops them with the model. The fir
 traces and compiles (tens of seconds on a CPU); calls with the same shapes reuse the
 graph. A call in which a size (rows, cache length, source length) differs for the first
 time compiles once more with that size left symbolic (dynamo's automatic dynamic shapes,
-one size at a time), and a batch with padding (a memory mask) and one without have graphs
-of their own: batches that vary in these make several graphs (five for 2,000 sentences
-of the translation demo in batches of 64).
+one size at a time): 2,000 sentences of the translation demo in batches of 64 make three
+graphs (the first batch, the first with other source lengths, the last with fewer rows).
+A batch without padding runs the graphs of padded ones (its memories get an all-True
+mask), so padding makes no graph of its own.
 """
 
 from __future__ import annotations

@@ -592,7 +592,7 @@ class EncoderDecoder(nn.Module):
             memory_mask is None or bool(memory_mask.any(-1).all())
         )
         if compile and lean and state.caches:  # (a decoder without layers has no step to compile)
-            return _CompiledStepper(self, state), start, B
+            return _CompiledStepper(self, _with_masks(state)), start, B
         return _ModelStepper(self, state, return_weights, lean), start, B
 
     def train(self, mode: bool = True) -> EncoderDecoder:
@@ -825,6 +825,18 @@ class _ModelStepper:
 
     def reorder(self, indices: Tensor) -> None:
         self.state = self.state.reorder(indices)
+
+
+def _with_masks(state: DecoderState) -> DecoderState:
+    """state with an all-True mask in each memory that has none (no padding), so that the
+    compiled steps of batches with and without padding are one graph."""
+    memories = state.memories
+    if all(m.mask is not None for m in memories):
+        return state
+    key = memories[0].key
+    mask = torch.ones(key.shape[0], key.shape[2], dtype=torch.bool, device=key.device)
+    memories = tuple(dataclasses.replace(m, mask=mask) if m.mask is None else m for m in memories)
+    return dataclasses.replace(state, memories=memories)
 
 
 class _CompiledStepper(_ModelStepper):
