@@ -82,7 +82,8 @@ class KVCache:
     b's key and value at position t are those of buffer row rows[b, t], so that beams
     that continue other beams read their keys where they were written, and no cache is
     reordered. Such a cache is written with write_at and reordered by its table (reorder);
-    append and write, which fill positions in order, refuse it.
+    append, which fills positions in order, refuses it (write, unchecked, is for caches
+    without rows).
     """
 
     key: Tensor
@@ -119,7 +120,12 @@ class KVCache:
 
         Returns (new cache, all keys (B, Hkv, length + t, Dh), all values).
         """
-        self._no_rows("append")
+        if self.rows is not None:
+            raise ValueError(
+                f"KVCache.append fills positions in order, but this cache reads its rows "
+                f"through a table (rows {format_shape(self.rows.shape)}, compiled beam "
+                f"search): write it with write_at"
+            )
         B, Hkv, _, Dh = self.key.shape
         t = key.shape[2]
         if key.dim() != 4 or key.shape[:2] != (B, Hkv) or key.shape[3] != Dh:
@@ -146,7 +152,6 @@ class KVCache:
     def write(self, key: Tensor, value: Tensor) -> tuple[KVCache, Tensor, Tensor]:
         """append without its checks, for decoding steps whose shapes generate checked:
         writes key (B, Hkv, t, Dh) and value in place; (new cache, all keys, all values)."""
-        self._no_rows("write")
         end = self.length + key.shape[2]
         self.key[:, :, self.length : end] = key
         self.value[:, :, self.length : end] = value
@@ -196,11 +201,3 @@ class KVCache:
             for buffer in (self.key[:, :, :L], self.value[:, :, :L]):
                 buffer.index_copy_(0, moved, buffer.index_select(0, sources))
         return self
-
-    def _no_rows(self, method: str) -> None:
-        if self.rows is not None:
-            raise ValueError(
-                f"KVCache.{method} fills positions in order, but this cache reads its rows "
-                f"through a table (rows {format_shape(self.rows.shape)}, compiled beam "
-                f"search): write it with write_at"
-            )
