@@ -125,6 +125,32 @@ def test_packed_weights_follow_weight_changes(monkeypatch):
         assert packing._PACKED.get(model.lm_head.weight) is not None
 
 
+def test_model_stamp_sees_changed_and_replaced_weights_and_nothing_else(monkeypatch):
+    """What a compiled graph is checked against once per generate: the versions of the
+    model's tensors and the replacements of one by another. The module walk that lists
+    them runs again only after a parameter, buffer or submodule was set somewhere."""
+    model = make()
+    stamp = packing.model_stamp(model)
+    walks = []
+    real = torch.nn.Module.buffers
+    monkeypatch.setattr(torch.nn.Module, "buffers", lambda m, *a: walks.append(m) or real(m, *a))
+    assert packing.model_stamp(model) == stamp and not walks  # the list was kept
+    xattn.EncoderDecoder(model.config)  # another model built: no change to this one
+    assert packing.model_stamp(model) == stamp and walks == [model]
+    layer = model.decoder_layers[0].ffn.fc1
+    layer.weight = layer.weight  # the same tensor set again
+    assert packing.model_stamp(model) == stamp
+    with torch.no_grad():
+        layer.weight.mul_(2.0)
+    changed = packing.model_stamp(model)
+    assert changed != stamp
+    fresh = torch.nn.Parameter(layer.weight.detach().clone())  # version 0, as a new weight has
+    layer.weight = fresh
+    assert packing.model_stamp(model) not in (stamp, changed)
+    layer.register_buffer("extra", torch.zeros(3))  # a buffer added
+    assert packing.model_stamp(model)[0] == 2
+
+
 @pytest.mark.parametrize("fused", [True, False])
 def test_packed_weights_follow_optimizer_steps(fused, monkeypatch):
     """A fused optimizer changes weights without a new tensor version; a step of any
@@ -292,6 +318,34 @@ def test_int8_copy_reads_alike_and_is_not_saved(tmp_path):
         int8.save(tmp_path / "m")
     with pytest.raises(ValueError, match="quantize\\('int4'\\); the one mode is 'int8'"):
         model.quantize("int4")
+
+
+def test_int8_copy_projects_stacked_q_k_v_in_one_product_with_the_same_result(monkeypatch):
+    """The encoder's self-attentions and the memories' projection run one int8 product for
+    q, k and v (k and v): the same input quantized once, so the same numbers as one
+    product each."""
+    int8 = make().quantize("int8")
+    src, mask = inputs()
+    calls = []
+    real = torch.ops.quantized.linear_dynamic
+    monkeypatch.setattr(
+        torch.ops.quantized, "linear_dynamic", lambda *a: calls.append(1) or real(*a)
+    )
+    with torch.no_grad():
+        memory = int8.encode(src, mask)
+        memories = int8.project_memories(memory, mask)
+    L, D = int8.config.encoder_layers, int8.config.decoder_layers
+    assert len(calls) == 4 * L + D  # qkv, out, fc1, fc2 a layer; one k/v product a memory
+    for attn in int8.modules():
+        for name in ("qkv_int8", "kv_int8"):
+            if hasattr(attn, name):
+                delattr(attn, name)  # one product each again
+    with torch.no_grad():
+        assert torch.equal(int8.encode(src, mask), memory)
+        separate = int8.project_memories(memory, mask)
+    for one, three in zip(memories, separate, strict=True):
+        assert torch.equal(one.key, three.key) and torch.equal(one.value, three.value)
+    assert len(calls) == 4 * L + D + 6 * L + 2 * D
 
 
 def inputs():
@@ -529,18 +583,22 @@ def test_compiled_step_follows_weight_changes(quick_compile):
     assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
 
 
-def test_compiled_step_holds_its_weights_frozen_until_forget(monkeypatch, quick_compile):
-    """Frozen means the graph keeps the weights it was made with: a change that shows no
-    new version (through .data) is not seen until packing.forget(), as documented."""
+def test_compiled_step_is_made_again_after_forget(monkeypatch, quick_compile):
+    """A change that shows no new version (through .data) passes the check of the weights
+    (whether the graph then reads the changed tensor is inductor's: run alone, this test's
+    graph did; after earlier tests in one process, it did not); after
+    packing.forget() the graph is made again and gives the eager tokens, as documented."""
     monkeypatch.setenv("XATTN_STEP_KERNEL", "plain")  # eager steps read the live weights
     model = make(**ONE_LAYER)
     src, mask = inputs()
     before = model.generate(src, src_mask=mask, max_new_tokens=8, compile=True)
+    stamp = packing.model_stamp(model)
     model.lm_head.weight.data.add_(torch.randn_like(model.lm_head.weight))
     eager = model.generate(src, src_mask=mask, max_new_tokens=8)
     assert not torch.equal(eager, before)
-    assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), before)
+    assert packing.model_stamp(model) == stamp
     packing.forget()
+    assert packing.model_stamp(model) != stamp
     assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=8, compile=True), eager)
 
 

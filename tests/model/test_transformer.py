@@ -137,6 +137,27 @@ def test_source_padding_content_is_ignored():
         torch.testing.assert_close(model(src, tgt, src_mask=mask), model(other, tgt, src_mask=mask))
 
 
+def test_a_source_mask_without_padding_is_left_out_of_the_encoder_attention(monkeypatch):
+    """The encoder's attention gets no mask where src_mask has no padding (none to build),
+    with the output of no mask; a padded batch's mask still reaches every layer."""
+    from xattn.attention import modules
+
+    model = make("pre-norm")
+    src, mask = source()
+    masks = []
+    real = modules.attention
+    monkeypatch.setattr(
+        modules, "attention", lambda *a, **k: masks.append(k["mask"]) or real(*a, **k)
+    )
+    with torch.no_grad():
+        full = model.encode(src, torch.ones_like(mask))
+        assert masks == [None] * model.config.encoder_layers
+        assert torch.equal(full, model.encode(src))
+        model.encode(src, mask)
+    padded = masks[-model.config.encoder_layers :]
+    assert all(torch.equal(m, mask[:, None, None, :]) for m in padded)
+
+
 def test_float_feature_sequences_feed_the_same_encoder():
     config = ModelConfig.preset("tiny", source_features=12, share_embeddings=False)
     model = EncoderDecoder(config).eval()

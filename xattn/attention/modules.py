@@ -118,12 +118,15 @@ class _MultiHeadProjections(nn.Module):
     ) -> tuple[Tensor, ...]:
         """Projections of x (B, L, width) -> one (B, heads[i], L, Dh) each. While training
         they run as one matrix product (its backward is one product for x's gradient, not
-        one per projection plus their sum); in inference, where concatenating the weights
-        would cost more than it saves on short inputs, one product each."""
-        if not self.training:
+        one per projection plus their sum); an int8 copy (model.quantize) runs its int8
+        layer of the same projections stacked (qkv_int8, kv_int8); in float inference,
+        where concatenating the weights would cost more than it saves on short inputs, one
+        product each."""
+        int8 = getattr(self, "qkv_int8" if len(projections) == 3 else "kv_int8", None)
+        if not self.training and int8 is None:
             return tuple(self._heads(p, x, h) for p, h in zip(projections, heads, strict=True))
         B, L, _ = x.shape
-        y = F.linear(x, *self._fused(projections))  # (B, L, sum(heads) * Dh)
+        y = int8(x) if int8 is not None else F.linear(x, *self._fused(projections))
         parts = y.view(B, L, sum(heads), self.head_dim).split(heads, 2)
         # split before the transposes: the backward joins the gradients in y's layout
         return tuple(part.transpose(1, 2) for part in parts)

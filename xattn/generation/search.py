@@ -143,10 +143,10 @@ def _greedy_chunks(
         tokens, alive = stepper.greedy_steps(ids[:, length - 1], unfinished, bans, is_eos, pad)
         k = min(tokens.shape[1], max_length - length)
         ids[:, length : length + k] = tokens[:, :k]
-        ended = (~alive[:, :k].any(0)).nonzero()  # steps after which every row had ended
-        if len(ended):
-            return length + int(ended[0]) + 1
         unfinished = alive[:, k - 1]
+        if not bool(unfinished.any()):  # a row that ended stays ended: find the first step
+            ended = (~alive[:, :k].any(0)).nonzero()  # after which every row had ended
+            return length + int(ended[0]) + 1
         length += k
     return length
 

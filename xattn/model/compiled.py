@@ -46,7 +46,7 @@ import torch
 import torch._inductor.config as inductor_config
 from torch import nn
 
-from .packing import _stamp
+from .packing import model_stamp
 
 __all__ = [
     "BEAM_STEPS",
@@ -91,7 +91,7 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
 def _compiled(model: nn.Module, name: str) -> CompiledStep:
     """The method `name` of model compiled, for the calls of one generate: the graphs made
     for this model, unless its weights changed since."""
-    stamp = _stamp(*model.parameters(), *model.buffers())
+    stamp = model_stamp(model)
     functions = _COMPILED.setdefault(model, {})
     found = functions.get(name)
     if found is None or found[0] != stamp:

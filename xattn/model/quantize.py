@@ -22,6 +22,8 @@ import warnings
 import torch
 from torch import Tensor, nn
 
+from ..attention.modules import CrossAttention, SelfAttention
+
 __all__ = ["Int8Linear", "quantize_int8"]
 
 
@@ -72,17 +74,19 @@ class Int8Linear(nn.Module):
 
 def quantize_int8(model):
     """An int8 copy of an EncoderDecoder (see the module docstring); `model` is unchanged.
-    Each decoder self-attention also gets its q, k and v projections fused into one int8
-    layer (qkv_int8), for the decoding steps."""
+    Each self-attention also gets its q, k and v projections stacked into one int8 layer
+    (qkv_int8), each cross-attention its k and v (kv_int8): one product instead of three or
+    two in the encoder, the memories' projection and the decoding steps."""
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("int8 quantization is for CPU inference: move the model to the CPU")
     if not hasattr(torch.ops.quantized, "linear_dynamic"):
         raise ValueError("this PyTorch build has no quantized int8 linear kernels")
     quantized = copy.deepcopy(model, memo={id(model.tokenizer): model.tokenizer}).eval()
-    for layer in quantized.decoder_layers:
-        attn = layer.self_attn
-        weight, bias = attn.fused_projection()
-        attn.qkv_int8 = Int8Linear(weight, bias)
+    for attn in list(quantized.modules()):
+        if isinstance(attn, SelfAttention):
+            attn.qkv_int8 = Int8Linear(*attn.fused_projection())
+        elif isinstance(attn, CrossAttention):
+            attn.kv_int8 = Int8Linear(*attn._fused((attn.k_proj, attn.v_proj)))
     for parent in list(quantized.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:

@@ -258,8 +258,10 @@ class EncoderDecoder(nn.Module):
         if self.encoder_embed_norm is not None:
             x = self.encoder_embed_norm(x)
         x = dropout(x, self.config.dropout, self.training)
+        # a mask with no padding is left out of the layers' attention (no mask to build)
+        layer_mask = None if src_mask is None or bool(src_mask.all()) else src_mask
         for layer in self.encoder_layers:
-            x = layer(x, src_mask)
+            x = layer(x, layer_mask)
         x = x if self.encoder_norm is None else self.encoder_norm(x)
         return (x, src_mask) if return_mask else x
 
@@ -844,9 +846,12 @@ class _CompiledStepper(_ModelStepper):
     compiled _step_at, GREEDY_STEPS greedy steps per call of the compiled _greedy_at
     (a search.GreedyStepper), or a beam search step with its search per call of the
     compiled _beam_at (a search.BeamStepper). Each graph is given the same tensors at
-    every call (their values copied in), which the guards of its first call checked."""
+    every call (their values copied in), which the guards of its first call checked, and
+    the same caches: a graph reads the position from its tensor, not the caches' lengths,
+    so the state's lengths are brought up to date only where the state is read."""
 
     def __init__(self, model, state: DecoderState) -> None:
+        self.ahead = 0  # steps taken since the state's lengths were last brought up to date
         super().__init__(model, state, False, lean=True)
         self.vocabulary = model.config.target_vocab
         self.position = torch.tensor([state.length], device=state.caches[0].key.device)
@@ -855,12 +860,22 @@ class _CompiledStepper(_ModelStepper):
         self.compiled_step = self.compiled_greedy = self.compiled_beam = None
         self.rows: Tensor | None = None  # the cache rows of beam search (KVCache.rows)
 
+    @property
+    def state(self) -> DecoderState:
+        if self.ahead:
+            state = self._state
+            length = min(state.length + self.ahead, state.caches[0].max_length)
+            caches = tuple(dataclasses.replace(c, length=length) for c in state.caches)
+            self.state = dataclasses.replace(state, caches=caches, length=length)
+        return self._state
+
+    @state.setter
+    def state(self, state: DecoderState) -> None:
+        self._state, self.ahead = state, 0
+
     def _advance(self, steps: int) -> None:
-        state = self.state
         self.position += steps
-        length = min(state.length + steps, state.caches[0].max_length)
-        caches = tuple(KVCache(c.key, c.value, length) for c in state.caches)
-        self.state = dataclasses.replace(state, caches=caches, length=length)
+        self.ahead += steps
 
     def _input(self, tokens: Tensor) -> Tensor:
         if self.tokens is None:
@@ -870,7 +885,7 @@ class _CompiledStepper(_ModelStepper):
     def step(self, tokens: Tensor) -> tuple[Tensor, Tensor | None]:
         if self.compiled_step is None:
             self.compiled_step = compiled_step(self.model)
-        state = self.state
+        state = self._state
         logits = self.compiled_step(
             self._input(tokens[:, 0]), self.position, state.memories, state.caches
         )
@@ -882,7 +897,7 @@ class _CompiledStepper(_ModelStepper):
             self.compiled_beam = compiled_beam(self.model)
             N, L = beams.running.shape[0] * beams.running.shape[1], beams.running.shape[2]
             self.rows = torch.arange(N, device=beams.running.device)[:, None].repeat(1, L)
-        state = self.state
+        state = self._state
         done = self.compiled_beam(
             self.position, state.memories, state.caches, beams, bans, rule, self.rows
         )
@@ -895,7 +910,7 @@ class _CompiledStepper(_ModelStepper):
         if self.compiled_greedy is None:
             self.compiled_greedy = compiled_greedy(self.model)
             self.unfinished = unfinished.clone()
-        state = self.state
+        state = self._state
         picked, alive = self.compiled_greedy(
             self._input(tokens),
             self.position,
