@@ -102,8 +102,10 @@ def test_attention_errors(kwargs, message):
     assert message in raised(explain_backend, q, k, v, **args)
 
 
-def test_flash_requested_without_flash_attn():
-    with pytest.raises(ValueError, match="backend 'flash' cannot run this call: flash-attn"):
+def test_flash_requested_on_the_cpu():
+    with pytest.raises(
+        ValueError, match="backend 'flash' cannot run this call: tensors are on cpu; flash-attn"
+    ):
         attention(Q, K, V, backend="flash")
 
 

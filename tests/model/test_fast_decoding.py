@@ -475,27 +475,34 @@ def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile, 
 
 def test_one_source_compiles_one_graph_for_every_step(quick_compile):
     """A single row: its token column is a view with another stride at every step; the step
-    reads it from one tensor of its own, so no step compiles again."""
+    reads it from one tensor of its own, so no step compiles again (two graphs: the
+    encoder's, as the row has no padding, and the steps')."""
     model = make(**ONE_LAYER)
     src, mask = inputs()
     frames = counters["frames"]["ok"]
     for _ in range(2):
         got = model.generate(src[:1], src_mask=mask[:1], max_new_tokens=9, compile=True)
-    assert counters["frames"]["ok"] - frames == 1
+    assert counters["frames"]["ok"] - frames == 2
     assert torch.equal(got, model.generate(src[:1], src_mask=mask[:1], max_new_tokens=9))
 
 
 def test_batches_with_and_without_padding_share_their_graph(quick_compile):
-    """A batch without padding runs the graph of a padded batch (an all-True mask in its
-    memories), with its eager tokens; so does one without a mask at all."""
+    """A batch without padding runs the steps' graph of a padded batch (an all-True mask in
+    its memories), with its eager tokens; so does one without a mask at all. Its encoder
+    runs compiled (one graph more), a padded batch's eagerly, with the same memory."""
     model = make(**ONE_LAYER)
     src, mask = inputs()
     frames = counters["frames"]["ok"]
     model.generate(src, src_mask=mask, max_new_tokens=5, compile=True)
+    assert counters["frames"]["ok"] - frames == 1
     for full in (torch.ones_like(mask), None):
         got = model.generate(src, src_mask=full, max_new_tokens=5, compile=True)
         assert torch.equal(got, model.generate(src, src_mask=full, max_new_tokens=5))
-    assert counters["frames"]["ok"] - frames == 1
+    assert counters["frames"]["ok"] - frames == 2
+    with torch.no_grad():
+        memory, none = compiled.compiled_encoder(model)(src, None)
+        torch.testing.assert_close(memory, model.encode(src), atol=1e-5, rtol=1e-5)
+    assert none is None and counters["frames"]["ok"] - frames == 2
 
 
 def test_compile_options_are_set_for_the_first_step_of_a_call(quick_compile, monkeypatch):

@@ -676,11 +676,11 @@ class BackendChoice:
 
 def _refusal(name: str, call: _Call) -> str | None:
     """Why backend `name` cannot run `call`, or None if it can."""
-    if name == "flash":
-        if _flash_attn_func() is None:
-            return "flash-attn is not installed"
+    if name == "flash":  # the import last: a CPU call (or a compiled one) never tries it
         if call.device.type != "cuda":
             return f"tensors are on {call.device.type}; flash-attn needs CUDA"
+        if _flash_attn_func() is None:
+            return "flash-attn is not installed"
         if call.dtype not in (torch.float16, torch.bfloat16):
             return f"dtype is {call.dtype}; flash-attn needs float16 or bfloat16"
         if call.has_mask:
@@ -817,7 +817,7 @@ def explain_backend(
     `str()` of the result says it in words, e.g.::
 
         auto picks 'sdpa'.
-          flash: refused: flash-attn is not installed
+          flash: refused: tensors are on cpu; flash-attn needs CUDA
           chunked: could run this call, but 'sdpa' comes first
           math: could run this call, but 'sdpa' comes first
 

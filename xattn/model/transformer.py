@@ -32,7 +32,14 @@ from ..attention.functional import ReturnWeights
 from ..generation import GenerationConfig, search
 from ..generation.search import beam_advance
 from ..utils import format_shape, replace_dir
-from .compiled import BEAM_STEPS, GREEDY_STEPS, compiled_beam, compiled_greedy, compiled_step
+from .compiled import (
+    BEAM_STEPS,
+    GREEDY_STEPS,
+    compiled_beam,
+    compiled_encoder,
+    compiled_greedy,
+    compiled_step,
+)
 from .config import ModelConfig
 from .frontends import FrontEnd, build_front_end
 from .layers import (
@@ -240,6 +247,12 @@ class EncoderDecoder(nn.Module):
         mask, not src_mask, to decode then.
         """
         self._check_source(src, src_mask)
+        memory, mask = self._encoder(src, src_mask)
+        return (memory, mask) if return_mask else memory
+
+    def _encoder(self, src: Tensor, src_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
+        """encode after its checks: (memory, memory mask). generate(compile=True) compiles
+        it for token ids without padding (src_mask None; model.compiled)."""
         add_positions = True
         if isinstance(self.front_end, FrontEnd):
             x, src_mask = self.front_end(src, src_mask)  # (B, S', D)
@@ -263,7 +276,7 @@ class EncoderDecoder(nn.Module):
         for layer in self.encoder_layers:
             x = layer(x, layer_mask)
         x = x if self.encoder_norm is None else self.encoder_norm(x)
-        return (x, src_mask) if return_mask else x
+        return x, src_mask
 
     # ---- decoder -------------------------------------------------------------------------
 
@@ -523,7 +536,8 @@ class EncoderDecoder(nn.Module):
         With return_weights True (every head) or "mean" (their mean), a GenerationOutput that
         also holds the cross-attention weights of the generated tokens, collected during the
         search (no re-run).
-        compile=True: the decoding steps run a graph compiled with torch.compile (weights
+        compile=True: the decoding steps (and the encoder, for token ids without
+        padding) run a graph compiled with torch.compile (weights
         frozen into it; on a CPU, inductor's own matrix-product kernels where they time
         faster, a C++ wrapper and the attention formula fused; model.compiled): greedy
         search takes several steps per call, picking the tokens inside the graph, and beam
@@ -566,7 +580,17 @@ class EncoderDecoder(nn.Module):
         if not isinstance(compile, bool):
             raise ValueError(f"compile={compile!r}; expected True or False")
         _check_return_weights(return_weights)
-        memory, memory_mask = self.encode(src_ids, src_mask, return_mask=True)
+        self._check_source(src_ids, src_mask)
+        unpadded = src_mask is None or bool(src_mask.all())
+        if (
+            compile
+            and unpadded
+            and self.front_end is None
+            and not (return_weights or self.training)
+        ):
+            memory, memory_mask = compiled_encoder(self)(src_ids, None)[0], src_mask
+        else:
+            memory, memory_mask = self._encoder(src_ids, src_mask)
         B = memory.shape[0]
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
         start_id = config.decoder_start_token_id
