@@ -500,9 +500,13 @@ def test_batches_with_and_without_padding_share_their_graph(quick_compile):
         assert torch.equal(got, model.generate(src, src_mask=full, max_new_tokens=5))
     assert counters["frames"]["ok"] - frames == 2
     with torch.no_grad():
-        memory, none = compiled.compiled_encoder(model)(src, None)
+        memory, projected = compiled.compiled_encoder(model)(src)
         torch.testing.assert_close(memory, model.encode(src), atol=1e-5, rtol=1e-5)
-    assert none is None and counters["frames"]["ok"] - frames == 2
+        (key, value), *_ = projected
+        eager = model.project_memories(memory)[0]
+        torch.testing.assert_close(key, eager.key, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(value, eager.value, atol=1e-5, rtol=1e-5)
+    assert counters["frames"]["ok"] - frames == 2
 
 
 def test_compile_options_are_set_for_the_first_step_of_a_call(quick_compile, monkeypatch):

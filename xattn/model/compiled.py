@@ -25,11 +25,10 @@ would be wrong, so a model's compiled steps are made again after any change `pac
 can see (a new version of a parameter or buffer, one replaced by another tensor, an
 optimizer step, train() / eval(), packing.forget(); packing.model_stamp).
 
-The encoder of a source of token ids without padding runs compiled too (EncoderDecoder.
-_encoder, one graph; a padded batch and a front end's input run it eagerly): 1.3-1.4 ->
-0.9 ms for the benchmark's int8 B1 source, 1.8 -> 1.2 ms in float32, 4-5.6 -> 2.6-3.5 ms
-for the int8 B8 one, of which about 0.3 ms is the guards its one call a generate
-evaluates.
+The encoder of a source of token ids without padding runs compiled too, with the
+projection of the cross-attention memories (EncoderDecoder._encoder_memories, one graph; a
+padded batch and a front end's input run them eagerly); docs/benchmarks.md has what it
+saves.
 
 Each model's function is compiled from its own copy of the function's code, so that dynamo
 keeps its graphs apart from other models' and drops them with the model. The first call
@@ -108,9 +107,10 @@ def _compiled(model: nn.Module, name: str) -> CompiledStep:
 
 
 def compiled_encoder(model: nn.Module) -> CompiledStep:
-    """model._encoder compiled: (token ids (B, S), None) -> (memory (B, S, D), None), for
-    the sources without padding of generate(compile=True)."""
-    return _compiled(model, "_encoder")
+    """model._encoder_memories compiled: token ids (B, S) -> (memory (B, S, D), each decoder
+    layer's cross-attention (key, value)), for the sources without padding of
+    generate(compile=True)."""
+    return _compiled(model, "_encoder_memories")
 
 
 def compiled_step(model: nn.Module) -> CompiledStep:

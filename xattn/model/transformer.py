@@ -251,8 +251,7 @@ class EncoderDecoder(nn.Module):
         return (memory, mask) if return_mask else memory
 
     def _encoder(self, src: Tensor, src_mask: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """encode after its checks: (memory, memory mask). generate(compile=True) compiles
-        it for token ids without padding (src_mask None; model.compiled)."""
+        """encode after its checks: (memory, memory mask)."""
         add_positions = True
         if isinstance(self.front_end, FrontEnd):
             x, src_mask = self.front_end(src, src_mask)  # (B, S', D)
@@ -325,6 +324,12 @@ class EncoderDecoder(nn.Module):
         logits = self.lm_head(x)  # an int8 copy's layer
         return logits if bias is None else logits + bias
 
+    def _encoder_memories(self, src: Tensor) -> tuple[Tensor, tuple[tuple[Tensor, Tensor], ...]]:
+        """Token ids (B, S) without padding, checked, to (memory, each decoder layer's cross-
+        attention (key, value)): what generate(compile=True) compiles (model.compiled)."""
+        memory, _ = self._encoder(src, None)
+        return memory, tuple((m.key, m.value) for m in self.project_memories(memory))
+
     def project_memories(
         self, memory: Tensor, src_mask: Tensor | None = None
     ) -> tuple[CrossAttentionMemory, ...]:
@@ -381,12 +386,24 @@ class EncoderDecoder(nn.Module):
     ) -> DecoderState:
         """A fresh DecoderState for memory (B, S, D): cross K/V projected once per source,
         self-attention caches of max_length positions for B * rows_per_source rows."""
-        N = memory.shape[0] * rows_per_source
+        memories = self.project_memories(memory, src_mask)
+        return self._start_decoding(memories, memory.shape[0] * rows_per_source, max_length)
+
+    def _start_decoding(
+        self, memories: tuple[CrossAttentionMemory, ...], N: int, max_length: int, steps=True
+    ) -> DecoderState:
+        """start_decoding from the memories; steps=False leaves out the layers read for the
+        eager lean steps (compiled steps read their own)."""
+        key = memories[0].key if memories else None
+        dtype = None if key is None else key.dtype
+        device = None if key is None else key.device
         caches = tuple(
-            layer.self_attn.new_cache(N, max_length, dtype=memory.dtype, device=memory.device)
+            layer.self_attn.new_cache(N, max_length, dtype=dtype, device=device)
             for layer in self.decoder_layers
         )
-        steps = tuple(LayerStep.of(layer, N) for layer in self.decoder_layers)
+        if not steps:
+            return DecoderState(memories, caches, 0)
+        layers = tuple(LayerStep.of(layer, N) for layer in self.decoder_layers)
         output = layer_step(self.lm_head, N)
         bias = self._logits_bias()
         if bias is not None:
@@ -395,7 +412,7 @@ class EncoderDecoder(nn.Module):
             def output(x: Tensor) -> Tensor:
                 return head(x) + bias
 
-        return DecoderState(self.project_memories(memory, src_mask), caches, 0, steps, output)
+        return DecoderState(memories, caches, 0, layers, output)
 
     def decode_step(
         self, tgt_ids: Tensor, state: DecoderState, *, return_weights: ReturnWeights = False
@@ -582,15 +599,18 @@ class EncoderDecoder(nn.Module):
         _check_return_weights(return_weights)
         self._check_source(src_ids, src_mask)
         unpadded = src_mask is None or bool(src_mask.all())
-        if (
-            compile
-            and unpadded
-            and self.front_end is None
-            and not (return_weights or self.training)
-        ):
-            memory, memory_mask = compiled_encoder(self)(src_ids, None)[0], src_mask
+        checked = return_weights or self.training  # steps that run uncompiled
+        if compile and unpadded and self.front_end is None and not checked:
+            memory, projected = compiled_encoder(self)(src_ids)
+            memory_mask = src_mask
+            memories = tuple(CrossAttentionMemory(k, v) for k, v in projected)
         else:
             memory, memory_mask = self._encoder(src_ids, src_mask)
+            memories = self.project_memories(memory, memory_mask)
+        # steps without per-step checks, unless maps are collected, dropout is on or a
+        # source has no real position (SDPA would give NaN where attention() gives zeros)
+        lean = not checked and (memory_mask is None or bool(memory_mask.any(-1).all()))
+        compiled = compile and lean and len(self.decoder_layers) > 0  # (steps to compile)
         B = memory.shape[0]
         rows = config.num_beams if config.num_beams > 1 else config.num_return_sequences
         start_id = config.decoder_start_token_id
@@ -606,18 +626,11 @@ class EncoderDecoder(nn.Module):
                     f"token ids (B, P) with B = {B}"
                 )
         max_length = config.total_length(start.shape[1])
-        state = self.start_decoding(
-            memory, memory_mask, rows_per_source=rows, max_length=max_length
-        )
+        state = self._start_decoding(memories, B * rows, max_length, steps=not compiled)
         start = start.repeat_interleave(rows, dim=0)  # (B * rows, P)
         if start.shape[1] > 1:  # feed the prompt but its last token (the search feeds that)
             _, state, _ = self.decode_step(start[:, :-1], state)
-        # steps without per-step checks, unless maps are collected, dropout is on or a
-        # source has no real position (SDPA would give NaN where attention() gives zeros)
-        lean = not (return_weights or self.training) and (
-            memory_mask is None or bool(memory_mask.any(-1).all())
-        )
-        if compile and lean and state.caches:  # (a decoder without layers has no step to compile)
+        if compiled:
             return _CompiledStepper(self, _with_masks(state)), start, B
         return _ModelStepper(self, state, return_weights, lean), start, B
 
@@ -854,14 +867,18 @@ class _ModelStepper:
 
 
 def _with_masks(state: DecoderState) -> DecoderState:
-    """state with an all-True mask in each memory that has none (no padding), so that the
-    compiled steps of batches with and without padding are one graph."""
-    memories = state.memories
-    if all(m.mask is not None for m in memories):
-        return state
-    key = memories[0].key
-    mask = torch.ones(key.shape[0], key.shape[2], dtype=torch.bool, device=key.device)
-    memories = tuple(dataclasses.replace(m, mask=mask) if m.mask is None else m for m in memories)
+    """state with an all-True mask in each memory that has none (no padding) and its keys
+    and values contiguous, so that batches with and without padding, their memories
+    projected eagerly (views of one product) or in the encoder's graph, run one graph of
+    compiled steps (a view and a tensor of its own meet different guards)."""
+    key = state.memories[0].key
+    full = torch.ones(key.shape[0], key.shape[2], dtype=torch.bool, device=key.device)
+    memories = tuple(
+        CrossAttentionMemory(
+            m.key.contiguous(), m.value.contiguous(), full if m.mask is None else m.mask
+        )
+        for m in state.memories
+    )
     return dataclasses.replace(state, memories=memories)
 
 
