@@ -422,7 +422,8 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
     ended, steps run past max_new_tokens are dropped, and the bans (min_new_tokens,
     suppress_tokens, begin_suppress_tokens, forced first and last tokens) act at the same
     lengths as in eager steps.
-    A processor that is not a ban (repetition_penalty) takes the steps one at a time."""
+    A processor that is not a ban (repetition_penalty) takes the steps one at a time; with
+    beams, the caches are reordered between them (the state's lengths read then)."""
     model = make(**ONE_LAYER)
     src, mask = inputs()
     free = model.generate(src, src_mask=mask, max_new_tokens=12, eos_token_id=None)
@@ -433,6 +434,7 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
         dict(max_new_tokens=9, eos_token_id=[eos, 7], begin_suppress_tokens=[int(free[0, 1])]),
         dict(max_new_tokens=6, eos_token_id=[58], forced_bos_token_id=3, forced_eos_token_id=[58]),
         dict(max_new_tokens=8, eos_token_id=[eos], repetition_penalty=1.5),
+        dict(max_new_tokens=8, eos_token_id=[eos], repetition_penalty=1.5, num_beams=3),
     ]
     ended_early = False
     for kw in cases:
@@ -442,6 +444,26 @@ def test_compiled_greedy_steps_end_rows_and_apply_bans_as_eager_search(quick_com
         ended_early |= eager.shape[1] < 1 + kw["max_new_tokens"]
     assert ended_early
     assert (free[:, 1:] == eos).any(1).sum() >= 2  # more than one row meets its end token
+
+
+def test_compiled_stepper_state_follows_its_steps(quick_compile):
+    """The compiled steps read the position from a tensor; the state's lengths, brought up
+    to date where the state is read, count the steps taken, and a reorder (beam search
+    with a processor that is not a ban) moves the filled positions of the moved rows."""
+    model = make(**ONE_LAYER)
+    src, mask = inputs()
+    config = transformer.generation_settings(model.generation_config, 6, 3, {})
+    with torch.no_grad():  # as generate runs
+        stepper, start, _ = model.stepper(src, mask, config, compile=True)
+        assert isinstance(stepper, transformer._CompiledStepper)
+        stepper.step(start)
+        stepper.step(start)
+        assert stepper.state.length == 2 and {c.length for c in stepper.state.caches} == {2}
+        before = stepper.state.caches[0].key.clone()
+        order = torch.tensor([1, 0, 2, 3, 3, 5, 6, 8, 7])  # rows stay within their source
+        stepper.reorder(order)
+    after = stepper.state.caches[0].key
+    assert torch.equal(after[:, :, :2], before[order, :, :2])
 
 
 def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile, monkeypatch):

@@ -122,7 +122,7 @@ class _MultiHeadProjections(nn.Module):
         layer of the same projections stacked (qkv_int8, kv_int8); in float inference,
         where concatenating the weights would cost more than it saves on short inputs, one
         product each."""
-        int8 = getattr(self, "qkv_int8" if len(projections) == 3 else "kv_int8", None)
+        int8 = getattr(self, self._stacked_int8, None)
         if not self.training and int8 is None:
             return tuple(self._heads(p, x, h) for p, h in zip(projections, heads, strict=True))
         B, L, _ = x.shape
@@ -167,6 +167,8 @@ class CrossAttention(_MultiHeadProjections):
     Outputs: y (B, T, D), or (y, weights) with weights (B, H, T, S) for return_weights=True
     or (B, T, S) for return_weights="mean".
     """
+
+    _stacked_int8 = "kv_int8"  # an int8 copy's layer of k and v stacked (model.quantize)
 
     def __init__(
         self,
@@ -277,6 +279,8 @@ class SelfAttention(_MultiHeadProjections):
     Returns y (B, T, D); (y, weights) with return_weights; and, when a cache is passed,
     the updated cache as the last element: (y, cache) or (y, weights, cache).
     """
+
+    _stacked_int8 = "qkv_int8"  # an int8 copy's layer of q, k and v stacked
 
     def __init__(
         self,
