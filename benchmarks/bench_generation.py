@@ -1,7 +1,7 @@
 """Generation and training speed of xattn's EncoderDecoder against its peers, side by side.
 
     python benchmarks/bench_generation.py           # the table in the README (a few minutes)
-    python benchmarks/bench_generation.py --quick   # B = 1 greedy, 8 tokens, 1+1 layers, a check
+    python benchmarks/bench_generation.py --quick   # B1 greedy, 8 tokens, 1+1 layers, a check
     python benchmarks/bench_generation.py --device cuda --dtype bfloat16   # on a GPU
 
 A Marian-sized model (d_model 256, 3 + 3 layers, 4 heads, ffn 1024, vocab 8000) is built
@@ -22,7 +22,10 @@ of new tokens (min_new_tokens = max_new_tokens). Peers:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import platform
+import resource
 import statistics
 import sys
 import tempfile
@@ -569,13 +572,37 @@ def cross_kv_memory(hf, ours, B=8, beams=4):
     )
 
 
-def bench_training(ours_config, repeats, B=32, T=32):
+def minor_faults() -> int:
+    """Page faults of this process so far that the kernel served without reading a disk
+    (a page mapped for the first time: fresh memory)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
+def keep_freed_memory() -> bool:
+    """glibc's malloc set to keep what is freed, as a caching allocator would (blocks up to
+    32 MB, glibc's cap, from its heap; the heap never given back): by default glibc returns
+    the top of its heap to the system whenever more than twice the largest block freed so
+    far lies free there, and the next training step maps those pages again, a page fault
+    per 4 KiB. Whether it applied (glibc only)."""
+    if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    libc = ctypes.CDLL(None)
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(
+        libc.mallopt(m_mmap_threshold, 32 << 20) and libc.mallopt(m_trim_threshold, 1 << 30)
+    )
+
+
+def bench_training(ours_config, repeats, allocator: str, B=32, T=32):
     """Tokens/s of one training step (forward, loss, backward, AdamW) at the same size,
     every model with PyTorch's fused AdamW (xattn's trainer uses it; the per-tensor loop
     that is the CPU default took ~30 ms of each step). nn.Transformer's loss is
     nn.CrossEntropyLoss, xattn's the one its trainer computes (training.losses), and xattn
     is also timed with nn.CrossEntropyLoss (the model's share); the floor's loss is
-    xattn's."""
+    xattn's. The page faults of each timed step are counted: at glibc's defaults a step
+    of this size maps tens of megabytes afresh, 1-1.5 us a 4 KiB page on the machines
+    measured, and how many depends on the model's pattern of allocations more than on its
+    arithmetic (docs/benchmarks.md)."""
     torch.manual_seed(0)
     ours = xattn.EncoderDecoder(ours_config).train()
     rerun = RerunTransformer().train()
@@ -606,20 +633,35 @@ def bench_training(ours_config, repeats, B=32, T=32):
             opt.step()
 
         steps[name] = step
-    times = {}
+    times, faults = {}, {}
     for _ in range(repeats):
         for name, step in steps.items():
-            times.setdefault(name, []).append(median_time(step, 1))
+            step()  # warm-up
+            before, started = minor_faults(), time.perf_counter()
+            step()
+            times.setdefault(name, []).append(time.perf_counter() - started)
+            faults.setdefault(name, []).append(minor_faults() - before)
     base = statistics.median(times["nn.Transformer"])
     rows = []
     for name in steps:
         t = statistics.median(times[name])
-        rows.append([name, f"{B * T / t:,.0f}", f"{base / t:.2f}x"])
+        fault_count = f"{statistics.median(faults[name]):,.0f}"
+        rows.append([name, f"{B * T / t:,.0f}", f"{base / t:.2f}x", fault_count])
     print_table(
-        f"Training step (forward, loss, backward, AdamW), B {B}, source {SRC}, target {T}",
-        ["model", "target tokens/s", "speed-up vs nn.Transformer"],
+        f"Training step (forward, loss, backward, AdamW), B {B}, source {SRC}, target {T}, "
+        f"{allocator}",
+        ["model", "target tokens/s", "speed-up vs nn.Transformer", "page faults a step"],
         rows,
     )
+
+
+def training_tables(config, repeats, **sizes) -> None:
+    """The training table at malloc's settings as the process started, then, where glibc
+    can be told so, with freed memory kept for the rest of the process."""
+    config = config.replace(dropout=0.1)
+    bench_training(config, repeats, "malloc as the process started", **sizes)
+    if keep_freed_memory():
+        bench_training(config, repeats, "malloc keeping freed memory", **sizes)
 
 
 def main(argv=None) -> int:
@@ -627,7 +669,8 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="B = 1 greedy, 8 tokens, 1 + 1 layers, compiled without timing kernels (a check)",
+        help="B = 1 greedy, 8 tokens, 1 + 1 layers, compiled without timing kernels, and a "
+        "training step at B 4 (a check)",
     )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
@@ -654,6 +697,7 @@ def main(argv=None) -> int:
     rerun = RerunTransformer().eval()
     if args.quick:
         bench_generation(hf, ours, rerun, [(1, 1)], 8, 1)
+        training_tables(ours.config, 1, B=4)
         return 0
     engines = ctranslate2_engines(folder, vocab)
     cases = [(1, 1), (8, 1), (8, 4)]
@@ -663,7 +707,7 @@ def main(argv=None) -> int:
         if engines is not None:
             engines.close()
     cross_kv_memory(hf, ours)
-    bench_training(ours.config.replace(dropout=0.1), args.repeats)
+    training_tables(ours.config, args.repeats)
     return 0
 
 

@@ -1,6 +1,7 @@
 """The command line: runs as `xattn` and `python -m xattn`, bad input exits 2 with one line."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -116,6 +117,52 @@ def test_bench_generation_quick_runs_and_matches_transformers():
     assert "compile=True" in rows[2] and "| yes" in rows[2]  # and so did its compiled steps
     assert "% of tokens" in rows[3]  # int8 agreement with transformers is reported
     assert "int8 (quantize, compile=True)" in rows[4] and "% of tokens" in rows[4]
+    tables = result.stdout.split("Training step (forward, loss, backward, AdamW)")[1:]
+    assert len(tables) == 2  # malloc as it started, then keeping freed memory (glibc)
+    assert "malloc as the process started" in tables[0]
+    assert "malloc keeping freed memory" in tables[1]
+    for table in tables:
+        assert "page faults a step" in table
+        names = ["| nn.Transformer ", "| xattn EncoderDecoder ", "| the linear layers alone "]
+        assert all(name in table for name in names)
+
+
+KEEP_FREED_PROBE = """
+import resource, sys
+sys.path.insert(0, "benchmarks")
+import torch
+from bench_generation import keep_freed_memory
+
+if sys.argv[1] == "keep":
+    assert keep_freed_memory()
+torch.ones(4 << 20)  # 16 MB mapped and unmapped: glibc's trim threshold is now 32 MB
+faults = []
+for _ in range(8):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    blocks = [torch.ones(2 << 20) for _ in range(8)]  # 8 MB each from the heap, freed together
+    del blocks
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(" ".join(map(str, faults)))
+"""
+
+
+def test_the_benchmarks_malloc_setting_keeps_freed_memory_mapped():
+    def faults(mode):
+        result = subprocess.run(
+            [sys.executable, "-c", KEEP_FREED_PROBE, mode],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")},
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        return [int(n) for n in result.stdout.split()]
+
+    as_started, kept = faults("default"), faults("keep")
+    # glibc gives the freed 64 MB back and maps it again each round (16,384 pages)
+    assert min(as_started[2:]) > 10_000, as_started
+    assert max(kept[2:]) < 100, kept  # kept: the same pages serve every round
 
 
 def test_train_flags_left_out_keep_the_task_recipe():
