@@ -321,42 +321,42 @@ class MinimalStep:
 
 
 class CompiledFloor:
-    """The floor of generate(compile=True): a generate call that makes one new token (the
-    encoder, the cross-attention memories, the caches, the compiled graph's first call),
-    then the compiled graph alone for the other new tokens on a state started once, with
-    nothing between the calls but its position: greedy search's graph of GREEDY_STEPS
-    steps (its tokens chosen inside), beam search's one step; no search, no processors, no
+    """The floor of generate(compile=True): the stepper generate searches with (the
+    encoder, the cross-attention memories, the caches: EncoderDecoder.stepper), then its
+    compiled graph alone for the new tokens, with nothing between the calls but the
+    position: greedy search's graph of GREEDY_STEPS steps (its tokens chosen inside, under
+    the search's own bans and forced tokens), beam search's one-step graph; no search, no
     bookkeeping. generate(compile=True) cannot be faster than this unless its graph is."""
 
     def __init__(self, model, src, mask, beams: int, new_tokens: int):
-        from xattn.generation.processors import ban_table
+        from xattn.generation.processors import ban_table, build_processors
         from xattn.model.compiled import GREEDY_STEPS, compiled_greedy, compiled_step
+        from xattn.model.transformer import generation_settings
 
-        self.model, self.src, self.mask, self.beams = model, src, mask, beams
+        self.model, self.src, self.mask = model, src, mask
+        self.config = generation_settings(
+            model.generation_config, new_tokens, beams, {"min_new_tokens": new_tokens}
+        )
         self.new_tokens = new_tokens
-        with torch.no_grad():
-            memory, memory_mask = model.encode(src, mask, return_mask=True)
-            self.state = model.start_decoding(
-                memory, memory_mask, rows_per_source=beams, max_length=1 + new_tokens
-            )
         rows = src.shape[0] * beams
-        self.tokens = torch.zeros(rows, dtype=torch.long)
         self.position = torch.zeros(1, dtype=torch.long)
         if beams == 1:
             self.stride, self.graph = GREEDY_STEPS, compiled_greedy(model)
+            procs = build_processors(self.config, 1 + new_tokens)
+            bans = ban_table(procs, VOCAB, torch.device("cpu"))
             unfinished = torch.ones(rows, dtype=torch.bool)
-            bans = ban_table([], VOCAB, torch.device("cpu"))
-            self.extra = (unfinished, bans, torch.zeros(VOCAB, dtype=torch.bool), torch.tensor(0))
+            eos = torch.zeros(VOCAB, dtype=torch.bool)
+            eos[self.config.eos_token_id] = True
+            self.extra = (unfinished, bans, eos, torch.tensor(self.config.pad_token_id))
         else:
             self.stride, self.graph, self.extra = 1, compiled_step(model), ()
 
     def __call__(self):
-        one = dict(max_new_tokens=1, min_new_tokens=1, num_beams=self.beams)
-        self.model.generate(self.src, src_mask=self.mask, compile=True, **one)
-        memories, caches = self.state.memories, self.state.caches
-        for t in range(1, self.new_tokens, self.stride):
-            self.position.fill_(t)
-            self.graph(self.tokens, self.position, memories, caches, *self.extra)
+        stepper, start, _ = self.model.stepper(self.src, self.mask, self.config, compile=True)
+        state, tokens = stepper.state, start[:, -1].clone()
+        for t in range(0, self.new_tokens, self.stride):
+            self.position.fill_(state.length + t)
+            self.graph(tokens, self.position, state.memories, state.caches, *self.extra)
 
 
 def median_time(fn, repeats):
