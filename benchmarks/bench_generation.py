@@ -333,7 +333,7 @@ class CompiledFloor:
         from xattn.model.compiled import GREEDY_STEPS, compiled_greedy, compiled_step
         from xattn.model.transformer import generation_settings
 
-        self.model, self.src, self.mask = model, src, mask
+        self.model, self.src, self.mask, self.beams = model, src, mask, beams
         self.config = generation_settings(
             model.generation_config, new_tokens, beams, {"min_new_tokens": new_tokens}
         )
@@ -341,22 +341,36 @@ class CompiledFloor:
         rows = src.shape[0] * beams
         self.position = torch.zeros(1, dtype=torch.long)
         if beams == 1:
-            self.stride, self.graph = GREEDY_STEPS, compiled_greedy(model)
+            self.graph = compiled_greedy(model)
             procs = build_processors(self.config, 1 + new_tokens)
-            bans = ban_table(procs, VOCAB, torch.device("cpu"))
-            unfinished = torch.ones(rows, dtype=torch.bool)
+            self.ids = torch.zeros(rows, new_tokens + GREEDY_STEPS, dtype=torch.long)
+            self.unfinished = torch.ones(rows, dtype=torch.bool)
             eos = torch.zeros(VOCAB, dtype=torch.bool)
             eos[self.config.eos_token_id] = True
-            self.extra = (unfinished, bans, eos, torch.tensor(self.config.pad_token_id))
+            self.extra = (
+                ban_table(procs, VOCAB, torch.device("cpu")),
+                eos,
+                torch.tensor(self.config.pad_token_id),
+            )
+            self.stride = GREEDY_STEPS
         else:
-            self.stride, self.graph, self.extra = 1, compiled_step(model), ()
+            self.graph, self.stride = compiled_step(model), 1
 
     def __call__(self):
         stepper, start, _ = self.model.stepper(self.src, self.mask, self.config, compile=True)
-        state, tokens = stepper.state, start[:, -1].clone()
-        for t in range(0, self.new_tokens, self.stride):
+        state = stepper.state
+        self.position.fill_(state.length)
+        if self.beams == 1:  # the graph moves the position and writes its tokens into ids
+            self.ids[:, : start.shape[1]] = start
+            self.unfinished.fill_(True)
+            for _ in range(0, self.new_tokens, self.stride):
+                args = (self.unfinished, *self.extra)
+                self.graph(self.ids, self.position, state.memories, state.caches, *args)
+            return
+        tokens = start[:, -1].clone()
+        for t in range(self.new_tokens):
             self.position.fill_(state.length + t)
-            self.graph(tokens, self.position, state.memories, state.caches, *self.extra)
+            self.graph(tokens, self.position, state.memories, state.caches)
 
 
 def median_time(fn, repeats):

@@ -269,3 +269,67 @@ def test_top_candidates_with_ties_keep_the_tied_values():
     assert torch.equal(values, torch.topk(x, 16).values)
     assert torch.equal(x.gather(1, indices), values)
     assert all(len(set(row.tolist())) == 16 for row in indices)
+
+
+class ChunkSteps:
+    """A search.GreedyStepper over a table stepper: each greedy_steps call takes k steps
+    with their picks, bans and padding (what a compiled model's graph does), here in eager
+    arithmetic, reading the rows' tokens from ids at its own length."""
+
+    def __init__(self, stepper, k, vocabulary):
+        self.stepper, self.steps_per_call, self.vocabulary = stepper, k, vocabulary
+        self.length, self.ended_on_the_last_step = 0, False
+
+    def step(self, tokens):
+        return self.stepper.step(tokens)
+
+    def reorder(self, indices):
+        self.stepper.reorder(indices)
+
+    def greedy_steps(self, ids, unfinished, bans, eos, pad):
+        tokens, ended = ids[:, self.length], self.steps_per_call + 1
+        for i in range(self.steps_per_call):
+            at = torch.tensor([self.length + i])
+            logits, _ = self.stepper.step(tokens[:, None])
+            best = bans.apply(logits.float(), at + 1).argmax(-1)
+            tokens = torch.where(unfinished, best, pad)
+            unfinished &= ~eos[best]
+            ids[:, self.length + i + 1] = tokens
+            if ended > self.steps_per_call and not unfinished.any():
+                ended = i + 1
+        self.ended_on_the_last_step |= ended == self.steps_per_call
+        self.length += self.steps_per_call
+        return torch.tensor(ended)
+
+
+def test_greedy_steps_several_per_call_equal_single_steps_on_random_tables():
+    """Rows that end inside a call, all rows ending on a call's last step, steps past
+    max_new_tokens and the bans: the same sequences as one step per call."""
+    V, last_step_seen = 6, False
+    for seed in range(40):
+        for k in (1, 2, 3, 4):
+            g = torch.Generator().manual_seed(seed)
+            table = {}
+
+            def dist(prefix, g=g, table=table):
+                if prefix not in table:
+                    logits = torch.randn(V, generator=g) * 2
+                    table[prefix] = logits.softmax(-1).tolist()
+                return table[prefix]
+
+            class Lazy(TableStepper):
+                def step(self, tokens, dist=dist):
+                    self.prefixes = [
+                        (*p, int(t)) for p, t in zip(self.prefixes, tokens[:, 0], strict=True)
+                    ]
+                    return torch.tensor([dist(p) for p in self.prefixes]).log(), None
+
+            config = GenerationConfig(
+                max_new_tokens=1 + seed % 7, eos_token_id=0, pad_token_id=5, min_new_tokens=1
+            )
+            start = torch.full((2, 1), 5)
+            single = greedy_search(Lazy({}, 2, None), start, config).sequences
+            chunks = ChunkSteps(Lazy({}, 2, None), k, V)
+            assert torch.equal(greedy_search(chunks, start, config).sequences, single)
+            last_step_seen |= k > 1 and chunks.ended_on_the_last_step
+    assert last_step_seen

@@ -47,17 +47,21 @@ class Stepper(Protocol):
 
 
 class GreedyStepper(Stepper, Protocol):
-    """A stepper that also takes several greedy steps in one call (a compiled graph):
-    greedy_steps(tokens (N,), unfinished (N,), bans, eos (V,) bool, pad (,)) -> (the next
-    tokens (N, k), whether each row is unfinished after each of them (N, k)), finished rows
-    given pad; the bans and forced tokens (processors.BanTable) apply to the logits of
-    each step."""
+    """A stepper that also takes steps_per_call greedy steps in one call (a compiled
+    graph): greedy_steps(ids (N, W), unfinished (N,), bans, eos (V,) bool, pad (,)) reads
+    the rows' last tokens from the column of ids at its own length and writes the next
+    steps_per_call tokens after them (finished rows given pad; W leaves room for steps
+    past the search's last column), with the bans and forced tokens
+    (processors.BanTable) applied to each step's logits; it updates unfinished in place
+    and returns the number of its steps after which no row was unfinished
+    (steps_per_call + 1 where one still is), a long tensor."""
 
     vocabulary: int
+    steps_per_call: int
 
     def greedy_steps(
-        self, tokens: Tensor, unfinished: Tensor, bans: BanTable, eos: Tensor, pad: Tensor
-    ) -> tuple[Tensor, Tensor]: ...
+        self, ids: Tensor, unfinished: Tensor, bans: BanTable, eos: Tensor, pad: Tensor
+    ) -> Tensor: ...
 
 
 class BeamStepper(Stepper, Protocol):
@@ -103,10 +107,12 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
     procs = build_processors(config, max_length, length)
     eos = torch.tensor(config.eos_token_id or (), dtype=torch.long, device=start.device)
     pad = torch.tensor(_pad_id(config), device=start.device)
-    ids = start.new_empty(start.shape[0], max(length, max_length))  # written column by column
+    chunked = hasattr(stepper, "greedy_steps") and not config.do_sample
+    slack = stepper.steps_per_call - 1 if chunked else 0
+    ids = start.new_empty(start.shape[0], max(length, max_length) + slack)  # column by column
     ids[:, :length] = start
     unfinished = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
-    if hasattr(stepper, "greedy_steps") and not config.do_sample:
+    if chunked:
         bans = ban_table(procs, stepper.vocabulary, start.device)
         if bans is not None:
             length = _greedy_chunks(stepper, ids, length, max_length, unfinished, bans, eos, pad)
@@ -134,21 +140,18 @@ def greedy_search(stepper: Stepper, start: Tensor, config: GenerationConfig) -> 
 def _greedy_chunks(
     stepper: GreedyStepper, ids, length, max_length, unfinished, bans, eos, pad
 ) -> int:
-    """greedy_search's loop, several steps per stepper call: writes ids (N, max_length)
-    from column `length` on; returns the length of the rows (up to the step after which
-    every row had ended). A call may run steps past max_length; they are not kept."""
+    """greedy_search's loop, several steps per stepper call: writes ids (N, W) from column
+    `length` on (W has steps_per_call - 1 columns past max_length for the steps a last
+    call runs past the end, which are not kept); returns the length of the rows (up to
+    the step after which every row had ended)."""
     is_eos = torch.zeros(stepper.vocabulary, dtype=torch.bool, device=ids.device)
     is_eos[eos[eos < stepper.vocabulary]] = True  # an id outside V is never generated
     while length < max_length:
-        tokens, alive = stepper.greedy_steps(ids[:, length - 1], unfinished, bans, is_eos, pad)
-        k = min(tokens.shape[1], max_length - length)
-        ids[:, length : length + k] = tokens[:, :k]
-        unfinished = alive[:, k - 1]
-        if not bool(unfinished.any()):  # a row that ended stays ended: find the first step
-            ended = (~alive[:, :k].any(0)).nonzero()  # after which every row had ended
-            return length + int(ended[0]) + 1
-        length += k
-    return length
+        ended = int(stepper.greedy_steps(ids, unfinished, bans, is_eos, pad))
+        if ended <= stepper.steps_per_call:  # a row that ended stays ended
+            return min(length + ended, max_length)
+        length += stepper.steps_per_call
+    return max_length
 
 
 @dataclass

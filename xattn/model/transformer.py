@@ -475,26 +475,30 @@ class EncoderDecoder(nn.Module):
             x, _ = decode_one(LayerStep.of(layer, traced=True), x, memory, cache, position)
         return self._logits(x)
 
-    def _greedy_at(
-        self, tokens, position, memories, caches, unfinished, bans, eos, pad
-    ) -> tuple[Tensor, Tensor]:
-        """GREEDY_STEPS greedy steps from tokens (N,) at `position` (1,), for generate(
-        compile=True) (model.compiled): each step's logits (as _step_at) after the bans and
-        forced tokens (processors.BanTable) give its tokens, pad where a row had ended
-        (eos (V,) True at the end tokens). A step past the caches' last position runs there
-        (its tokens are dropped). Returns (tokens (N, k), whether each row is unfinished
-        after each (N, k))."""
+    def _greedy_at(self, ids, position, memories, caches, unfinished, bans, eos, pad) -> Tensor:
+        """GREEDY_STEPS greedy steps from the tokens ids[:, position] (ids (N, W), position
+        (1,)), for generate(compile=True) (model.compiled): each step's logits (as
+        _step_at) after the bans and forced tokens (processors.BanTable) give its tokens,
+        pad where a row had ended (eos (V,) True at the end tokens), written into ids at
+        the next column. A step past the caches' last position runs there (its tokens land
+        in columns past the search's; W leaves room for them). unfinished (N,) and position
+        are updated in place. Returns the number of steps after which no row was left
+        unfinished (a long tensor; GREEDY_STEPS + 1 where a row still is)."""
         last = caches[0].key.shape[2] - 1
-        picked, alive = [], []
+        tokens = ids.index_select(1, position).view(-1)
+        alive = unfinished
+        ended = torch.full((), GREEDY_STEPS + 1, dtype=torch.long, device=ids.device)
         for i in range(GREEDY_STEPS):
             at = (position + i).clamp(max=last)
             scores = bans.apply(self._step_at(tokens, at, memories, caches).float(), at + 1)
             best = scores.argmax(-1)
-            tokens = torch.where(unfinished, best, pad)
-            unfinished = unfinished & ~eos[best]  # (a row that had ended stays ended)
-            picked.append(tokens)
-            alive.append(unfinished)
-        return torch.stack(picked, 1), torch.stack(alive, 1)
+            tokens = torch.where(alive, best, pad)
+            alive = alive & ~eos[best]  # (a row that had ended stays ended)
+            ids.index_copy_(1, position + i + 1, tokens[:, None])
+            ended = torch.where((ended > GREEDY_STEPS) & ~alive.any(), i + 1, ended)
+        unfinished.copy_(alive)
+        position.add_(GREEDY_STEPS)
+        return ended
 
     def _beam_at(self, position, memories, caches, beams, bans, rule, rows) -> Tensor:
         """BEAM_STEPS beam search steps from `position` (1,), for generate(compile=True)
@@ -897,7 +901,6 @@ class _CompiledStepper(_ModelStepper):
         self.vocabulary = model.config.target_vocab
         self.position = torch.tensor([state.length], device=state.caches[0].key.device)
         self.tokens: Tensor | None = None  # the steps' input, the same tensor every call
-        self.unfinished: Tensor | None = None
         self.compiled_step = self.compiled_greedy = self.compiled_beam = None
         self.rows: Tensor | None = None  # the cache rows of beam search (KVCache.rows)
 
@@ -945,22 +948,16 @@ class _CompiledStepper(_ModelStepper):
         self._advance(BEAM_STEPS)
         return done
 
-    def greedy_steps(
-        self, tokens: Tensor, unfinished: Tensor, bans, eos: Tensor, pad: Tensor
-    ) -> tuple[Tensor, Tensor]:
+    @property
+    def steps_per_call(self) -> int:
+        return GREEDY_STEPS
+
+    def greedy_steps(self, ids: Tensor, unfinished: Tensor, bans, eos: Tensor, pad: Tensor):
         if self.compiled_greedy is None:
             self.compiled_greedy = compiled_greedy(self.model)
-            self.unfinished = unfinished.clone()
         state = self._state
-        picked, alive = self.compiled_greedy(
-            self._input(tokens),
-            self.position,
-            state.memories,
-            state.caches,
-            self.unfinished.copy_(unfinished),
-            bans,
-            eos,
-            pad,
+        ended = self.compiled_greedy(
+            ids, self.position, state.memories, state.caches, unfinished, bans, eos, pad
         )
-        self._advance(picked.shape[1])
-        return picked, alive
+        self.ahead += GREEDY_STEPS  # (the graph moved the position)
+        return ended
