@@ -324,13 +324,13 @@ class CompiledFloor:
     """The floor of generate(compile=True): the stepper generate searches with (the
     encoder, the cross-attention memories, the caches: EncoderDecoder.stepper), then its
     compiled graph alone for the new tokens, with nothing between the calls but the
-    position: greedy search's graph of GREEDY_STEPS steps (its tokens chosen inside, under
+    position: greedy search's graph of several steps (its tokens chosen inside, under
     the search's own bans and forced tokens), beam search's one-step graph; no search, no
     bookkeeping. generate(compile=True) cannot be faster than this unless its graph is."""
 
     def __init__(self, model, src, mask, beams: int, new_tokens: int):
         from xattn.generation.processors import ban_table, build_processors
-        from xattn.model.compiled import GREEDY_STEPS, compiled_greedy, compiled_step
+        from xattn.model.compiled import compiled_greedy, compiled_step
         from xattn.model.transformer import generation_settings
 
         self.model, self.src, self.mask, self.beams = model, src, mask, beams
@@ -341,9 +341,9 @@ class CompiledFloor:
         rows = src.shape[0] * beams
         self.position = torch.zeros(1, dtype=torch.long)
         if beams == 1:
-            self.graph = compiled_greedy(model)
+            self.graph = compiled_greedy(model, rows)
             procs = build_processors(self.config, 1 + new_tokens)
-            self.ids = torch.zeros(rows, new_tokens + GREEDY_STEPS, dtype=torch.long)
+            self.ids = torch.zeros(rows, new_tokens + self.graph.steps, dtype=torch.long)
             self.unfinished = torch.ones(rows, dtype=torch.bool)
             eos = torch.zeros(VOCAB, dtype=torch.bool)
             eos[self.config.eos_token_id] = True
@@ -352,7 +352,7 @@ class CompiledFloor:
                 eos,
                 torch.tensor(self.config.pad_token_id),
             )
-            self.stride = GREEDY_STEPS
+            self.stride = self.graph.steps
         else:
             self.graph, self.stride = compiled_step(model), 1
 

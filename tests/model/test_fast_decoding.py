@@ -372,8 +372,8 @@ def quick_compile(monkeypatch):
     so a test whose model and shapes an earlier test compiled loads that graph."""
     options = {"freezing": True, "cpp.weight_prepack": False}
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
-    monkeypatch.setattr(transformer, "GREEDY_STEPS", 2)
-    monkeypatch.setattr(transformer, "BEAM_STEPS", 1)
+    monkeypatch.setattr(compiled, "GREEDY_STEPS", 2)
+    monkeypatch.setattr(compiled, "BEAM_STEPS", 1)
 
 
 def check_compiled_tokens(model, beams=True, other_shapes=True):
@@ -404,7 +404,7 @@ def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(
     assert options["max_autotune"]
     options = {**options, "force_disable_caches": True}
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
-    monkeypatch.setattr(transformer, "GREEDY_STEPS", 2)  # the greedy graph, half its size
+    monkeypatch.setattr(compiled, "GREEDY_STEPS", 2)  # the greedy graph, half its size
     check_compiled_tokens(make(num_kv_heads=2, **ONE_LAYER), beams=False, other_shapes=False)
     assert "autotune" not in capfd.readouterr().err.lower()
 
@@ -473,7 +473,7 @@ def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile, 
     and a forced end token, and where the last call runs a step past the end; the
     settings held in tensors, changing them compiles nothing (a longer cache compiles
     once)."""
-    monkeypatch.setattr(transformer, "BEAM_STEPS", 3)  # 8 steps: the third call runs 9
+    monkeypatch.setattr(compiled, "BEAM_STEPS", 3)  # 8 steps: the third call runs 9
     model = make(**ONE_LAYER)
     src, mask = inputs()
     free = model.generate(src, src_mask=mask, max_new_tokens=12, eos_token_id=None)
@@ -700,3 +700,29 @@ def test_compile_refuses_non_booleans():
     src, mask = inputs()
     with pytest.raises(ValueError, match="compile='yes'"):
         model.generate(src, src_mask=mask, compile="yes")
+
+
+def test_a_graph_of_one_row_takes_fewer_steps_where_its_weight_copies_would_not_fit(
+    quick_compile, monkeypatch
+):
+    """A frozen graph holds a copy of the weights for each of its unrolled steps: where
+    that many would not fit in the last-level cache, the greedy graph of one row takes
+    fewer steps per call (halved until they fit), with the same tokens; graphs of more
+    rows keep their steps."""
+    model = make(**ONE_LAYER)
+    layers = [*model.decoder_layers.parameters(), *model.decoder_layers.buffers()]
+    expected = sum(t.nbytes for t in layers) + model.lm_head.weight.nbytes
+    weights = compiled.step_weight_bytes(model)
+    assert weights == expected  # each tensor once (the output layer's is the embeddings')
+    for cache, steps in [(None, 4), (4 * weights, 4), (4 * weights - 1, 2), (weights, 1)]:
+        monkeypatch.setattr(compiled, "last_level_cache_bytes", lambda cache=cache: cache)
+        assert compiled.steps_per_call(model, 4, rows=1) == steps
+        assert compiled.steps_per_call(model, 4, rows=2) == 4
+    src, mask = inputs()
+    src, mask = src[:1], mask[:1]
+    eager = model.generate(src, src_mask=mask, max_new_tokens=7)
+    with torch.no_grad():
+        config = transformer.generation_settings(model.generation_config, 7, None, {})
+        stepper, _, _ = model.stepper(src, mask, config, compile=True)
+        assert stepper.steps_per_call == 1  # the cache holds one copy
+    assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=7, compile=True), eager)

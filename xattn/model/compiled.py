@@ -17,13 +17,16 @@ preallocated self-attention cache under the mask of its filled positions, so tha
 shape changes from one length to the next and one graph serves every step of every
 length (an int8 copy's linear layers run their traced int8 product, model.quantize). It
 is compiled with inductor's weight freezing (the weights become constants of the graph,
-laid out for its kernels); on a CPU also with inductor's own C++ matrix-product kernels,
-chosen against ATen's by timing each product of the step once (max-autotune), each fused
-with what follows it (bias, activation, residual), and a C++ wrapper that calls the
-kernels without Python in between. A graph frozen on weights that have changed since
-would be wrong, so a model's compiled steps are made again after any change `packing`
-can see (a new version of a parameter or buffer, one replaced by another tensor, an
-optimizer step, train() / eval(), packing.forget(); packing.model_stamp).
+laid out for its kernels, a copy for each product: a graph of k unrolled steps holds k
+copies, so where GREEDY_STEPS copies would not fit in a CPU's last-level cache the greedy
+graph of one row takes fewer steps, steps_per_call); on a CPU also with inductor's own C++
+matrix-product kernels, chosen against ATen's by timing each product of the step once
+(max-autotune), each fused with what follows it (bias, activation, residual), and a C++
+wrapper that calls the kernels without Python in between. A graph frozen on weights that
+have changed since would be wrong, so a model's compiled steps are made again after any
+change `packing` can see (a new version of a parameter or buffer, one replaced by
+another tensor, an optimizer step, train() / eval(), packing.forget();
+packing.model_stamp).
 
 The encoder of a source of token ids without padding runs compiled too, with the
 projection of the cross-attention memories (EncoderDecoder._encoder_memories, one graph; a
@@ -46,6 +49,7 @@ from __future__ import annotations
 import types
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch._inductor.config as inductor_config
@@ -61,6 +65,7 @@ __all__ = [
     "compiled_encoder",
     "compiled_greedy",
     "compiled_step",
+    "steps_per_call",
 ]
 
 _COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {name: (stamp, fn)}
@@ -94,16 +99,63 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
     )
 
 
-def _compiled(model: nn.Module, name: str) -> CompiledStep:
+def _compiled(model: nn.Module, name: str, **defaults) -> CompiledStep:
     """The method `name` of model compiled, for the calls of one generate: the graphs made
-    for this model, unless its weights changed since."""
+    for this model, unless its weights changed since. defaults: keyword arguments of the
+    method fixed for this model's graphs (read while tracing)."""
     stamp = model_stamp(model)
     functions = _COMPILED.setdefault(model, {})
-    found = functions.get(name)
+    key = (name, *sorted(defaults.items()))
+    found = functions.get(key)
     if found is None or found[0] != stamp:
-        found = functions[name] = (stamp, torch.compile(_own_copy(getattr(type(model), name))))
+        function = _own_copy(getattr(type(model), name))
+        function.__kwdefaults__ = {**(function.__kwdefaults__ or {}), **defaults}
+        found = functions[key] = (stamp, torch.compile(function))
     options = compile_options(next(model.parameters()).device)
-    return CompiledStep(model, found[1], options)
+    return CompiledStep(model, found[1], options, **defaults)
+
+
+def last_level_cache_bytes() -> int | None:
+    """The size of the processor's largest cache (Linux: sysfs), or None where unknown."""
+    sizes = []
+    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
+        text = path.read_text().strip()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        if text[:-1].isdigit() and text[-1] in units:
+            sizes.append(int(text[:-1]) * units[text[-1]])
+        elif text.isdigit():
+            sizes.append(int(text))
+    return max(sizes) if sizes else None
+
+
+def step_weight_bytes(model: nn.Module) -> int:
+    """Bytes of the weights a decoding step reads: the decoder layers' and the output
+    layer's parameters and buffers (an int8 copy's int8 weights), each tensor once."""
+    seen, total = set(), 0
+    for module in (model.decoder_layers, model.lm_head):
+        for tensor in (*module.parameters(), *module.buffers()):
+            if tensor.data_ptr() not in seen:
+                seen.add(tensor.data_ptr())
+                total += tensor.nbytes
+    return total
+
+
+def steps_per_call(model: nn.Module, most: int, rows: int) -> int:
+    """most, or for one row on a CPU fewer (halved until they fit) where a graph's copies
+    of the step's weights would not fit in the last-level cache: inductor packs the
+    weights of each matrix product of a frozen graph into a constant of its own, so a
+    graph of k unrolled steps holds k copies, and one row's products (a matrix times a
+    vector each) are bound by reading their weights: from memory rather than the cache,
+    the float32 B1 step took twice as long. From two rows on, each weight read serves
+    every row and the Python a call saves weighs more (docs/benchmarks.md)."""
+    device = next(model.parameters()).device
+    cache = last_level_cache_bytes() if device.type == "cpu" and rows == 1 else None
+    steps = most
+    if cache is not None:
+        weights = step_weight_bytes(model)
+        while steps > 1 and steps * weights > cache:
+            steps //= 2
+    return steps
 
 
 def compiled_encoder(model: nn.Module) -> CompiledStep:
@@ -119,20 +171,21 @@ def compiled_step(model: nn.Module) -> CompiledStep:
     return _compiled(model, "_step_at")
 
 
-def compiled_greedy(model: nn.Module) -> CompiledStep:
-    """model._greedy_at compiled: GREEDY_STEPS greedy steps in one graph, (tokens (N,),
-    position (1,), memories, caches, unfinished (N,), bans, eos (V,), pad) -> (tokens (N,
-    k), unfinished after each (N, k)), so that the Python between two steps runs once
-    every GREEDY_STEPS steps."""
-    return _compiled(model, "_greedy_at")
+def compiled_greedy(model: nn.Module, rows: int) -> CompiledStep:
+    """model._greedy_at compiled for `rows` rows: steps_per_call(model, GREEDY_STEPS, rows)
+    greedy steps in one graph
+    (its `steps`), (ids (N, W), position (1,), memories, caches, unfinished (N,), bans, eos
+    (V,), pad) -> the number of steps after which no row was unfinished, the tokens written
+    into ids, so that the Python between two steps runs once every `steps` steps."""
+    return _compiled(model, "_greedy_at", steps=steps_per_call(model, GREEDY_STEPS, rows))
 
 
 def compiled_beam(model: nn.Module) -> CompiledStep:
-    """model._beam_at compiled: BEAM_STEPS beam search steps with the search's own
-    arithmetic in one graph, (position (1,), memories, caches, beams, bans, rule, cache
-    rows (N, max_length)) -> whether the search is done, the beams and rows advanced in
-    place."""
-    return _compiled(model, "_beam_at")
+    """model._beam_at compiled: BEAM_STEPS beam search steps (its `steps`) with the
+    search's own arithmetic in one graph, (position (1,), memories, caches, beams, bans,
+    rule, cache rows (N, max_length)) -> whether the search is done, the beams and rows
+    advanced in place."""
+    return _compiled(model, "_beam_at", steps=BEAM_STEPS)
 
 
 class CompiledStep:
@@ -144,8 +197,11 @@ class CompiledStep:
     run the graph the guards chose without evaluating them again (skip_guard_eval_unsafe:
     about a tenth of a step at one row on a CPU)."""
 
-    def __init__(self, model: nn.Module, compiled: Callable, options: dict[str, object]) -> None:
+    def __init__(
+        self, model: nn.Module, compiled: Callable, options: dict[str, object], steps: int = 1
+    ) -> None:
         self.model, self.compiled, self.options = model, compiled, options
+        self.steps = steps  # the decoding steps one call takes (greedy: its keyword `steps`)
         self.checked = False
 
     def __call__(self, *args):

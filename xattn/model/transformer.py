@@ -33,8 +33,6 @@ from ..generation import GenerationConfig, search
 from ..generation.search import beam_advance
 from ..utils import format_shape, replace_dir
 from .compiled import (
-    BEAM_STEPS,
-    GREEDY_STEPS,
     compiled_beam,
     compiled_encoder,
     compiled_greedy,
@@ -475,33 +473,35 @@ class EncoderDecoder(nn.Module):
             x, _ = decode_one(LayerStep.of(layer, traced=True), x, memory, cache, position)
         return self._logits(x)
 
-    def _greedy_at(self, ids, position, memories, caches, unfinished, bans, eos, pad) -> Tensor:
-        """GREEDY_STEPS greedy steps from the tokens ids[:, position] (ids (N, W), position
+    def _greedy_at(
+        self, ids, position, memories, caches, unfinished, bans, eos, pad, *, steps=1
+    ) -> Tensor:
+        """`steps` greedy steps from the tokens ids[:, position] (ids (N, W), position
         (1,)), for generate(compile=True) (model.compiled): each step's logits (as
         _step_at) after the bans and forced tokens (processors.BanTable) give its tokens,
         pad where a row had ended (eos (V,) True at the end tokens), written into ids at
         the next column. A step past the caches' last position runs there (its tokens land
         in columns past the search's; W leaves room for them). unfinished (N,) and position
         are updated in place. Returns the number of steps after which no row was left
-        unfinished (a long tensor; GREEDY_STEPS + 1 where a row still is)."""
+        unfinished (a long tensor; steps + 1 where a row still is)."""
         last = caches[0].key.shape[2] - 1
         tokens = ids.index_select(1, position).view(-1)
         alive = unfinished
-        ended = torch.full((), GREEDY_STEPS + 1, dtype=torch.long, device=ids.device)
-        for i in range(GREEDY_STEPS):
+        ended = torch.full((), steps + 1, dtype=torch.long, device=ids.device)
+        for i in range(steps):
             at = (position + i).clamp(max=last)
             scores = bans.apply(self._step_at(tokens, at, memories, caches).float(), at + 1)
             best = scores.argmax(-1)
             tokens = torch.where(alive, best, pad)
             alive = alive & ~eos[best]  # (a row that had ended stays ended)
             ids.index_copy_(1, position + i + 1, tokens[:, None])
-            ended = torch.where((ended > GREEDY_STEPS) & ~alive.any(), i + 1, ended)
+            ended = torch.where((ended > steps) & ~alive.any(), i + 1, ended)
         unfinished.copy_(alive)
-        position.add_(GREEDY_STEPS)
+        position.add_(steps)
         return ended
 
-    def _beam_at(self, position, memories, caches, beams, bans, rule, rows) -> Tensor:
-        """BEAM_STEPS beam search steps from `position` (1,), for generate(compile=True)
+    def _beam_at(self, position, memories, caches, beams, bans, rule, rows, *, steps=1) -> Tensor:
+        """`steps` beam search steps from `position` (1,), for generate(compile=True)
         (model.compiled): each feeds the running rows' tokens at its position (as _step_at),
         takes their log-probabilities after the bans and forced tokens
         (processors.BanTable) and advances the beams (search.beam_advance). No cache is
@@ -515,7 +515,7 @@ class EncoderDecoder(nn.Module):
         own = torch.arange(N, device=rows.device)[:, None]
         caches = tuple(dataclasses.replace(c, rows=rows) for c in caches)
         state, done = beams, torch.zeros((), dtype=torch.bool, device=rows.device)
-        for i in range(BEAM_STEPS):
+        for i in range(steps):
             at = (position + i).clamp(max=last)
             rows.index_copy_(1, at, own)  # each row writes its new key and value itself
             tokens = state.running.view(N, -1).index_select(1, at).view(N)
@@ -888,7 +888,7 @@ def _with_masks(state: DecoderState) -> DecoderState:
 
 class _CompiledStepper(_ModelStepper):
     """The steps of generate(compile=True) (model.compiled): one step per call of the
-    compiled _step_at, GREEDY_STEPS greedy steps per call of the compiled _greedy_at
+    compiled _step_at, several greedy steps per call of the compiled _greedy_at
     (a search.GreedyStepper), or a beam search step with its search per call of the
     compiled _beam_at (a search.BeamStepper). Each graph is given the same tensors at
     every call (their values copied in), which the guards of its first call checked, and
@@ -945,19 +945,21 @@ class _CompiledStepper(_ModelStepper):
         done = self.compiled_beam(
             self.position, state.memories, state.caches, beams, bans, rule, self.rows
         )
-        self._advance(BEAM_STEPS)
+        self._advance(self.compiled_beam.steps)
         return done
 
     @property
     def steps_per_call(self) -> int:
-        return GREEDY_STEPS
+        if self.compiled_greedy is None:
+            rows = self._state.caches[0].key.shape[0]
+            self.compiled_greedy = compiled_greedy(self.model, rows)
+        return self.compiled_greedy.steps
 
     def greedy_steps(self, ids: Tensor, unfinished: Tensor, bans, eos: Tensor, pad: Tensor):
-        if self.compiled_greedy is None:
-            self.compiled_greedy = compiled_greedy(self.model)
+        steps = self.steps_per_call
         state = self._state
         ended = self.compiled_greedy(
             ids, self.position, state.memories, state.caches, unfinished, bans, eos, pad
         )
-        self.ahead += GREEDY_STEPS  # (the graph moved the position)
+        self.ahead += steps  # (the graph moved the position)
         return ended
