@@ -46,6 +46,7 @@ mask), so padding makes no graph of its own.
 
 from __future__ import annotations
 
+import functools
 import types
 import weakref
 from collections.abc import Callable
@@ -68,7 +69,7 @@ __all__ = [
     "steps_per_call",
 ]
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {name: (stamp, fn)}
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: (stamp, fn)}
 
 GREEDY_STEPS = 4  # greedy steps per graph call (docs/benchmarks.md: 1, 4 and 8 measured)
 BEAM_STEPS = 4  # beam search steps per graph call
@@ -115,6 +116,7 @@ def _compiled(model: nn.Module, name: str, **defaults) -> CompiledStep:
     return CompiledStep(model, found[1], options, **defaults)
 
 
+@functools.cache
 def last_level_cache_bytes() -> int | None:
     """The size of the processor's largest cache (Linux: sysfs), or None where unknown."""
     sizes = []
@@ -173,10 +175,10 @@ def compiled_step(model: nn.Module) -> CompiledStep:
 
 def compiled_greedy(model: nn.Module, rows: int) -> CompiledStep:
     """model._greedy_at compiled for `rows` rows: steps_per_call(model, GREEDY_STEPS, rows)
-    greedy steps in one graph
-    (its `steps`), (ids (N, W), position (1,), memories, caches, unfinished (N,), bans, eos
-    (V,), pad) -> the number of steps after which no row was unfinished, the tokens written
-    into ids, so that the Python between two steps runs once every `steps` steps."""
+    greedy steps in one graph (its `steps`), (ids (N, W), position (1,), memories, caches,
+    unfinished (N,), bans, eos (V,), pad) -> the number of steps after which no row was
+    unfinished, the tokens written into ids, so that the Python between two steps runs
+    once every `steps` steps."""
     return _compiled(model, "_greedy_at", steps=steps_per_call(model, GREEDY_STEPS, rows))
 
 
