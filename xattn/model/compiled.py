@@ -69,7 +69,9 @@ __all__ = [
     "steps_per_call",
 ]
 
-_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {key: (stamp, fn)}
+_COMPILED: weakref.WeakKeyDictionary = (
+    weakref.WeakKeyDictionary()
+)  # model -> {key: (stamp, fn, kw)}
 
 GREEDY_STEPS = 4  # greedy steps per graph call (docs/benchmarks.md: 1, 4 and 8 measured)
 BEAM_STEPS = 4  # beam search steps per graph call
@@ -100,20 +102,24 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
     )
 
 
-def _compiled(model: nn.Module, name: str, **defaults) -> CompiledStep:
+def _compiled(
+    model: nn.Module, name: str, variant: tuple = (), defaults: Callable[[], dict] = dict
+) -> CompiledStep:
     """The method `name` of model compiled, for the calls of one generate: the graphs made
-    for this model, unless its weights changed since. defaults: keyword arguments of the
-    method fixed for this model's graphs (read while tracing)."""
+    for this model (one function per variant), unless its weights changed since.
+    defaults() gives keyword arguments of the method fixed for the function's graphs (read
+    while tracing), called only when the function is made."""
     stamp = model_stamp(model)
     functions = _COMPILED.setdefault(model, {})
-    key = (name, *sorted(defaults.items()))
+    key = (name, *variant)
     found = functions.get(key)
     if found is None or found[0] != stamp:
+        fixed = defaults()
         function = _own_copy(getattr(type(model), name))
-        function.__kwdefaults__ = {**(function.__kwdefaults__ or {}), **defaults}
-        found = functions[key] = (stamp, torch.compile(function))
+        function.__kwdefaults__ = {**(function.__kwdefaults__ or {}), **fixed}
+        found = functions[key] = (stamp, torch.compile(function), fixed)
     options = compile_options(next(model.parameters()).device)
-    return CompiledStep(model, found[1], options, **defaults)
+    return CompiledStep(model, found[1], options, **found[2])
 
 
 @functools.cache
@@ -179,7 +185,11 @@ def compiled_greedy(model: nn.Module, rows: int) -> CompiledStep:
     unfinished (N,), bans, eos (V,), pad) -> the number of steps after which no row was
     unfinished, the tokens written into ids, so that the Python between two steps runs
     once every `steps` steps."""
-    return _compiled(model, "_greedy_at", steps=steps_per_call(model, GREEDY_STEPS, rows))
+
+    def steps() -> dict:  # (steps_per_call depends on the rows only through rows == 1)
+        return {"steps": steps_per_call(model, GREEDY_STEPS, rows)}
+
+    return _compiled(model, "_greedy_at", (rows == 1,), steps)
 
 
 def compiled_beam(model: nn.Module) -> CompiledStep:
@@ -187,7 +197,7 @@ def compiled_beam(model: nn.Module) -> CompiledStep:
     search's own arithmetic in one graph, (position (1,), memories, caches, beams, bans,
     rule, cache rows (N, max_length)) -> whether the search is done, the beams and rows
     advanced in place."""
-    return _compiled(model, "_beam_at", steps=BEAM_STEPS)
+    return _compiled(model, "_beam_at", defaults=lambda: {"steps": BEAM_STEPS})
 
 
 class CompiledStep:
