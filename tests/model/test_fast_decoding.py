@@ -4,6 +4,7 @@ reordering without new buffers, int8 copies for CPU inference, and generate(comp
 one compiled graph for every position, the eager tokens, a new graph after a weight
 change."""
 
+import contextlib
 import copy
 import dataclasses
 import gc
@@ -12,7 +13,10 @@ import weakref
 
 import pytest
 import torch
+import torch._inductor.config as inductor_config
+from torch import nn
 from torch._dynamo.utils import counters
+from torch._inductor.graph import GraphLowering
 
 import xattn
 from xattn.attention import modules
@@ -405,8 +409,57 @@ def test_compiled_steps_give_the_eager_tokens_with_one_graph_for_every_position(
     options = {**options, "force_disable_caches": True}
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
     monkeypatch.setattr(compiled, "GREEDY_STEPS", 2)  # the greedy graph, half its size
+    made = constants_made(monkeypatch)
     check_compiled_tokens(make(num_kv_heads=2, **ONE_LAYER), beams=False, other_shapes=False)
     assert "autotune" not in capfd.readouterr().err.lower()
+    assert copies(made) == 0  # the two steps' products share their packed weights
+
+
+def constants_made(monkeypatch) -> list[torch.Tensor]:
+    """The constants inductor makes without a name (the packed weights of its C++
+    matrix-product kernels) from now on in this test."""
+    made, allocate = [], GraphLowering.allocate_non_dup_const_name
+
+    def recorded(graph, name, data):
+        if name is None and not data.is_mkldnn:
+            made.append(data)
+        return allocate(graph, name, data)
+
+    monkeypatch.setattr(GraphLowering, "allocate_non_dup_const_name", recorded)
+    return made
+
+
+def copies(tensors: list[torch.Tensor]) -> int:
+    """How many of tensors hold the same bytes as one before them."""
+    return sum(any(compiled._same_bytes(t, u) for u in tensors[:i]) for i, t in enumerate(tensors))
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["one-copy", "inductor-alone"])
+def test_a_frozen_graph_holds_one_copy_of_a_weight_that_several_products_read(shared, monkeypatch):
+    """Inductor packs each matrix product's weights for its C++ kernel into a constant of
+    its own: a layer applied twice made two copies of its weight (as a graph of unrolled
+    decoding steps made one per step); compiled in one_copy_of_each_constant, one, with
+    the same outputs."""
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 64).eval()
+    x = torch.randn(1, 64)
+    options = {
+        "freezing": True,
+        "max_autotune": True,
+        "max_autotune_gemm_backends": "CPP",  # inductor's C++ kernels, which pack
+        "force_disable_caches": True,
+        "autotune_num_choices_displayed": 0,
+    }
+    made = constants_made(monkeypatch)
+    twice = torch.compile(lambda x: layer(torch.relu(layer(x))))
+    sharing = compiled.one_copy_of_each_constant() if shared else contextlib.nullcontext()
+    with torch.no_grad(), inductor_config.patch(options), sharing:
+        got = twice(x)
+    torch.testing.assert_close(got, layer(torch.relu(layer(x))))
+    packed = [t for t in made if t.numel() == layer.weight.numel()]
+    assert len(packed) == (1 if shared else 2)
+    assert copies(made) == (0 if shared else 1)
+    assert GraphLowering.allocate_non_dup_const_name.__name__ == "recorded"  # restored
 
 
 @pytest.mark.parametrize(
@@ -490,7 +543,7 @@ def test_compiled_beam_steps_search_in_the_graph_as_eager_search(quick_compile, 
         got = model.generate(src, src_mask=mask, compile=True, **kw)
         assert torch.equal(got, eager), kw
         lengths |= {row.index(eos) if eos in row else len(row) for row in eager.tolist()}
-    assert {key[0] for key in compiled._COMPILED[model]} == {"_beam_at"}  # no single-step graph
+    assert set(compiled._COMPILED[model]) == {"_beam_at"}  # no single-step graph
     assert len(lengths) > 2  # hypotheses ended at different steps
     assert counters["frames"]["ok"] - frames == 1  # one graph for every setting
 
@@ -700,29 +753,3 @@ def test_compile_refuses_non_booleans():
     src, mask = inputs()
     with pytest.raises(ValueError, match="compile='yes'"):
         model.generate(src, src_mask=mask, compile="yes")
-
-
-def test_a_graph_of_one_row_takes_fewer_steps_where_its_weight_copies_would_not_fit(
-    quick_compile, monkeypatch
-):
-    """A frozen graph holds a copy of the weights for each of its unrolled steps: where
-    that many would not fit in the last-level cache, the greedy graph of one row takes
-    fewer steps per call (halved until they fit), with the same tokens; graphs of more
-    rows keep their steps."""
-    model = make(**ONE_LAYER)
-    layers = [*model.decoder_layers.parameters(), *model.decoder_layers.buffers()]
-    expected = sum(t.nbytes for t in layers) + model.lm_head.weight.nbytes
-    weights = compiled.step_weight_bytes(model)
-    assert weights == expected  # each tensor once (the output layer's is the embeddings')
-    for cache, steps in [(None, 4), (4 * weights, 4), (4 * weights - 1, 2), (weights, 1)]:
-        monkeypatch.setattr(compiled, "last_level_cache_bytes", lambda cache=cache: cache)
-        assert compiled.steps_per_call(model, 4, rows=1) == steps
-        assert compiled.steps_per_call(model, 4, rows=2) == 4
-    src, mask = inputs()
-    src, mask = src[:1], mask[:1]
-    eager = model.generate(src, src_mask=mask, max_new_tokens=7)
-    with torch.no_grad():
-        config = transformer.generation_settings(model.generation_config, 7, None, {})
-        stepper, _, _ = model.stepper(src, mask, config, compile=True)
-        assert stepper.steps_per_call == 1  # the cache holds one copy
-    assert torch.equal(model.generate(src, src_mask=mask, max_new_tokens=7, compile=True), eager)

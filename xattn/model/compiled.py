@@ -17,9 +17,8 @@ preallocated self-attention cache under the mask of its filled positions, so tha
 shape changes from one length to the next and one graph serves every step of every
 length (an int8 copy's linear layers run their traced int8 product, model.quantize). It
 is compiled with inductor's weight freezing (the weights become constants of the graph,
-laid out for its kernels, a copy for each product: a graph of k unrolled steps holds k
-copies, so where GREEDY_STEPS copies would not fit in a CPU's last-level cache the greedy
-graph of one row takes fewer steps, steps_per_call); on a CPU also with inductor's own C++
+laid out for its kernels, one copy of each however many unrolled steps read it:
+one_copy_of_each_constant); on a CPU also with inductor's own C++
 matrix-product kernels, chosen against ATen's by timing each product of the step once
 (max-autotune), each fused with what follows it (bias, activation, residual), and a C++
 wrapper that calls the kernels without Python in between. A graph frozen on weights that
@@ -46,15 +45,16 @@ mask), so padding makes no graph of its own.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import types
 import weakref
-from collections.abc import Callable
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import torch
 import torch._inductor.config as inductor_config
 from torch import nn
+from torch._inductor.graph import GraphLowering
+from torch.utils._python_dispatch import _disable_current_modes
 
 from .packing import model_stamp
 
@@ -66,12 +66,12 @@ __all__ = [
     "compiled_encoder",
     "compiled_greedy",
     "compiled_step",
-    "steps_per_call",
+    "one_copy_of_each_constant",
 ]
 
 _COMPILED: weakref.WeakKeyDictionary = (
     weakref.WeakKeyDictionary()
-)  # model -> {key: (stamp, fn, kw)}
+)  # model -> {name: (stamp, fn, kw)}
 
 GREEDY_STEPS = 4  # greedy steps per graph call (docs/benchmarks.md: 1, 4 and 8 measured)
 BEAM_STEPS = 4  # beam search steps per graph call
@@ -102,68 +102,21 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
     )
 
 
-def _compiled(
-    model: nn.Module, name: str, variant: tuple = (), defaults: Callable[[], dict] = dict
-) -> CompiledStep:
+def _compiled(model: nn.Module, name: str, defaults: Callable[[], dict] = dict) -> CompiledStep:
     """The method `name` of model compiled, for the calls of one generate: the graphs made
-    for this model (one function per variant), unless its weights changed since.
+    for this model, unless its weights changed since.
     defaults() gives keyword arguments of the method fixed for the function's graphs (read
     while tracing), called only when the function is made."""
     stamp = model_stamp(model)
     functions = _COMPILED.setdefault(model, {})
-    key = (name, *variant)
-    found = functions.get(key)
+    found = functions.get(name)
     if found is None or found[0] != stamp:
         fixed = defaults()
         function = _own_copy(getattr(type(model), name))
         function.__kwdefaults__ = {**(function.__kwdefaults__ or {}), **fixed}
-        found = functions[key] = (stamp, torch.compile(function), fixed)
+        found = functions[name] = (stamp, torch.compile(function), fixed)
     options = compile_options(next(model.parameters()).device)
     return CompiledStep(model, found[1], options, **found[2])
-
-
-@functools.cache
-def last_level_cache_bytes() -> int | None:
-    """The size of the processor's largest cache (Linux: sysfs), or None where unknown."""
-    sizes = []
-    for path in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*/size"):
-        text = path.read_text().strip()
-        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-        if text[:-1].isdigit() and text[-1] in units:
-            sizes.append(int(text[:-1]) * units[text[-1]])
-        elif text.isdigit():
-            sizes.append(int(text))
-    return max(sizes) if sizes else None
-
-
-def step_weight_bytes(model: nn.Module) -> int:
-    """Bytes of the weights a decoding step reads: the decoder layers' and the output
-    layer's parameters and buffers (an int8 copy's int8 weights), each tensor once."""
-    seen, total = set(), 0
-    for module in (model.decoder_layers, model.lm_head):
-        for tensor in (*module.parameters(), *module.buffers()):
-            if tensor.data_ptr() not in seen:
-                seen.add(tensor.data_ptr())
-                total += tensor.nbytes
-    return total
-
-
-def steps_per_call(model: nn.Module, most: int, rows: int) -> int:
-    """most, or for one row on a CPU fewer (halved until they fit) where a graph's copies
-    of the step's weights would not fit in the last-level cache: inductor packs the
-    weights of each matrix product of a frozen graph into a constant of its own, so a
-    graph of k unrolled steps holds k copies, and one row's products (a matrix times a
-    vector each) are bound by reading their weights: from memory rather than the cache,
-    the float32 B1 step took twice as long. From two rows on, each weight read serves
-    every row and the Python a call saves weighs more (docs/benchmarks.md)."""
-    device = next(model.parameters()).device
-    cache = last_level_cache_bytes() if device.type == "cpu" and rows == 1 else None
-    steps = most
-    if cache is not None:
-        weights = step_weight_bytes(model)
-        while steps > 1 and steps * weights > cache:
-            steps //= 2
-    return steps
 
 
 def compiled_encoder(model: nn.Module) -> CompiledStep:
@@ -179,17 +132,12 @@ def compiled_step(model: nn.Module) -> CompiledStep:
     return _compiled(model, "_step_at")
 
 
-def compiled_greedy(model: nn.Module, rows: int) -> CompiledStep:
-    """model._greedy_at compiled for `rows` rows: steps_per_call(model, GREEDY_STEPS, rows)
-    greedy steps in one graph (its `steps`), (ids (N, W), position (1,), memories, caches,
-    unfinished (N,), bans, eos (V,), pad) -> the number of steps after which no row was
-    unfinished, the tokens written into ids, so that the Python between two steps runs
-    once every `steps` steps."""
-
-    def steps() -> dict:  # (steps_per_call depends on the rows only through rows == 1)
-        return {"steps": steps_per_call(model, GREEDY_STEPS, rows)}
-
-    return _compiled(model, "_greedy_at", (rows == 1,), steps)
+def compiled_greedy(model: nn.Module) -> CompiledStep:
+    """model._greedy_at compiled: GREEDY_STEPS greedy steps in one graph (its `steps`),
+    (ids (N, W), position (1,), memories, caches, unfinished (N,), bans, eos (V,), pad) ->
+    the number of steps after which no row was unfinished, the tokens written into ids, so
+    that the Python between two steps runs once every `steps` steps."""
+    return _compiled(model, "_greedy_at", defaults=lambda: {"steps": GREEDY_STEPS})
 
 
 def compiled_beam(model: nn.Module) -> CompiledStep:
@@ -198,6 +146,53 @@ def compiled_beam(model: nn.Module) -> CompiledStep:
     rule, cache rows (N, max_length)) -> whether the search is done, the beams and rows
     advanced in place."""
     return _compiled(model, "_beam_at", defaults=lambda: {"steps": BEAM_STEPS})
+
+
+def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether two dense contiguous tensors of one dtype, shape and device hold the same
+    bytes (so -0.0 and 0.0 differ, as do NaNs of other payloads)."""
+    return (
+        a.dtype == b.dtype
+        and a.shape == b.shape
+        and a.device == b.device
+        and a.is_contiguous()
+        and b.is_contiguous()
+        and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8))
+    )
+
+
+@contextlib.contextmanager
+def one_copy_of_each_constant() -> Iterator[None]:
+    """While inductor compiles in this context, a constant it makes for a graph (the
+    weights of a matrix product packed for its C++ kernel) that holds the same bytes as one
+    it made for the graph before is that one. Inductor packs the weights of each product
+    into a constant of its own, so without this a graph of k unrolled steps held k copies
+    of the step's weights (4 x 20.8 MB of float32 in the benchmark's greedy graph, which
+    did not fit in a 32 MB last-level cache: the one-row step took twice as long). The
+    constants of a frozen graph are never written, so two with the same bytes are one.
+    Only the constants inductor makes without a name are shared: those named after the
+    graph's frozen parameters it already shares by storage, and may drop from the graph
+    when a product packs them."""
+    allocate = GraphLowering.allocate_non_dup_const_name
+    made: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # graph -> names
+
+    def shared(graph: GraphLowering, name: str | None, data: torch.Tensor) -> str:
+        if name is not None or data.is_mkldnn:
+            return allocate(graph, name, data)
+        names = made.setdefault(graph, [])
+        with _disable_current_modes():
+            for known in names:
+                value = graph.constants.get(known)
+                if value is not None and not value.is_mkldnn and _same_bytes(value, data):
+                    return known
+        names.append(allocate(graph, name, data))
+        return names[-1]
+
+    GraphLowering.allocate_non_dup_const_name = shared
+    try:
+        yield
+    finally:
+        GraphLowering.allocate_non_dup_const_name = allocate
 
 
 class CompiledStep:
@@ -220,7 +215,7 @@ class CompiledStep:
         if self.checked:
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                 return self.compiled(self.model, *args)
-        with inductor_config.patch(self.options):
+        with inductor_config.patch(self.options), one_copy_of_each_constant():
             result = self.compiled(self.model, *args)
         self.checked = True
         return result

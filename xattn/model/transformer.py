@@ -951,8 +951,7 @@ class _CompiledStepper(_ModelStepper):
     @property
     def steps_per_call(self) -> int:
         if self.compiled_greedy is None:
-            rows = self._state.caches[0].key.shape[0]
-            self.compiled_greedy = compiled_greedy(self.model, rows)
+            self.compiled_greedy = compiled_greedy(self.model)
         return self.compiled_greedy.steps
 
     def greedy_steps(self, ids: Tensor, unfinished: Tensor, bans, eos: Tensor, pad: Tensor):
