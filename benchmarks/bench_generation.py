@@ -341,7 +341,7 @@ class CompiledFloor:
         rows = src.shape[0] * beams
         self.position = torch.zeros(1, dtype=torch.long)
         if beams == 1:
-            self.graph = compiled_greedy(model, rows)
+            self.graph = compiled_greedy(model)
             procs = build_processors(self.config, 1 + new_tokens)
             self.ids = torch.zeros(rows, new_tokens + self.graph.steps, dtype=torch.long)
             self.unfinished = torch.ones(rows, dtype=torch.bool)
