@@ -17,6 +17,7 @@ import torch._inductor.config as inductor_config
 from torch import nn
 from torch._dynamo.utils import counters
 from torch._inductor.graph import GraphLowering
+from torch._inductor.utils import run_and_get_code
 
 import xattn
 from xattn.attention import modules
@@ -753,3 +754,22 @@ def test_compile_refuses_non_booleans():
     src, mask = inputs()
     with pytest.raises(ValueError, match="compile='yes'"):
         model.generate(src, src_mask=mask, compile="yes")
+
+
+@pytest.mark.parametrize("onednn", [True, False], ids=["onednn", "inductor-alone"])
+def test_float32_linear_layers_of_a_frozen_graph_run_onednn_products(onednn):
+    """Inductor packs a float32 linear layer's weights for MKL's product on x86; compiled
+    in onednn_linear_layers, for oneDNN's (as for bfloat16), with the same outputs."""
+    assert torch._C.has_mkl and torch.backends.mkldnn.is_available()  # this CPU build's
+    torch.manual_seed(0)
+    layer = nn.Linear(64, 48).eval()
+    x = torch.randn(8, 64)
+    once = torch.compile(lambda x: torch.relu(layer(x)))
+    context = compiled.onednn_linear_layers() if onednn else contextlib.nullcontext()
+    options = {"freezing": True, "force_disable_caches": True}
+    with torch.no_grad(), inductor_config.patch(options), context:
+        got, code = run_and_get_code(once, x)
+    torch.testing.assert_close(got, torch.relu(layer(x)))
+    assert ("_linear_pointwise" in "".join(code)) == onednn
+    assert ("_mkl_linear" in "".join(code)) == (not onednn)
+    assert compiled.mkldnn_fusion.has_free_symbols(8) is False  # restored

@@ -18,7 +18,8 @@ shape changes from one length to the next and one graph serves every step of eve
 length (an int8 copy's linear layers run their traced int8 product, model.quantize). It
 is compiled with inductor's weight freezing (the weights become constants of the graph,
 laid out for its kernels, one copy of each however many unrolled steps read it:
-one_copy_of_each_constant); on a CPU also with inductor's own C++
+one_copy_of_each_constant; float32 linear layers packed for oneDNN's products rather
+than MKL's, onednn_linear_layers); on a CPU also with inductor's own C++
 matrix-product kernels, chosen against ATen's by timing each product of the step once
 (max-autotune), each fused with what follows it (bias, activation, residual), and a C++
 wrapper that calls the kernels without Python in between. A graph frozen on weights that
@@ -53,6 +54,7 @@ from collections.abc import Callable, Iterator
 import torch
 import torch._inductor.config as inductor_config
 from torch import nn
+from torch._inductor.fx_passes import mkldnn_fusion
 from torch._inductor.graph import GraphLowering
 from torch.utils._python_dispatch import _disable_current_modes
 
@@ -67,6 +69,7 @@ __all__ = [
     "compiled_greedy",
     "compiled_step",
     "one_copy_of_each_constant",
+    "onednn_linear_layers",
 ]
 
 _COMPILED: weakref.WeakKeyDictionary = (
@@ -195,6 +198,26 @@ def one_copy_of_each_constant() -> Iterator[None]:
         GraphLowering.allocate_non_dup_const_name = allocate
 
 
+@contextlib.contextmanager
+def onednn_linear_layers() -> Iterator[None]:
+    """While inductor compiles in this context, it packs the weights of a float32 linear
+    layer for oneDNN's product (mkldnn._linear_pointwise, with the layer's activation or
+    residual fused), where on x86 it would pack them for MKL's: inductor takes oneDNN's
+    path for bfloat16 weights and where a layer's batch size is symbolic, and here for a
+    batch size it knows as well (the weights are packed for that size all the same). Where
+    MKL's products are slow, as on AMD processors, that made the graphs of the benchmark
+    faster: the step's 19 products at 8 rows took 2,385 us through MKL and 873 through
+    oneDNN on an AMD EPYC, and beam search's graph of 32 rows ran 1.54x
+    (docs/benchmarks.md). Max-autotune still times each product against inductor's own
+    C++ kernel and keeps the faster."""
+    symbolic = mkldnn_fusion.has_free_symbols
+    mkldnn_fusion.has_free_symbols = lambda size: isinstance(size, int) or symbolic(size)
+    try:
+        yield
+    finally:
+        mkldnn_fusion.has_free_symbols = symbolic
+
+
 class CompiledStep:
     """A model's compiled method for the calls of one generate, called with the method's
     arguments. The first call goes through dynamo's guards, which choose
@@ -215,7 +238,8 @@ class CompiledStep:
         if self.checked:
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                 return self.compiled(self.model, *args)
-        with inductor_config.patch(self.options), one_copy_of_each_constant():
+        compiling = inductor_config.patch(self.options)
+        with compiling, one_copy_of_each_constant(), onednn_linear_layers():
             result = self.compiled(self.model, *args)
         self.checked = True
         return result
