@@ -20,7 +20,7 @@ is compiled with inductor's weight freezing (the weights become constants of the
 laid out for its kernels, one copy of each however many unrolled steps read it:
 one_copy_of_each_constant; float32 linear layers packed for oneDNN's products rather
 than MKL's, onednn_linear_layers); on a CPU also with inductor's own C++
-matrix-product kernels, chosen against ATen's by timing each product of the step once
+matrix-product kernels, chosen against oneDNN's by timing each product of the step once
 (max-autotune), each fused with what follows it (bias, activation, residual), and a C++
 wrapper that calls the kernels without Python in between. A graph frozen on weights that
 have changed since would be wrong, so a model's compiled steps are made again after any
