@@ -72,9 +72,8 @@ __all__ = [
     "onednn_linear_layers",
 ]
 
-_COMPILED: weakref.WeakKeyDictionary = (
-    weakref.WeakKeyDictionary()
-)  # model -> {name: (stamp, fn, kw)}
+# model -> {name: (stamp, compiled function, its fixed steps)}
+_COMPILED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 GREEDY_STEPS = 4  # greedy steps per graph call (docs/benchmarks.md: 1, 4 and 8 measured)
 BEAM_STEPS = 4  # beam search steps per graph call
@@ -105,21 +104,20 @@ def _own_copy(function: types.FunctionType) -> types.FunctionType:
     )
 
 
-def _compiled(model: nn.Module, name: str, defaults: Callable[[], dict] = dict) -> CompiledStep:
+def _compiled(model: nn.Module, name: str, steps: int | None = None) -> CompiledStep:
     """The method `name` of model compiled, for the calls of one generate: the graphs made
-    for this model, unless its weights changed since.
-    defaults() gives keyword arguments of the method fixed for the function's graphs (read
-    while tracing), called only when the function is made."""
+    for this model, unless its weights changed since. steps: the method's keyword `steps`,
+    fixed for the function's graphs (read while tracing) when the function is made."""
     stamp = model_stamp(model)
     functions = _COMPILED.setdefault(model, {})
     found = functions.get(name)
     if found is None or found[0] != stamp:
-        fixed = defaults()
         function = _own_copy(getattr(type(model), name))
-        function.__kwdefaults__ = {**(function.__kwdefaults__ or {}), **fixed}
-        found = functions[name] = (stamp, torch.compile(function), fixed)
+        if steps is not None:
+            function.__kwdefaults__ = {**(function.__kwdefaults__ or {}), "steps": steps}
+        found = functions[name] = (stamp, torch.compile(function), steps or 1)
     options = compile_options(next(model.parameters()).device)
-    return CompiledStep(model, found[1], options, **found[2])
+    return CompiledStep(model, found[1], options, found[2])
 
 
 def compiled_encoder(model: nn.Module) -> CompiledStep:
@@ -140,7 +138,7 @@ def compiled_greedy(model: nn.Module) -> CompiledStep:
     (ids (N, W), position (1,), memories, caches, unfinished (N,), bans, eos (V,), pad) ->
     the number of steps after which no row was unfinished, the tokens written into ids, so
     that the Python between two steps runs once every `steps` steps."""
-    return _compiled(model, "_greedy_at", defaults=lambda: {"steps": GREEDY_STEPS})
+    return _compiled(model, "_greedy_at", steps=GREEDY_STEPS)
 
 
 def compiled_beam(model: nn.Module) -> CompiledStep:
@@ -148,7 +146,7 @@ def compiled_beam(model: nn.Module) -> CompiledStep:
     search's own arithmetic in one graph, (position (1,), memories, caches, beams, bans,
     rule, cache rows (N, max_length)) -> whether the search is done, the beams and rows
     advanced in place."""
-    return _compiled(model, "_beam_at", defaults=lambda: {"steps": BEAM_STEPS})
+    return _compiled(model, "_beam_at", steps=BEAM_STEPS)
 
 
 def _same_bytes(a: torch.Tensor, b: torch.Tensor) -> bool:
