@@ -17,6 +17,7 @@ import torch._inductor.config as inductor_config
 from torch import nn
 from torch._dynamo.utils import counters
 from torch._inductor.graph import GraphLowering
+from torch._inductor.output_code import CompiledFxGraph
 from torch._inductor.utils import run_and_get_code
 
 import xattn
@@ -604,31 +605,93 @@ def test_compile_options_are_set_for_the_first_step_of_a_call(quick_compile, mon
         assert patched == [compiled.compile_options(torch.device("cpu"))] * calls
 
 
-def test_only_the_first_step_of_a_call_evaluates_the_guards(quick_compile, monkeypatch):
-    """The later steps of one generate call pass the same objects as its first: they run
-    the graph the first step's guards chose, skipping the guards; the next call checks
-    them again."""
-    skipped = []
-    real = torch.compiler.set_stance
+def test_only_the_first_step_of_a_call_goes_through_dynamo(quick_compile, monkeypatch):
+    """The first step of a generate call goes through dynamo, whose guards choose the
+    graph; the later steps pass the same objects and call that graph directly
+    (GraphReplay), with the eager tokens; the next call goes through dynamo again."""
+    through_dynamo, replayed = [], []
+    run, replay = CompiledFxGraph.__call__, compiled.GraphReplay.__call__
 
-    def set_stance(*args, **kwargs):
-        skipped.append(kwargs.get("skip_guard_eval_unsafe", False))
-        return real(*args, **kwargs)
+    def counted_run(graph, inputs):
+        through_dynamo.append(graph)
+        return run(graph, inputs)
 
-    monkeypatch.setattr(torch.compiler, "set_stance", set_stance)
+    def counted_replay(self, args):
+        replayed.append(self)
+        return replay(self, args)
+
+    monkeypatch.setattr(CompiledFxGraph, "__call__", counted_run)
+    monkeypatch.setattr(compiled.GraphReplay, "__call__", counted_replay)
+    monkeypatch.setattr(torch.compiler, "set_stance", None)  # the fallback is not taken
     model = make(**ONE_LAYER)
     src, mask = inputs()
     kw = dict(src_mask=mask, max_new_tokens=6, min_new_tokens=6, compile=True)
-    greedy_calls = 3  # greedy: two steps per call (quick_compile)
     for calls in (1, 2):
-        got = model.generate(src, **kw)
-        assert skipped == [True] * (greedy_calls - 1) * calls  # the first call checked
+        got = model.generate(src, **kw)  # greedy: two steps per call (quick_compile)
+        assert (len(through_dynamo), len(replayed)) == (calls, 2 * calls)  # padded: eager encoder
     assert torch.equal(got, model.generate(src, src_mask=mask, max_new_tokens=6, min_new_tokens=6))
-    skipped.clear()
+    through_dynamo.clear(), replayed.clear()
     got = model.generate(src, num_beams=2, **kw)
-    assert skipped == [True] * 5  # beam search: six steps, one per call, the first checked
+    assert (len(through_dynamo), len(replayed)) == (1, 5)  # beam search: a step a call
     eager = model.generate(src, src_mask=mask, num_beams=2, max_new_tokens=6, min_new_tokens=6)
     assert torch.equal(got, eager)
+
+
+@dataclasses.dataclass
+class Pair:
+    first: torch.Tensor
+    second: torch.Tensor
+
+
+def bump_and_scale(pairs, scale):
+    pairs[1].first.add_(1)  # written in place, inside the graph
+    return pairs[0].first * scale, (pairs[1].second + pairs[1].first, scale.sum())
+
+
+def test_a_graph_replay_reads_its_inputs_where_the_first_call_had_them():
+    """A replay takes each tensor from the place in its arguments where the first call
+    had the graph's input, new objects and values included, writes what the graph writes
+    and returns the first call's structure: what the compiled function returns."""
+
+    def arguments(seed):
+        g = torch.Generator().manual_seed(seed)
+        pairs = (Pair(torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)),) * 2
+        return (pairs[0], Pair(torch.randn(3, 4, generator=g), torch.randn(4, generator=g))), (
+            torch.randn(4, generator=g)
+        )
+
+    function = torch.compile(bump_and_scale, fullgraph=True)
+    first = arguments(0)
+    with compiled.graph_calls() as calls:
+        result = function(*first)
+    replay = compiled.GraphReplay.of(calls, first, result)
+    assert replay is not None
+    for seed in (1, 2):
+        given, expected = arguments(seed), arguments(seed)
+        got = replay(given)
+        want = bump_and_scale(*expected)
+        assert torch.equal(got[0], want[0]) and torch.equal(got[1][0], want[1][0])
+        assert torch.equal(got[1][1], want[1][1])
+        assert torch.equal(given[0][1].first, expected[0][1].first)  # written alike
+
+
+def test_a_graph_replay_is_refused_where_dynamo_did_more_than_call_one_graph():
+    def view_of_its_input(x):  # AOTAutograd makes the view after the graph
+        return x[1:]
+
+    def with_a_number(x):
+        return x + 1, 3
+
+    def breaks(x):  # two graphs
+        y = x + 1
+        torch._dynamo.graph_break()
+        return y * 2
+
+    for function in (view_of_its_input, with_a_number, breaks):
+        x = torch.randn(5)
+        with compiled.graph_calls() as calls:
+            result = torch.compile(function)(x)
+        assert compiled.GraphReplay.of(calls, (x,), result) is None
 
 
 def test_compiled_steps_attend_with_the_formula(monkeypatch):

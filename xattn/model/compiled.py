@@ -47,15 +47,18 @@ mask), so padding makes no graph of its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import types
 import weakref
 from collections.abc import Callable, Iterator
 
 import torch
 import torch._inductor.config as inductor_config
-from torch import nn
+import torch.utils._pytree as pytree
+from torch import Tensor, nn
 from torch._inductor.fx_passes import mkldnn_fusion
 from torch._inductor.graph import GraphLowering
+from torch._inductor.output_code import CompiledFxGraph
 from torch.utils._python_dispatch import _disable_current_modes
 
 from .packing import model_stamp
@@ -63,11 +66,13 @@ from .packing import model_stamp
 __all__ = [
     "BEAM_STEPS",
     "GREEDY_STEPS",
+    "GraphReplay",
     "compile_options",
     "compiled_beam",
     "compiled_encoder",
     "compiled_greedy",
     "compiled_step",
+    "graph_calls",
     "one_copy_of_each_constant",
     "onednn_linear_layers",
 ]
@@ -218,12 +223,13 @@ def onednn_linear_layers() -> Iterator[None]:
 
 class CompiledStep:
     """A model's compiled method for the calls of one generate, called with the method's
-    arguments. The first call goes through dynamo's guards, which choose
-    the graph or compile one, under the compile settings (inductor reads them while it
-    compiles, not when a graph runs). The later calls pass the same tensors, shapes and
-    objects (only the values in tensors change, which no guard reads), so they
-    run the graph the guards chose without evaluating them again (skip_guard_eval_unsafe:
-    about a tenth of a step at one row on a CPU)."""
+    arguments. The first call goes through dynamo's guards, which choose the graph or
+    compile one, under the compile settings (inductor reads them while it compiles, not
+    when a graph runs). The later calls pass the same tensors, shapes and objects (only
+    the values in tensors change, which no guard reads), so they run the graph the guards
+    chose without dynamo's and AOTAutograd's Python around it (GraphReplay: about a fifth
+    of a greedy call of 4 steps at one row on a CPU), or where the graph cannot be replayed
+    so, through dynamo without evaluating the guards again (skip_guard_eval_unsafe)."""
 
     def __init__(
         self, model: nn.Module, compiled: Callable, options: dict[str, object], steps: int = 1
@@ -231,13 +237,101 @@ class CompiledStep:
         self.model, self.compiled, self.options = model, compiled, options
         self.steps = steps  # the decoding steps one call takes (greedy: its keyword `steps`)
         self.checked = False
+        self.replay: GraphReplay | None = None
 
     def __call__(self, *args):
+        if self.replay is not None:
+            return self.replay(args)
         if self.checked:
             with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
                 return self.compiled(self.model, *args)
         compiling = inductor_config.patch(self.options)
-        with compiling, one_copy_of_each_constant(), onednn_linear_layers():
+        with compiling, one_copy_of_each_constant(), onednn_linear_layers(), graph_calls() as calls:
             result = self.compiled(self.model, *args)
         self.checked = True
+        self.replay = GraphReplay.of(calls, args, result)
         return result
+
+
+@contextlib.contextmanager
+def graph_calls() -> Iterator[list[tuple[CompiledFxGraph, list, object]]]:
+    """The compiled graphs inductor runs in this context, each call as (graph, its inputs,
+    its outputs)."""
+    calls: list[tuple[CompiledFxGraph, list, object]] = []
+    run = CompiledFxGraph.__call__
+
+    def recorded(graph: CompiledFxGraph, inputs):
+        given = list(inputs)  # the call may empty the list it is given
+        outputs = run(graph, inputs)
+        calls.append((graph, given, outputs))
+        return outputs
+
+    CompiledFxGraph.__call__ = recorded
+    try:
+        yield calls
+    finally:
+        CompiledFxGraph.__call__ = run
+
+
+def _tensors_in(value, path: tuple = ()) -> Iterator[tuple[tuple, Tensor]]:
+    """(path, tensor) of each tensor in value: a tensor, or tuples, lists and dataclasses
+    of them (a path's steps are indices and field names)."""
+    if isinstance(value, Tensor):
+        yield path, value
+    elif isinstance(value, (tuple, list)):
+        for i, item in enumerate(value):
+            yield from _tensors_in(item, (*path, i))
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        for field in dataclasses.fields(value):
+            yield from _tensors_in(getattr(value, field.name), (*path, field.name))
+
+
+def _at(value, path: tuple):
+    for step in path:
+        value = value[step] if isinstance(step, int) else getattr(value, step)
+    return value
+
+
+class GraphReplay:
+    """A compiled method's later calls as a direct call of its one inductor graph: each
+    input of the graph taken from the call's arguments where the first call's was (a size
+    it was given stays as it was), its outputs put back in the first call's result's
+    structure. Only where that is all dynamo and AOTAutograd did around the graph in the
+    first call: one graph, each of its tensor inputs found in the arguments, and the
+    result's values the very tensors the graph returned, in order. So not a graph whose
+    inputs' changes AOTAutograd applies after it (it returns them too), nor a result that
+    holds a view of an input (AOTAutograd makes it after the graph) or a number."""
+
+    def __init__(self, run: Callable, sources: list, spec: pytree.TreeSpec) -> None:
+        self.run, self.sources, self.spec = run, sources, spec
+
+    @classmethod
+    def of(cls, calls: list, args: tuple, result) -> GraphReplay | None:
+        """The replay of the first call that made `calls` (graph_calls) with args and
+        returned result, or None where it cannot be replayed."""
+        if len(calls) != 1:
+            return None
+        graph, inputs, outputs = calls[0]
+        leaves, spec = pytree.tree_flatten(result)
+        if not isinstance(outputs, (list, tuple)) or len(outputs) != len(leaves):
+            return None
+        if not all(isinstance(a, Tensor) and a is b for a, b in zip(leaves, outputs, strict=True)):
+            return None
+        paths = {}
+        for path, tensor in _tensors_in(args):
+            paths.setdefault(id(tensor), path)
+        sources: list = []
+        for value in inputs:
+            if isinstance(value, Tensor):
+                if id(value) not in paths:
+                    return None
+                sources.append(paths[id(value)])
+            elif isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+                sources.append(int(value))  # a size, the same in every call
+            else:
+                return None
+        return cls(graph.current_callable, sources, spec)
+
+    def __call__(self, args: tuple):
+        inputs = [s if isinstance(s, int) else _at(args, s) for s in self.sources]
+        return pytree.tree_unflatten(list(self.run(inputs)), self.spec)
