@@ -16,6 +16,7 @@ import torch
 import torch._inductor.config as inductor_config
 from torch import nn
 from torch._dynamo.utils import counters
+from torch._inductor.fx_passes import freezing_patterns
 from torch._inductor.graph import GraphLowering
 from torch._inductor.output_code import CompiledFxGraph
 from torch._inductor.utils import run_and_get_code
@@ -326,6 +327,19 @@ def test_int8_copy_reads_alike_and_is_not_saved(tmp_path):
         model.quantize("int4")
 
 
+def test_int8_layers_pack_fbgemm_weights_only_for_eager_calls(quick_compile):
+    """A copy that only compiled steps run holds its int8 weights once; a layer makes
+    fbgemm's packed copy at its first eager call."""
+    int8 = make(**ONE_LAYER).quantize("int8")
+    layers = [m for m in int8.modules() if isinstance(m, quantize.Int8Linear)]
+    src = torch.randint(3, 60, (2, 7), generator=torch.Generator().manual_seed(3))
+    int8.generate(src, max_new_tokens=4, compile=True)  # no padding: a compiled encoder
+    assert layers and all(layer.packed is None for layer in layers)
+    eager = int8.generate(src, max_new_tokens=4)
+    assert all(layer.packed is not None for layer in (int8.lm_head, int8.decoder_layers[0].ffn.fc1))
+    assert torch.equal(eager, int8.generate(src, max_new_tokens=4))
+
+
 def test_int8_copy_projects_stacked_q_k_v_in_one_product_with_the_same_result(monkeypatch):
     """The encoder's self-attentions and the memories' projection run one int8 product for
     q, k and v (k and v): the same input quantized once, so the same numbers as one
@@ -377,6 +391,9 @@ def quick_compile(monkeypatch):
     weights inductor keeps the graphs it made in its cache (it cannot store packed ones),
     so a test whose model and shapes an earlier test compiled loads that graph."""
     options = {"freezing": True, "cpp.weight_prepack": False}
+    # inductor registers its weight-packing passes once a process, at the first frozen
+    # compile, if cpp.weight_prepack is on then: register them now, while it is
+    freezing_patterns.lazy_init()
     monkeypatch.setattr(compiled, "compile_options", lambda device: options)
     monkeypatch.setattr(compiled, "GREEDY_STEPS", 2)
     monkeypatch.setattr(compiled, "BEAM_STEPS", 1)

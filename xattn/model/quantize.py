@@ -1,17 +1,19 @@
-"""int8 inference on the CPU: EncoderDecoder.quantize("int8") gives a copy whose linear layers
-keep their weights in int8 (one scale per output row, symmetric) and quantize their input
-per call (dynamic int8). Embeddings, norms and convolutions stay float32. The copy is for
-inference: it refuses to be saved (save the float model and quantize after loading).
+"""int8 inference on the CPU: EncoderDecoder.quantize("int8") gives a copy whose linear
+layers keep their weights in int8 (one scale per output row, symmetric) and quantize their
+input per call (dynamic int8). Embeddings, norms and convolutions stay float32. The copy
+is for inference: it refuses to be saved (save the float model and quantize after
+loading).
 
 Two kernels share the int8 weights. Eager calls run PyTorch's fbgemm kernel
 (torch.ops.quantized.linear_dynamic: one call that quantizes the whole input to 7 bits
-with one scale and zero point). A step that torch.compile traces (generate(compile=True))
-quantizes each row of the input to int8 with a scale of its own (symmetric), in tensor
-operations that inductor fuses around PyTorch's int8 matrix product (torch._int_mm,
-oneDNN, VNNI where the CPU has it). The two round the input differently, so compiled and
-eager int8 tokens may differ where two are near-tied. PyTorch deprecates its quantized
-tensors (fbgemm's packed weights) for a future release; xattn pins the release it tests
-with.
+with one scale and zero point), on a packed copy of the weights that a layer makes at its
+first eager call (a copy only compiled steps use holds none). A step that torch.compile
+traces (generate(compile=True)) quantizes each row of the input to int8 with a scale of
+its own (symmetric), in tensor operations that inductor fuses around PyTorch's int8 matrix
+product (torch._int_mm, oneDNN, VNNI where the CPU has it). The two round the input
+differently, so compiled and eager int8 tokens may differ where two are near-tied. PyTorch
+deprecates its quantized tensors (fbgemm's packed weights) for a future release; xattn
+pins the release it tests with.
 """
 
 from __future__ import annotations
@@ -41,11 +43,17 @@ class Int8Linear(nn.Module):
         self.register_buffer("weight_t", levels.t())  # (in, out): the fast layout for _int_mm
         self.register_buffer("scale", scale)
         self.register_buffer("bias", bias)
-        zeros = torch.zeros(len(scale), dtype=torch.long)
+        self.packed = None  # fbgemm's copy of the weights, made by the first eager call
+
+    def _prepack(self):
+        """fbgemm's packed weights of this layer's int8 weights, scales and bias."""
+        zeros = torch.zeros(len(self.scale), dtype=torch.long)
         with warnings.catch_warnings():  # PyTorch warns that quantized tensors will go
             warnings.simplefilter("ignore")
-            quantized = torch._make_per_channel_quantized_tensor(levels, scale.double(), zeros, 0)
-            self.packed = torch.ops.quantized.linear_prepack(quantized, bias)
+            quantized = torch._make_per_channel_quantized_tensor(
+                self.weight_t.t(), self.scale.double(), zeros, 0
+            )
+            return torch.ops.quantized.linear_prepack(quantized, self.bias)
 
     @classmethod
     def of(cls, linear: nn.Linear) -> Int8Linear:
@@ -54,6 +62,8 @@ class Int8Linear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
             return self.traced(x)
+        if self.packed is None:
+            self.packed = self._prepack()
         return torch.ops.quantized.linear_dynamic(x, self.packed, True)
 
     def traced(self, x: Tensor) -> Tensor:
