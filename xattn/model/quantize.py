@@ -51,7 +51,7 @@ class Int8Linear(nn.Module):
         with warnings.catch_warnings():  # PyTorch warns that quantized tensors will go
             warnings.simplefilter("ignore")
             quantized = torch._make_per_channel_quantized_tensor(
-                self.weight_t.t(), self.scale.double(), zeros, 0
+                self.weight_t.t().contiguous(), self.scale.double(), zeros, 0
             )
             return torch.ops.quantized.linear_prepack(quantized, self.bias)
 
