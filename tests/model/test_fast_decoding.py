@@ -672,10 +672,9 @@ def test_a_graph_replay_reads_its_inputs_where_the_first_call_had_them():
 
     def arguments(seed):
         g = torch.Generator().manual_seed(seed)
-        pairs = (Pair(torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g)),) * 2
-        return (pairs[0], Pair(torch.randn(3, 4, generator=g), torch.randn(4, generator=g))), (
-            torch.randn(4, generator=g)
-        )
+        first = Pair(torch.randn(3, 4, generator=g), torch.randn(3, 4, generator=g))
+        second = Pair(torch.randn(3, 4, generator=g), torch.randn(4, generator=g))
+        return (first, second), torch.randn(4, generator=g)
 
     function = torch.compile(bump_and_scale, fullgraph=True)
     first = arguments(0)

@@ -51,6 +51,7 @@ import dataclasses
 import types
 import weakref
 from collections.abc import Callable, Iterator
+from unittest import mock
 
 import torch
 import torch._inductor.config as inductor_config
@@ -194,11 +195,8 @@ def one_copy_of_each_constant() -> Iterator[None]:
         names.append(allocate(graph, name, data))
         return names[-1]
 
-    GraphLowering.allocate_non_dup_const_name = shared
-    try:
+    with mock.patch.object(GraphLowering, "allocate_non_dup_const_name", shared):
         yield
-    finally:
-        GraphLowering.allocate_non_dup_const_name = allocate
 
 
 @contextlib.contextmanager
@@ -214,11 +212,10 @@ def onednn_linear_layers() -> Iterator[None]:
     (docs/benchmarks.md). Max-autotune still times each product against inductor's own
     C++ kernel and keeps the faster."""
     symbolic = mkldnn_fusion.has_free_symbols
-    mkldnn_fusion.has_free_symbols = lambda size: isinstance(size, int) or symbolic(size)
-    try:
+    with mock.patch.object(
+        mkldnn_fusion, "has_free_symbols", lambda size: isinstance(size, int) or symbolic(size)
+    ):
         yield
-    finally:
-        mkldnn_fusion.has_free_symbols = symbolic
 
 
 class CompiledStep:
@@ -266,11 +263,8 @@ def graph_calls() -> Iterator[list[tuple[CompiledFxGraph, list, object]]]:
         calls.append((graph, given, outputs))
         return outputs
 
-    CompiledFxGraph.__call__ = recorded
-    try:
+    with mock.patch.object(CompiledFxGraph, "__call__", recorded):
         yield calls
-    finally:
-        CompiledFxGraph.__call__ = run
 
 
 def _tensors_in(value, path: tuple = ()) -> Iterator[tuple[tuple, Tensor]]:
@@ -326,7 +320,7 @@ class GraphReplay:
                 if id(value) not in paths:
                     return None
                 sources.append(paths[id(value)])
-            elif isinstance(value, (int, torch.SymInt)) and not isinstance(value, bool):
+            elif isinstance(value, int) and not isinstance(value, bool):
                 sources.append(int(value))  # a size, the same in every call
             else:
                 return None
