@@ -368,6 +368,28 @@ def test_int8_copy_projects_stacked_q_k_v_in_one_product_with_the_same_result(mo
     assert len(calls) == 4 * L + D + 6 * L + 2 * D
 
 
+def test_int8_copy_holds_each_weight_once():
+    """The separate q, k and v projections are layers of the stacked one's rows: the int8
+    copy holds one byte for each float32 weight of the model's linear layers."""
+    model = make()
+    int8 = model.quantize("int8")
+    held = {}
+    for layer in int8.modules():
+        if isinstance(layer, quantize.Int8Linear):
+            storage = layer.weight_t.untyped_storage()
+            held[storage.data_ptr()] = storage.nbytes()
+    linears = [m for m in model.modules() if type(m) is torch.nn.Linear]
+    assert sum(held.values()) == sum(m.weight.numel() for m in linears)
+    attn = int8.decoder_layers[0].self_attn
+    x = torch.randn(3, int8.config.d_model)
+    parts = (attn.q_proj, attn.k_proj, attn.v_proj)
+    widths = [part.out_features for part in parts]
+    eager = attn.qkv_int8(x).split(widths, -1)
+    traced = attn.qkv_int8.traced(x).split(widths, -1)
+    for part, y, z in zip(parts, eager, traced, strict=True):
+        assert torch.equal(part(x), y) and torch.equal(part.traced(x), z)
+
+
 def inputs():
     src = torch.randint(3, 60, (3, 7), generator=torch.Generator().manual_seed(1))
     mask = torch.ones(3, 7, dtype=torch.bool)

@@ -33,17 +33,34 @@ class Int8Linear(nn.Module):
     """y = x W^T + b with W stored in int8, one scale per output row (see the module
     docstring for the two kernels)."""
 
-    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+    def __init__(self, weight_t: Tensor, scale: Tensor, bias: Tensor | None) -> None:
+        """weight_t (in, out) int8 levels, scale (out,) float32, bias (out,) or None: W^T is
+        weight_t times scale (see of_weights for float weights)."""
         super().__init__()
-        weight = weight.detach().float().cpu()
-        bias = None if bias is None else bias.detach().float().cpu()
-        self.out_features, self.in_features = weight.shape
-        scale = (weight.abs().amax(1) / 127.0).clamp_min(1e-12)
-        levels = torch.round(weight / scale[:, None]).to(torch.int8)
-        self.register_buffer("weight_t", levels.t())  # (in, out): the fast layout for _int_mm
+        self.in_features, self.out_features = weight_t.shape
+        self.register_buffer("weight_t", weight_t)  # (in, out): the fast layout for _int_mm
         self.register_buffer("scale", scale)
         self.register_buffer("bias", bias)
         self.packed = None  # fbgemm's copy of the weights, made by the first eager call
+
+    @classmethod
+    def of_weights(cls, weight: Tensor, bias: Tensor | None) -> Int8Linear:
+        """Float weights (out, in) quantized, one symmetric scale per output row."""
+        weight = weight.detach().float().cpu()
+        bias = None if bias is None else bias.detach().float().cpu()
+        scale = (weight.abs().amax(1) / 127.0).clamp_min(1e-12)
+        levels = torch.round(weight / scale[:, None]).to(torch.int8)
+        return cls(levels.t(), scale, bias)
+
+    @classmethod
+    def of(cls, linear: nn.Linear) -> Int8Linear:
+        return cls.of_weights(linear.weight, linear.bias)
+
+    def rows(self, start: int, stop: int) -> Int8Linear:
+        """The layer of output rows start:stop of this one, on views of its int8 weights,
+        scales and bias (the same numbers, no copy)."""
+        bias = None if self.bias is None else self.bias[start:stop]
+        return Int8Linear(self.weight_t[:, start:stop], self.scale[start:stop], bias)
 
     def _prepack(self):
         """fbgemm's packed weights of this layer's int8 weights, scales and bias."""
@@ -54,10 +71,6 @@ class Int8Linear(nn.Module):
                 self.weight_t.t().contiguous(), self.scale.double(), zeros, 0
             )
             return torch.ops.quantized.linear_prepack(quantized, self.bias)
-
-    @classmethod
-    def of(cls, linear: nn.Linear) -> Int8Linear:
-        return cls(linear.weight, linear.bias)
 
     def forward(self, x: Tensor) -> Tensor:
         if torch.compiler.is_compiling():
@@ -84,9 +97,10 @@ class Int8Linear(nn.Module):
 
 def quantize_int8(model):
     """An int8 copy of an EncoderDecoder (see the module docstring); `model` is unchanged.
-    Each self-attention also gets its q, k and v projections stacked into one int8 layer
+    Each self-attention gets its q, k and v projections stacked into one int8 layer
     (qkv_int8), each cross-attention its k and v (kv_int8): one product instead of three or
-    two in the encoder, the memories' projection and the decoding steps."""
+    two in the encoder, the memories' projection and the decoding steps. The separate
+    projections stay as layers of the stacked one's rows (views: the weights are held once)."""
     if next(model.parameters()).device.type != "cpu":
         raise ValueError("int8 quantization is for CPU inference: move the model to the CPU")
     if not hasattr(torch.ops.quantized, "linear_dynamic"):
@@ -94,12 +108,24 @@ def quantize_int8(model):
     quantized = copy.deepcopy(model, memo={id(model.tokenizer): model.tokenizer}).eval()
     for attn in list(quantized.modules()):
         if isinstance(attn, SelfAttention):
-            attn.qkv_int8 = Int8Linear(*attn.fused_projection())
+            _stack(attn, "qkv_int8", ("q_proj", "k_proj", "v_proj"))
         elif isinstance(attn, CrossAttention):
-            attn.kv_int8 = Int8Linear(*attn._fused((attn.k_proj, attn.v_proj)))
+            _stack(attn, "kv_int8", ("k_proj", "v_proj"))
     for parent in list(quantized.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
                 setattr(parent, name, Int8Linear.of(child))
     quantized.quantized = "int8"
     return quantized
+
+
+def _stack(attn: nn.Module, name: str, parts: tuple[str, ...]) -> None:
+    """attn.<name>: one int8 layer of the projections `parts` stacked; each part then a
+    layer of its rows."""
+    stacked = Int8Linear.of_weights(*attn._fused(tuple(getattr(attn, p) for p in parts)))
+    setattr(attn, name, stacked)
+    start = 0
+    for part in parts:
+        stop = start + getattr(attn, part).out_features
+        setattr(attn, part, stacked.rows(start, stop))
+        start = stop
