@@ -108,9 +108,9 @@ def quantize_int8(model):
     quantized = copy.deepcopy(model, memo={id(model.tokenizer): model.tokenizer}).eval()
     for attn in list(quantized.modules()):
         if isinstance(attn, SelfAttention):
-            _stack(attn, "qkv_int8", ("q_proj", "k_proj", "v_proj"))
+            _stack(attn, ("q_proj", "k_proj", "v_proj"))
         elif isinstance(attn, CrossAttention):
-            _stack(attn, "kv_int8", ("k_proj", "v_proj"))
+            _stack(attn, ("k_proj", "v_proj"))
     for parent in list(quantized.modules()):
         for name, child in list(parent.named_children()):
             if type(child) is nn.Linear:
@@ -119,11 +119,11 @@ def quantize_int8(model):
     return quantized
 
 
-def _stack(attn: nn.Module, name: str, parts: tuple[str, ...]) -> None:
-    """attn.<name>: one int8 layer of the projections `parts` stacked; each part then a
-    layer of its rows."""
+def _stack(attn: nn.Module, parts: tuple[str, ...]) -> None:
+    """The attention's stacked int8 layer (its _stacked_int8: qkv_int8, kv_int8) of the
+    projections `parts`; each part then a layer of its rows."""
     stacked = Int8Linear.of_weights(*attn._fused(tuple(getattr(attn, p) for p in parts)))
-    setattr(attn, name, stacked)
+    setattr(attn, attn._stacked_int8, stacked)
     start = 0
     for part in parts:
         stop = start + getattr(attn, part).out_features
